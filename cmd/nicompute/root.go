@@ -1,0 +1,339 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/nicompute/nicompute/internal/version"
+)
+
+// Stdio are the streams a command reads and writes.
+type Stdio struct {
+	In       io.Reader
+	Out, Err io.Writer
+}
+
+// app is the state shared by all subcommands of one invocation. Nothing
+// here is global: tests and devnet run many invocations in one process.
+type app struct {
+	Stdio
+	configPath string
+	logDebug   bool
+	logTrace   bool
+	logFormat  string
+	log        *slog.Logger
+}
+
+// exitError carries a specific exit code.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// Run executes the nicompute command line args and returns the exit code:
+// 0 on success, 1 when the command failed, 2 for usage errors.
+func Run(ctx context.Context, args []string, stdio Stdio) int {
+	a := &app{Stdio: stdio}
+	root := a.rootCmd()
+	root.SetArgs(args)
+	root.SetIn(stdio.In)
+	root.SetOut(stdio.Out)
+	root.SetErr(stdio.Err)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintf(stdio.Err, "error: %v\n", err)
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	if isUsageError(err) {
+		return 2
+	}
+	return 1
+}
+
+func isUsageError(err error) bool {
+	msg := err.Error()
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand", "flag needs an argument", "invalid argument", "accepts ", "requires at least", "required flag"} {
+		if strings.Contains(msg, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *app) rootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "nicompute",
+		Short:         "NI Compute GPU market: miner, validator, renter tools and a development subnet",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if err := a.applyConfig(cmd); err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			a.setupLogging()
+			return nil
+		},
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.configPath, "config", "", "YAML config file; keys are flag names (nested or dotted), flags and NICOMPUTE_* environment variables override it")
+	pf.BoolVar(&a.logDebug, "logging.debug", false, "log at debug level")
+	pf.BoolVar(&a.logTrace, "logging.trace", false, "log at trace level (more than debug)")
+	pf.StringVar(&a.logFormat, "logging.format", "text", "log format: text or json")
+
+	walletCmd := newWalletCmd(a)
+	walletCmd.AddCommand(newFaucetCmd(a))
+	root.AddCommand(
+		newVersionCmd(a),
+		walletCmd,
+		newChainCmd(a),
+		newSubnetCmd(a),
+		newStakeCmd(a),
+		newWeightsCmd(a),
+		newSSHDCmd(a),
+		newPoGCmd(a),
+		newDevnetCmd(a),
+	)
+	return root
+}
+
+// envName is the environment variable that overrides flag name:
+// "wallet.name" → NICOMPUTE_WALLET_NAME.
+func envName(flag string) string {
+	r := strings.NewReplacer(".", "_", "-", "_")
+	return "NICOMPUTE_" + strings.ToUpper(r.Replace(flag))
+}
+
+// applyConfig fills every flag the user did not set on the command line,
+// first from its NICOMPUTE_* environment variable, then from the YAML config
+// file. Precedence: flag > environment > config file > default.
+func (a *app) applyConfig(cmd *cobra.Command) error {
+	path := a.configPath
+	if path == "" {
+		path = os.Getenv(envName("config"))
+	}
+	var fileVals map[string]string
+	if path != "" {
+		var err error
+		if fileVals, err = loadConfigFile(path); err != nil {
+			return err
+		}
+	}
+	known := map[string]bool{}
+	var firstErr error
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		known[f.Name] = true
+		if f.Changed || firstErr != nil {
+			return
+		}
+		src, val, ok := "", "", false
+		if v, set := os.LookupEnv(envName(f.Name)); set {
+			src, val, ok = "environment variable "+envName(f.Name), v, true
+		} else if v, set := fileVals[f.Name]; set {
+			src, val, ok = "config file "+path, v, true
+		}
+		if !ok {
+			return
+		}
+		if err := setFlag(f, val); err != nil {
+			firstErr = fmt.Errorf("%s: %s: %w", src, f.Name, err)
+		}
+	})
+	if firstErr != nil {
+		return firstErr
+	}
+	for k := range fileVals {
+		if !known[k] && k != "config" {
+			return fmt.Errorf("config file %s: unknown key %q for %q (keys are this command's flag names)", path, k, cmd.CommandPath())
+		}
+	}
+	return nil
+}
+
+func setFlag(f *pflag.Flag, val string) error {
+	if sv, ok := f.Value.(pflag.SliceValue); ok {
+		return sv.Replace(splitList(val))
+	}
+	return f.Value.Set(val)
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// loadConfigFile reads a YAML mapping and flattens nested keys with dots, so
+// `wallet: {name: x}` and `wallet.name: x` both set --wallet.name. Lists
+// become comma-separated values.
+func loadConfigFile(path string) (map[string]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(b, &root); err != nil {
+		return nil, fmt.Errorf("config file %s: %w", path, err)
+	}
+	out := map[string]string{}
+	if len(root.Content) == 0 {
+		return out, nil
+	}
+	if err := flatten("", root.Content[0], out); err != nil {
+		return nil, fmt.Errorf("config file %s: %w", path, err)
+	}
+	return out, nil
+}
+
+func flatten(prefix string, n *yaml.Node, out map[string]string) error {
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i].Value
+			if prefix != "" {
+				k = prefix + "." + k
+			}
+			if err := flatten(k, n.Content[i+1], out); err != nil {
+				return err
+			}
+		}
+	case yaml.SequenceNode:
+		var parts []string
+		for _, c := range n.Content {
+			if c.Kind != yaml.ScalarNode {
+				return fmt.Errorf("line %d: %s: lists may hold only scalars", c.Line, prefix)
+			}
+			parts = append(parts, c.Value)
+		}
+		out[prefix] = strings.Join(parts, ",")
+	case yaml.ScalarNode:
+		if prefix == "" {
+			return fmt.Errorf("line %d: expected a mapping of flag names to values", n.Line)
+		}
+		out[prefix] = n.Value
+	case yaml.AliasNode:
+		return flatten(prefix, n.Alias, out)
+	default:
+		return fmt.Errorf("line %d: unsupported YAML value for %s", n.Line, prefix)
+	}
+	return nil
+}
+
+// levelTrace is below slog.LevelDebug.
+const levelTrace = slog.Level(-8)
+
+func (a *app) setupLogging() {
+	lvl := slog.LevelInfo
+	if a.logDebug {
+		lvl = slog.LevelDebug
+	}
+	if a.logTrace {
+		lvl = levelTrace
+	}
+	opts := &slog.HandlerOptions{Level: lvl, ReplaceAttr: func(_ []string, at slog.Attr) slog.Attr {
+		if at.Key == slog.LevelKey {
+			if l, ok := at.Value.Any().(slog.Level); ok && l <= levelTrace {
+				at.Value = slog.StringValue("TRACE")
+			}
+		}
+		return at
+	}}
+	var h slog.Handler
+	if a.logFormat == "json" {
+		h = slog.NewJSONHandler(a.Err, opts)
+	} else {
+		h = slog.NewTextHandler(a.Err, opts)
+	}
+	a.log = slog.New(h)
+}
+
+// logger returns the configured logger (a discarding one before setup).
+func (a *app) logger() *slog.Logger {
+	if a.log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return a.log
+}
+
+// printJSON writes v as one JSON object on stdout.
+func (a *app) printJSON(v any) error {
+	enc := json.NewEncoder(a.Out)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+// walletFlags are Bittensor's --wallet.* flags.
+type walletFlags struct {
+	path, name, hotkey string
+}
+
+func (w *walletFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&w.path, "wallet.path", "~/.bittensor/wallets", "directory holding the wallets")
+	fs.StringVar(&w.name, "wallet.name", "default", "wallet (coldkey) name")
+	fs.StringVar(&w.hotkey, "wallet.hotkey", "default", "hotkey name")
+}
+
+// dir returns the wallet directory with ~ expanded.
+func (w *walletFlags) dir() (string, error) { return expandHome(w.path) }
+
+func expandHome(p string) (string, error) {
+	if p == "~" || strings.HasPrefix(p, "~/") {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", fmt.Errorf("expand %s: %w", p, err)
+		}
+		return filepath.Join(home, strings.TrimPrefix(p, "~")), nil
+	}
+	return p, nil
+}
+
+func newVersionCmd(a *app) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "version",
+		Short: "Print the version, commit and Go version",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			info := version.Get()
+			if asJSON {
+				return a.printJSON(info)
+			}
+			_, err := fmt.Fprintln(a.Out, info.String())
+			return err
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+// errNotBuilt marks a command whose implementation is not part of this build.
+func notBuilt(use, short string) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		RunE: func(*cobra.Command, []string) error {
+			return fmt.Errorf("%s is not available in this build", use)
+		},
+	}
+}
