@@ -1,8 +1,9 @@
 // Package keys implements sr25519 key pairs as Substrate and Bittensor use
 // them: keys from a BIP-39 mnemonic (Substrate's entropy-based seed), a
-// 32-byte mini secret, or a secret URI with hard (//) and soft (/)
-// derivation junctions and an optional ///password; signatures with the
-// "substrate" signing context; SS58 addresses (prefix 42 by default).
+// 32-byte mini secret, a 64-byte schnorrkel secret key, or a secret URI with
+// hard (//) and soft (/) derivation junctions and an optional ///password;
+// signatures with the "substrate" signing context; SS58 addresses (prefix 42
+// by default).
 package keys
 
 import (
@@ -10,38 +11,41 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 
+	schnorrkel "github.com/ChainSafe/go-schnorrkel"
 	"github.com/cosmos/go-bip39"
 	"github.com/vedhavyas/go-subkey/v2"
-	"github.com/vedhavyas/go-subkey/v2/sr25519"
 )
 
 // SS58Prefix is the generic Substrate address format Bittensor uses.
 const SS58Prefix = 42
 
-// PublicKeyLen and SignatureLen are the sr25519 sizes in bytes.
+// Sizes in bytes.
 const (
 	PublicKeyLen = 32
 	SignatureLen = 64
-	SeedLen      = 32
+	// SeedLen is the size of a mini secret key (Substrate's "seed").
+	SeedLen = 32
+	// SecretKeyLen is the size of a schnorrkel secret key: the secret
+	// scalar in canonical form followed by the 32-byte nonce seed. This is
+	// what sp_core's to_raw_vec and Bittensor's keyfile "privateKey" hold.
+	SecretKeyLen = 64
 )
 
-// Keypair is an sr25519 key pair. The zero value is not usable.
+// Keypair is an sr25519 key pair. The zero value is not usable. Its String
+// and LogValue methods show the address only, never secret material.
 type Keypair struct {
-	kp   subkey.KeyPair
+	p    pair
 	ss58 string
-	// seed is the 32-byte mini secret when known (keys from a mnemonic, a
-	// seed, or hard-only derivation); nil after soft derivation.
-	seed []byte
+	// mnemonic is the BIP-39 phrase that alone reproduces this key (no
+	// password, no derivation path); empty otherwise.
+	mnemonic string
 }
 
-func wrap(kp subkey.KeyPair) *Keypair {
-	var seed []byte
-	if s := kp.Seed(); len(s) == SeedLen {
-		seed = bytes.Clone(s)
-	}
-	return &Keypair{kp: kp, ss58: subkey.SS58Encode(kp.Public(), SS58Prefix), seed: seed}
+func newKeypair(p pair, mnemonic string) *Keypair {
+	return &Keypair{p: p, ss58: subkey.SS58Encode(p.pub[:], SS58Prefix), mnemonic: mnemonic}
 }
 
 // FromSeed returns the key pair of a 32-byte mini secret key.
@@ -49,57 +53,107 @@ func FromSeed(seed []byte) (*Keypair, error) {
 	if len(seed) != SeedLen {
 		return nil, fmt.Errorf("seed must be %d bytes, got %d", SeedLen, len(seed))
 	}
-	kp, err := sr25519.Scheme{}.FromSeed(seed)
+	p, err := pairFromSeed(seed)
 	if err != nil {
 		return nil, fmt.Errorf("seed: %w", err)
 	}
-	return wrap(kp), nil
+	return newKeypair(p, ""), nil
 }
 
 // FromSeedHex parses a 0x-prefixed (or bare) hex mini secret.
 func FromSeedHex(s string) (*Keypair, error) {
-	b, err := hex.DecodeString(strings.TrimPrefix(strings.TrimSpace(s), "0x"))
+	b, err := decodeHex(s)
 	if err != nil {
 		return nil, fmt.Errorf("seed is not hex: %w", err)
 	}
 	return FromSeed(b)
 }
 
+// FromSecretKey returns the key pair of a 64-byte schnorrkel secret key in
+// its canonical encoding (scalar || nonce), as sp_core and Bittensor store
+// it. A scalar that is not reduced modulo the group order is rejected.
+func FromSecretKey(secret []byte) (*Keypair, error) {
+	if len(secret) != SecretKeyLen {
+		return nil, fmt.Errorf("secret key must be %d bytes, got %d", SecretKeyLen, len(secret))
+	}
+	p, err := pairFromSecret([SecretKeyLen]byte(secret))
+	if err != nil {
+		return nil, err
+	}
+	return newKeypair(p, ""), nil
+}
+
+// FromEd25519SecretKey returns the key pair of a 64-byte secret key in
+// schnorrkel's ed25519-compatible encoding (the scalar multiplied by the
+// cofactor 8, then the nonce), the form polkadot-js exports.
+func FromEd25519SecretKey(secret []byte) (*Keypair, error) {
+	if len(secret) != SecretKeyLen {
+		return nil, fmt.Errorf("secret key must be %d bytes, got %d", SecretKeyLen, len(secret))
+	}
+	var s [SecretKeyLen]byte
+	copy(s[:], secret)
+	divideByCofactor((*[32]byte)(s[:32]))
+	p, err := pairFromSecret(s)
+	if err != nil {
+		return nil, err
+	}
+	return newKeypair(p, ""), nil
+}
+
 // FromMnemonic returns the key pair of a BIP-39 mnemonic (checksum verified)
-// with an optional password, as Substrate derives it.
+// with an optional password, as Substrate derives it. The key remembers the
+// phrase (see Mnemonic) only when password is empty.
 func FromMnemonic(phrase, password string) (*Keypair, error) {
 	phrase = NormalizeMnemonic(phrase)
 	if err := ValidateMnemonic(phrase); err != nil {
 		return nil, err
 	}
-	kp, err := sr25519.Scheme{}.FromPhrase(phrase, password)
+	p, err := pairFromPhrase(phrase, password)
 	if err != nil {
 		return nil, fmt.Errorf("mnemonic: %w", err)
 	}
-	return wrap(kp), nil
+	m := ""
+	if password == "" {
+		m = phrase
+	}
+	return newKeypair(p, m), nil
 }
 
 // FromURI returns the key pair of a Substrate secret URI:
 // "<mnemonic or 0xseed>[//hard][/soft]...[///password]". A URI that starts
 // with a junction uses Substrate's development phrase, so "//Alice" is the
-// well-known development account.
+// well-known development account. A key whose last junction is soft has no
+// seed.
 func FromURI(uri string) (*Keypair, error) {
 	uri = strings.TrimSpace(uri)
 	if uri == "" {
 		return nil, errors.New("empty secret URI")
 	}
-	phrase, _, _ := strings.Cut(uri, "/")
+	phrase, rest := uri, ""
+	if i := strings.Index(uri, "/"); i >= 0 {
+		phrase, rest = uri[:i], uri[i:]
+	}
 	phrase = strings.TrimSpace(phrase)
-	if phrase != "" && !strings.HasPrefix(phrase, "0x") {
-		if err := ValidateMnemonic(NormalizeMnemonic(phrase)); err != nil {
+	isHex := strings.HasPrefix(phrase, "0x")
+	if phrase != "" && !isHex {
+		phrase = NormalizeMnemonic(phrase)
+		if err := ValidateMnemonic(phrase); err != nil {
 			return nil, err
 		}
 	}
-	kp, err := subkey.DeriveKeyPair(sr25519.Scheme{}, uri)
+	kp, err := subkey.DeriveKeyPair(scheme{}, phrase+rest)
 	if err != nil {
 		return nil, fmt.Errorf("secret URI: %w", err)
 	}
-	return wrap(kp), nil
+	p, ok := kp.(pair)
+	if !ok {
+		return nil, errors.New("secret URI: unexpected key type")
+	}
+	m := ""
+	if rest == "" && !isHex && phrase != "" {
+		m = phrase
+	}
+	return newKeypair(p, m), nil
 }
 
 // NewMnemonic returns a fresh BIP-39 English mnemonic of 12, 15, 18, 21 or
@@ -139,15 +193,24 @@ func ValidateMnemonic(phrase string) error {
 func (k *Keypair) SS58() string { return k.ss58 }
 
 // PublicKey returns the 32-byte public key.
-func (k *Keypair) PublicKey() []byte { return bytes.Clone(k.kp.Public()) }
+func (k *Keypair) PublicKey() []byte { return bytes.Clone(k.p.pub[:]) }
 
 // Seed returns the 32-byte mini secret, or nil when the key was soft-derived
-// and has none.
-func (k *Keypair) Seed() []byte { return bytes.Clone(k.seed) }
+// or made from a secret key and has none.
+func (k *Keypair) Seed() []byte { return bytes.Clone(k.p.seed) }
+
+// Mnemonic returns the BIP-39 phrase that reproduces this key on its own,
+// or "" when there is none (keys from a seed, a secret key, a derivation
+// path or a mnemonic with a password).
+func (k *Keypair) Mnemonic() string { return k.mnemonic }
+
+// SecretKey returns the 64-byte schnorrkel secret key (canonical scalar ||
+// nonce), the form Bittensor keyfiles store as "privateKey".
+func (k *Keypair) SecretKey() []byte { return bytes.Clone(k.p.secret[:]) }
 
 // Sign signs msg with the "substrate" signing context (64 bytes).
 func (k *Keypair) Sign(msg []byte) ([]byte, error) {
-	sig, err := k.kp.Sign(msg)
+	sig, err := k.p.Sign(msg)
 	if err != nil {
 		return nil, fmt.Errorf("sr25519 sign: %w", err)
 	}
@@ -155,7 +218,19 @@ func (k *Keypair) Sign(msg []byte) ([]byte, error) {
 }
 
 // Verify checks a signature made by this key pair.
-func (k *Keypair) Verify(msg, sig []byte) bool { return k.kp.Verify(msg, sig) }
+func (k *Keypair) Verify(msg, sig []byte) bool {
+	ok, err := VerifyPublic(k.p.pub[:], msg, sig)
+	return err == nil && ok
+}
+
+// String returns the SS58 address; it never shows secret material.
+func (k *Keypair) String() string { return k.ss58 }
+
+// GoString is like String, so %#v does not print secrets either.
+func (k *Keypair) GoString() string { return "keys.Keypair(" + k.ss58 + ")" }
+
+// LogValue logs the address only.
+func (k *Keypair) LogValue() slog.Value { return slog.StringValue(k.ss58) }
 
 // PublicKeyFromSS58 decodes an SS58 address (any prefix) to its 32-byte
 // public key, verifying the checksum.
@@ -202,11 +277,27 @@ func VerifyPublic(pub, msg, sig []byte) (bool, error) {
 	if sig[63]&0x80 == 0 {
 		return false, errors.New("signature is not marked as sr25519 (schnorrkel)")
 	}
-	v, err := sr25519.Scheme{}.FromPublicKey(pub)
+	if len(pub) != PublicKeyLen {
+		return false, fmt.Errorf("public key must be %d bytes, got %d", PublicKeyLen, len(pub))
+	}
+	pk, err := schnorrkel.NewPublicKey([PublicKeyLen]byte(pub))
 	if err != nil {
 		return false, fmt.Errorf("public key: %w", err)
 	}
-	return v.Verify(msg, sig), nil
+	var s schnorrkel.Signature
+	if err := s.Decode([SignatureLen]byte(sig)); err != nil {
+		return false, nil
+	}
+	ok, err := pk.Verify(&s, signingContext(msg))
+	return err == nil && ok, nil
+}
+
+func decodeHex(s string) ([]byte, error) {
+	s = strings.TrimSpace(s)
+	if strings.HasPrefix(s, "0x") || strings.HasPrefix(s, "0X") {
+		s = s[2:]
+	}
+	return hex.DecodeString(s)
 }
 
 func trunc(s string) string {
