@@ -62,20 +62,42 @@ func Run(ctx context.Context, args []string, stdio Stdio) int {
 	if errors.As(err, &ee) {
 		return ee.code
 	}
-	if isUsageError(err) {
+	// cobra's own errors for a mistyped subcommand and missing required
+	// flags, which no hook sees.
+	if msg := err.Error(); strings.HasPrefix(msg, "unknown command ") || strings.HasPrefix(msg, "required flag(s) ") {
 		return 2
 	}
 	return 1
 }
 
-func isUsageError(err error) bool {
-	msg := err.Error()
-	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand", "flag needs an argument", "invalid argument", "accepts ", "requires at least", "required flag"} {
-		if strings.Contains(msg, p) {
-			return true
-		}
+// usageErr formats a command-line mistake (exit code 2).
+func usageErr(format string, args ...any) error {
+	return &exitError{code: 2, err: fmt.Errorf(format, args...)}
+}
+
+// usageError marks err as a command-line mistake (exit code 2).
+func usageError(err error) error {
+	if err == nil {
+		return nil
 	}
-	return false
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return err
+	}
+	return &exitError{code: 2, err: err}
+}
+
+// markUsageErrors makes flag and argument-count errors of cmd and its
+// subcommands exit with code 2, so a failing command is never mistaken for a
+// usage mistake by the text of its message.
+func markUsageErrors(cmd *cobra.Command) {
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
+	if args := cmd.Args; args != nil {
+		cmd.Args = func(c *cobra.Command, a []string) error { return usageError(args(c, a)) }
+	}
+	for _, c := range cmd.Commands() {
+		markUsageErrors(c)
+	}
 }
 
 func (a *app) rootCmd() *cobra.Command {
@@ -99,7 +121,7 @@ func (a *app) rootCmd() *cobra.Command {
 	pf.StringVar(&a.logFormat, "logging.format", "text", "log format: text or json")
 
 	walletCmd := newWalletCmd(a)
-	walletCmd.AddCommand(newFaucetCmd(a))
+	walletCmd.AddCommand(newFaucetCmd(a), newWalletBalanceCmd(a))
 	root.AddCommand(
 		newVersionCmd(a),
 		walletCmd,
@@ -111,6 +133,7 @@ func (a *app) rootCmd() *cobra.Command {
 		newPoGCmd(a),
 		newDevnetCmd(a),
 	)
+	markUsageErrors(root)
 	return root
 }
 
