@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"strconv"
 	"text/tabwriter"
 
@@ -184,26 +185,31 @@ func newSubnetMetagraphCmd(a *app) *cobra.Command {
 				}
 				return a.printJSON(out)
 			}
-			fmt.Fprintf(a.Out, "subnet %d at block %d: %d neurons\n", m.NetUID, m.Block, len(m.Neurons))
-			if len(m.Neurons) == 0 {
-				return nil
-			}
-			tw := tabwriter.NewWriter(a.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "UID\tHOTKEY\tCOLDKEY\tSTAKE τ\tVPERMIT\tINCENTIVE\tDIVIDENDS\tEMISSION τ\tUPDATED\tAXON")
-			for _, n := range m.Neurons {
-				axon := "-"
-				if n.Axon.Served() {
-					axon = n.Axon.Addr()
-				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%.4f\t%s\t%.4f\t%.4f\t%.4f\t%d\t%s\n", n.UID, short(n.Hotkey), short(n.Coldkey),
-					n.Stake.TAO(), yesNo(n.ValidatorPermit), n.Incentive, n.Dividends, n.Emission.TAO(), n.LastUpdate, axon)
-			}
-			return tw.Flush()
+			return printMetagraph(a.Out, m)
 		},
 	}
 	f.register(cmd, `{"netuid", "block", "neurons": [{"uid", "hotkey", "coldkey", "stake", "axon", "validator_permit", "incentive", "dividends", "emission", "last_update"}]}`)
 	netuidFlag(cmd, &netuid)
 	return cmd
+}
+
+// printMetagraph writes m as a table.
+func printMetagraph(w io.Writer, m *subnet.Metagraph) error {
+	fmt.Fprintf(w, "subnet %d at block %d: %d neurons\n", m.NetUID, m.Block, len(m.Neurons))
+	if len(m.Neurons) == 0 {
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "UID\tHOTKEY\tCOLDKEY\tSTAKE τ\tVPERMIT\tINCENTIVE\tDIVIDENDS\tEMISSION τ\tUPDATED\tAXON")
+	for _, n := range m.Neurons {
+		axon := "-"
+		if n.Axon.Served() {
+			axon = n.Axon.Addr()
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%.4f\t%s\t%.4f\t%.4f\t%.4f\t%d\t%s\n", n.UID, short(n.Hotkey), short(n.Coldkey),
+			n.Stake.TAO(), yesNo(n.ValidatorPermit), n.Incentive, n.Dividends, n.Emission.TAO(), n.LastUpdate, axon)
+	}
+	return tw.Flush()
 }
 
 // short abbreviates an SS58 address for tables.
