@@ -1,7 +1,73 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"fmt"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/nicompute/nicompute/internal/sshd"
+)
 
 func newSSHDCmd(a *app) *cobra.Command {
-	return notBuilt("sshd", "SSH server run inside rented containers")
+	var (
+		listen string
+		cfg    sshd.Config
+	)
+	cmd := &cobra.Command{
+		Use:   "sshd",
+		Short: "SSH server run inside rented containers",
+		Long: `Run the SSH server that is the entrypoint of every rented container.
+
+It accepts only --user (root), authenticated by a key in <dir>/authorized_keys
+or, when <dir>/password exists, by password; both files are re-read at every
+login, so a replaced authorized_keys applies to the next login at once. The
+ed25519 host key is kept in <dir>/ssh_host_ed25519_key, created on first start.
+Sessions get a shell (the passwd shell, /bin/sh or /bin/busybox sh), exec with
+or without a terminal, SFTP, and the container's own environment. SIGTERM
+lets running sessions finish for --shutdown-grace before hanging them up.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.Env = sessionEnv(os.Environ())
+			srv, err := sshd.New(cfg, a.logger())
+			if err != nil {
+				return err
+			}
+			ln, err := net.Listen("tcp", listen)
+			if err != nil {
+				srv.Close()
+				return fmt.Errorf("listen on %s: %w", listen, err)
+			}
+			err = srv.Serve(cmd.Context(), ln)
+			if cerr := srv.Close(); err == nil {
+				err = cerr
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Dir, "dir", sshd.Dir, "directory holding authorized_keys, the optional password file and the host key")
+	f.StringVar(&listen, "listen", ":22", "TCP address to listen on")
+	f.StringVar(&cfg.User, "user", sshd.DefaultUser, "the only login name accepted; commands run as the server's own user")
+	f.BoolVar(&cfg.AllowTCPForwarding, "allow-tcp-forwarding", false, "allow local port forwarding (ssh -L) from the container")
+	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", sshd.DefaultShutdownGrace, "how long running sessions may continue after SIGTERM")
+	f.DurationVar(&cfg.LoginGraceTime, "login-grace-time", sshd.DefaultLoginGraceTime, "time allowed from connect to successful authentication")
+	f.IntVar(&cfg.MaxAuthTries, "max-auth-tries", sshd.DefaultMaxAuthTries, "failed authentication attempts allowed per connection")
+	f.IntVar(&cfg.MaxStartups, "max-startups", sshd.DefaultMaxStartups, "concurrent unauthenticated connections; more are dropped")
+	f.IntVar(&cfg.MaxSessions, "max-sessions", sshd.DefaultMaxSessions, "concurrent sessions per connection")
+	return cmd
+}
+
+// sessionEnv is the container's environment minus nicompute's own
+// configuration variables, which are no business of the renter's shell.
+func sessionEnv(environ []string) []string {
+	var env []string
+	for _, kv := range environ {
+		if !strings.HasPrefix(kv, "NICOMPUTE_") {
+			env = append(env, kv)
+		}
+	}
+	return env
 }
