@@ -2,12 +2,16 @@ package main
 
 import (
 	"context"
-	"fmt"
 
+	"github.com/nicompute/nicompute/internal/chain/subtensor"
 	"github.com/nicompute/nicompute/internal/subnet"
 )
 
-// dialSubtensor connects to a Bittensor subtensor node.
+// dialSubtensor connects to a Bittensor subtensor node (ws:// or wss://).
 func (a *app) dialSubtensor(ctx context.Context, endpoint string) (subnet.Chain, error) {
-	return nil, fmt.Errorf("bittensor networks are not supported in this build (%s)", endpoint)
+	c, err := subtensor.Dial(ctx, endpoint, subtensor.Config{Logger: a.logger().With("chain", "subtensor")})
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
 }

@@ -1,0 +1,140 @@
+package subtensor
+
+import (
+	"context"
+
+	"github.com/nicompute/nicompute/internal/subnet"
+)
+
+// axonProtocol is the protocol number Bittensor's SDK serves axons with.
+const axonProtocol = 4
+
+// BurnedRegister registers hotkey on netuid, paid and owned by coldkey,
+// and returns its uid. A hotkey already registered returns its uid with
+// EALREADY.
+func (c *Client) BurnedRegister(ctx context.Context, coldkey subnet.Signer, netuid subnet.NetUID, hotkey string) (subnet.UID, error) {
+	acct, err := account(hotkey)
+	if err != nil {
+		return 0, err
+	}
+	uid, ok, err := c.UIDForHotkey(ctx, netuid, hotkey)
+	if err != nil {
+		return 0, err
+	}
+	if ok {
+		return uid, subnet.Errorf(subnet.EALREADY, "hotkey %s is already registered on subnet %d as uid %d", hotkey, netuid, uid)
+	}
+	block, err := c.submit(ctx, coldkey, "burned_register", map[string]any{
+		"netuid": uint64(netuid),
+		"hotkey": acct,
+	})
+	if err != nil {
+		return 0, err
+	}
+	rctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	uid, ok, err = c.uidAt(rctx, block, netuid, hotkey)
+	if err != nil {
+		return 0, err
+	}
+	if !ok {
+		return 0, subnet.Errorf(subnet.EINTERNAL, "burned_register succeeded in block %s but hotkey %s has no uid there", block, hotkey)
+	}
+	return uid, nil
+}
+
+// ServeAxon publishes the signing hotkey's axon on netuid.
+func (c *Client) ServeAxon(ctx context.Context, hotkey subnet.Signer, netuid subnet.NetUID, axon subnet.AxonInfo) error {
+	ip, ipType, err := ipToU128(axon.IP)
+	if err != nil {
+		return err
+	}
+	if axon.Port == 0 {
+		return subnet.Errorf(subnet.EINVALID, "axon port must not be 0")
+	}
+	if axon.IPType != 0 && axon.IPType != ipType {
+		return subnet.Errorf(subnet.EINVALID, "axon ip %s is IPv%d, not IPv%d", axon.IP, ipType, axon.IPType)
+	}
+	protocol := uint64(axon.Protocol)
+	if protocol == 0 {
+		protocol = axonProtocol
+	}
+	_, err = c.submit(ctx, hotkey, "serve_axon", map[string]any{
+		"netuid":       uint64(netuid),
+		"version":      uint64(axon.Version),
+		"ip":           ip,
+		"port":         uint64(axon.Port),
+		"ip_type":      uint64(ipType),
+		"protocol":     protocol,
+		"placeholder1": uint64(0),
+		"placeholder2": uint64(0),
+	})
+	return err
+}
+
+// SetWeights sets the signing hotkey's weights on netuid. A subnet with
+// commit-reveal weights enabled is refused with ECOMMITREVEAL before
+// anything is submitted.
+func (c *Client) SetWeights(ctx context.Context, hotkey subnet.Signer, netuid subnet.NetUID, uids []subnet.UID, weights []uint16, version uint64) error {
+	if len(uids) != len(weights) {
+		return subnet.Errorf(subnet.EINVALIDWEIGHTS, "weights length mismatch: %d uids, %d weights", len(uids), len(weights))
+	}
+	if err := c.checkCommitReveal(ctx, netuid); err != nil {
+		return err
+	}
+	dests, vals := make([]any, len(uids)), make([]any, len(weights))
+	for i := range uids {
+		dests[i], vals[i] = uint64(uids[i]), uint64(weights[i])
+	}
+	_, err := c.submit(ctx, hotkey, "set_weights", map[string]any{
+		"netuid":      uint64(netuid),
+		"dests":       dests,
+		"weights":     vals,
+		"version_key": version,
+	})
+	return err
+}
+
+// commitRevealMessage is the refusal for subnets with commit-reveal.
+const commitRevealMessage = "subnet %d has commit-reveal weights enabled; commit-reveal weights are not supported by this validator, so no weights were set"
+
+func (c *Client) checkCommitReveal(ctx context.Context, netuid subnet.NetUID) error {
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	m, err := c.metadata(ctx)
+	if err != nil {
+		return err
+	}
+	vals, err := c.readMany(ctx, m, "", []storageItem{
+		{pallet: subtensorPallet, entry: "NetworksAdded", keys: []any{uint64(netuid)}},
+		{pallet: subtensorPallet, entry: "CommitRevealWeightsEnabled", keys: []any{uint64(netuid)}},
+	})
+	if err != nil {
+		return err
+	}
+	if ok, _ := unwrap(vals[0]).(bool); !ok {
+		return noSubnet(netuid)
+	}
+	if cr, _ := unwrap(vals[1]).(bool); cr {
+		return subnet.Errorf(subnet.ECOMMITREVEAL, commitRevealMessage, netuid)
+	}
+	return nil
+}
+
+// AddStake stakes amount rao from coldkey's balance to hotkey on netuid
+// (dTAO add_stake).
+func (c *Client) AddStake(ctx context.Context, coldkey subnet.Signer, netuid subnet.NetUID, hotkey string, amount subnet.Balance) error {
+	acct, err := account(hotkey)
+	if err != nil {
+		return err
+	}
+	if amount == 0 {
+		return subnet.Errorf(subnet.EINVALID, "stake amount must be positive")
+	}
+	_, err = c.submit(ctx, coldkey, "add_stake", map[string]any{
+		"hotkey":        acct,
+		"netuid":        uint64(netuid),
+		"amount_staked": uint64(amount),
+	})
+	return err
+}
