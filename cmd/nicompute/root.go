@@ -349,14 +349,3 @@ func newVersionCmd(a *app) *cobra.Command {
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }
-
-// errNotBuilt marks a command whose implementation is not part of this build.
-func notBuilt(use, short string) *cobra.Command {
-	return &cobra.Command{
-		Use:   use,
-		Short: short,
-		RunE: func(*cobra.Command, []string) error {
-			return fmt.Errorf("%s is not available in this build", use)
-		},
-	}
-}

@@ -1,0 +1,356 @@
+package pog
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+)
+
+// honestFixture is one honest computation at n = 256 with a challenge and
+// its proofs, shared by protocol tests and fuzzers.
+type honestFixture struct {
+	seed   Seed
+	n      int
+	res    *cpuResult
+	req    ComputeRequest
+	commit []byte
+	ch     ChallengeRequest
+	proofs []byte
+}
+
+func newHonestFixture(tb testing.TB) *honestFixture {
+	tb.Helper()
+	fx := &honestFixture{seed: Seed{0x5e, 0xed, 1}, n: 256}
+	res, err := cpuCompute(context.Background(), fx.n, fx.seed, 1, cpuOptions{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	fx.res = res
+	fx.req = ComputeRequest{Type: TypeCompute, N: fx.n, Seeds: []Seed{fx.seed}}
+	fx.commit = mustLine(tb, ComputeResponse{Type: TypeCommit, GPUs: []Commitment{res.commitment()}})
+	fx.ch = ChallengeRequest{Type: TypeChallenge, GPUs: [][]Cell{{{I: 3, J: 200}, {I: 100, J: 7}}}}
+	ps, err := res.prove(fx.ch.GPUs[0])
+	if err != nil {
+		tb.Fatal(err)
+	}
+	fx.proofs = mustLine(tb, ProofsResponse{Type: TypeProofs, GPUs: []GPUProofs{{Proofs: ps}}})
+	return fx
+}
+
+func mustLine(tb testing.TB, v any) []byte {
+	tb.Helper()
+	b, err := encodeLine(v)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return bytes.TrimSuffix(b, []byte("\n"))
+}
+
+func TestDecodeHonestMessages(t *testing.T) {
+	fx := newHonestFixture(t)
+	if _, err := DecodeComputeRequest(mustLine(t, fx.req)); err != nil {
+		t.Errorf("DecodeComputeRequest: %v", err)
+	}
+	cr, err := DecodeComputeResponse(fx.commit, fx.req)
+	if err != nil {
+		t.Fatalf("DecodeComputeResponse: %v", err)
+	}
+	if cr.GPUs[0].Root != fx.res.commitment().Root {
+		t.Errorf("root changed in transit")
+	}
+	ch, err := DecodeChallenge(mustLine(t, fx.ch), []int{fx.n})
+	if err != nil {
+		t.Fatalf("DecodeChallenge: %v", err)
+	}
+	pr, err := DecodeProofs(fx.proofs, ch)
+	if err != nil {
+		t.Fatalf("DecodeProofs: %v", err)
+	}
+	if err := VerifyGPU(fx.seed, fx.n, cr.GPUs[0].Root, ch.GPUs[0], pr.GPUs[0].Proofs, Tolerance(fx.n)); err != nil {
+		t.Errorf("VerifyGPU: %v", err)
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	fx := newHonestFixture(t)
+	commit, proofs := string(fx.commit), string(fx.proofs)
+	root := fx.res.commitment().Root.String()
+	var p0 Proof
+	{
+		var pr ProofsResponse
+		if err := json.Unmarshal(fx.proofs, &pr); err != nil {
+			t.Fatal(err)
+		}
+		p0 = pr.GPUs[0].Proofs[0]
+	}
+	chunkHex := strings.ToLower(string(must(p0.Chunk.MarshalText())))
+	tests := []struct {
+		name   string
+		decode func() error
+	}{
+		{"compute n not a multiple of 256", func() error {
+			_, err := DecodeComputeRequest([]byte(`{"type":"compute","n":300,"seeds":["` + strings.Repeat("00", 16) + `"]}`))
+			return err
+		}},
+		{"compute n too large", func() error {
+			_, err := DecodeComputeRequest([]byte(`{"type":"compute","n":524288,"seeds":["` + strings.Repeat("00", 16) + `"]}`))
+			return err
+		}},
+		{"compute nine seeds", func() error {
+			s := `"` + strings.Repeat("00", 16) + `"`
+			_, err := DecodeComputeRequest([]byte(`{"type":"compute","n":256,"seeds":[` + strings.Repeat(s+",", 8) + s + `]}`))
+			return err
+		}},
+		{"compute short seed", func() error {
+			_, err := DecodeComputeRequest([]byte(`{"type":"compute","n":256,"seeds":["00"]}`))
+			return err
+		}},
+		{"compute seed as number", func() error {
+			_, err := DecodeComputeRequest([]byte(`{"type":"compute","n":256,"seeds":[1]}`))
+			return err
+		}},
+		{"commit root not hex", func() error {
+			_, err := DecodeComputeResponse([]byte(strings.Replace(commit, root, strings.Repeat("zz", 32), 1)), fx.req)
+			return err
+		}},
+		{"commit unknown field", func() error {
+			_, err := DecodeComputeResponse([]byte(strings.Replace(commit, `"gpus"`, `"bonus":1,"gpus"`, 1)), fx.req)
+			return err
+		}},
+		{"commit too long", func() error {
+			_, err := DecodeComputeResponse(append(fx.commit, bytes.Repeat([]byte(" "), MaxCommitLine)...), fx.req)
+			return err
+		}},
+		{"proofs chunk short", func() error {
+			_, err := DecodeProofs([]byte(strings.Replace(proofs, chunkHex, chunkHex[:2046], 1)), fx.ch)
+			return err
+		}},
+		{"proofs for another cell", func() error {
+			_, err := DecodeProofs([]byte(strings.Replace(proofs, `"i":3,`, `"i":4,`, 1)), fx.ch)
+			return err
+		}},
+		{"proofs path too long", func() error {
+			h := `"` + strings.Repeat("00", 32) + `"`
+			_, err := DecodeProofs([]byte(strings.Replace(proofs, `"path":[`, `"path":[`+strings.Repeat(h+",", MaxPathLen), 1)), fx.ch)
+			return err
+		}},
+		{"proofs error with proofs", func() error {
+			_, err := DecodeProofs([]byte(strings.Replace(proofs, `{"proofs":[`, `{"error":"x","proofs":[`, 1)), fx.ch)
+			return err
+		}},
+		{"challenge cell outside", func() error {
+			_, err := DecodeChallenge([]byte(`{"type":"challenge","gpus":[[{"i":256,"j":0}]]}`), []int{256})
+			return err
+		}},
+		{"challenge empty", func() error {
+			_, err := DecodeChallenge([]byte(`{"type":"challenge","gpus":[[]]}`), []int{256})
+			return err
+		}},
+		{"hello with control characters", func() error {
+			_, err := DecodeHello([]byte(`{"type":"hello","version":1,"backend":"cpu","simulated":false,"gpus":[{"index":0,"name":"a\u0007b","memory_bytes":1}]}`))
+			return err
+		}},
+		{"hello with 65 GPUs", func() error {
+			g := `{"index":0,"name":"x","memory_bytes":1}`
+			_, err := DecodeHello([]byte(`{"type":"hello","version":1,"backend":"cpu","simulated":false,"gpus":[` + strings.Repeat(g+",", 64) + g + `]}`))
+			return err
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.decode()
+			if !errors.Is(err, ErrProtocol) {
+				t.Errorf("error %v, want ErrProtocol", err)
+			}
+		})
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+func TestLineReader(t *testing.T) {
+	lr := NewLineReader(strings.NewReader("short\n" + strings.Repeat("x", 100) + "\n"))
+	if l, err := lr.ReadLine(10); err != nil || string(l) != "short" {
+		t.Fatalf("ReadLine = %q, %v", l, err)
+	}
+	if _, err := lr.ReadLine(10); !errors.Is(err, ErrLineTooLong) {
+		t.Fatalf("long line: %v, want ErrLineTooLong", err)
+	}
+	big := strings.Repeat("y", 200<<10)
+	lr = NewLineReader(strings.NewReader(big + "\nend"))
+	if l, err := lr.ReadLine(300 << 10); err != nil || len(l) != len(big) {
+		t.Fatalf("line over the buffer size: %d bytes, %v", len(l), err)
+	}
+	if _, err := lr.ReadLine(10); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("unterminated line: %v, want io.ErrUnexpectedEOF", err)
+	}
+	if _, err := NewLineReader(strings.NewReader("")).ReadLine(10); !errors.Is(err, io.EOF) {
+		t.Fatalf("empty input: %v, want io.EOF", err)
+	}
+}
+
+func FuzzDecodeComputeResponse(f *testing.F) {
+	fx := newHonestFixture(f)
+	f.Add(fx.commit)
+	f.Add([]byte(`{"type":"commit","gpus":[{"n":0,"root":"` + strings.Repeat("00", 32) + `","timings":{"generate_ms":0,"multiply_ms":0,"hash_ms":0,"tree_ms":0},"error":"oom"}]}`))
+	f.Add([]byte(`{"type":"error","message":"no"}`))
+	f.Add([]byte(`{"type":"commit","gpus":null}`))
+	f.Fuzz(func(t *testing.T, line []byte) {
+		r, err := DecodeComputeResponse(line, fx.req)
+		if err != nil {
+			var we *WorkerError
+			if !errors.Is(err, ErrProtocol) && !errors.As(err, &we) {
+				t.Fatalf("error %v is neither ErrProtocol nor a WorkerError", err)
+			}
+			return
+		}
+		if len(r.GPUs) != 1 {
+			t.Fatalf("%d commitments accepted for 1 GPU", len(r.GPUs))
+		}
+		if c := r.GPUs[0]; c.Error == "" && (!validN(c.N) || c.N > fx.n) {
+			t.Fatalf("accepted n = %d", c.N)
+		}
+		again, err := DecodeComputeResponse(mustLine(t, r), fx.req)
+		if err != nil || again.GPUs[0].Root != r.GPUs[0].Root {
+			t.Fatalf("re-encoded commitment does not decode the same: %v", err)
+		}
+	})
+}
+
+func FuzzDecodeProofs(f *testing.F) {
+	fx := newHonestFixture(f)
+	f.Add(fx.proofs)
+	f.Add([]byte(`{"type":"proofs","gpus":[{"proofs":[],"error":"lost"}]}`))
+	f.Add(fx.proofs[:len(fx.proofs)/2])
+	f.Fuzz(func(t *testing.T, line []byte) {
+		r, err := DecodeProofs(line, fx.ch)
+		if err != nil {
+			var we *WorkerError
+			if !errors.Is(err, ErrProtocol) && !errors.As(err, &we) {
+				t.Fatalf("error %v is neither ErrProtocol nor a WorkerError", err)
+			}
+			return
+		}
+		gp := r.GPUs[0]
+		if gp.Error != "" {
+			return
+		}
+		if len(gp.Proofs) != len(fx.ch.GPUs[0]) {
+			t.Fatalf("%d proofs accepted for %d cells", len(gp.Proofs), len(fx.ch.GPUs[0]))
+		}
+		// Whatever decodes must verify only if it is the honest opening.
+		for k, p := range gp.Proofs {
+			cell := fx.ch.GPUs[0][k]
+			if VerifyProof(fx.seed, fx.n, fx.res.commitment().Root, cell, p, Tolerance(fx.n)) == nil {
+				honest, _ := fx.res.prove([]Cell{cell})
+				if p.Chunk != honest[0].Chunk {
+					t.Fatalf("a chunk other than the committed one verified for %v", cell)
+				}
+			}
+		}
+	})
+}
+
+func FuzzVerifyProof(f *testing.F) {
+	fx := newHonestFixture(f)
+	root := fx.res.commitment().Root
+	f.Add(uint16(3), uint16(200), []byte{}, uint16(0), byte(0))
+	f.Add(uint16(100), uint16(7), []byte{1, 2, 3}, uint16(5), byte(1))
+	f.Add(uint16(255), uint16(255), []byte{0xff}, uint16(1023), byte(2))
+	f.Fuzz(func(t *testing.T, i, j uint16, patch []byte, at uint16, pathEdit byte) {
+		cell := Cell{I: int(i) % (fx.n + 1), J: int(j) % (fx.n + 1)} // n itself is outside
+		var p Proof
+		if cell.I < fx.n && cell.J < fx.n {
+			ps, err := fx.res.prove([]Cell{cell})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p = ps[0]
+		} else {
+			p = Proof{I: cell.I, J: cell.J}
+		}
+		honest := p
+		honest.Path = append([]Hash(nil), p.Path...)
+		for k, b := range patch {
+			p.Chunk[(int(at)+k)%ChunkBytes] ^= b
+		}
+		switch pathEdit % 4 {
+		case 1:
+			if len(p.Path) > 0 {
+				p.Path = p.Path[:len(p.Path)-1]
+			}
+		case 2:
+			p.Path = append(p.Path, Hash{byte(at)})
+		case 3:
+			if len(p.Path) > 0 {
+				p.Path[int(at)%len(p.Path)][0] ^= 1
+			}
+		}
+		err := VerifyProof(fx.seed, fx.n, root, cell, p, Tolerance(fx.n))
+		changed := p.Chunk != honest.Chunk || len(p.Path) != len(honest.Path)
+		for k := 0; !changed && k < len(p.Path); k++ {
+			changed = p.Path[k] != honest.Path[k]
+		}
+		inside := cell.I < fx.n && cell.J < fx.n
+		switch {
+		case inside && !changed && err != nil:
+			t.Fatalf("honest proof for %v rejected: %v", cell, err)
+		case (changed || !inside) && err == nil:
+			t.Fatalf("altered proof for %v accepted", cell)
+		}
+	})
+}
+
+func FuzzDecodeHello(f *testing.F) {
+	f.Add([]byte(strings.TrimSuffix(goodHello, "\n")))
+	f.Add([]byte(`{"type":"hello","version":1,"backend":"sim","simulated":true,"gpus":[]}`))
+	f.Fuzz(func(t *testing.T, line []byte) {
+		info, err := DecodeHello(line)
+		if err != nil {
+			return
+		}
+		if err := info.Validate(); err != nil {
+			t.Fatalf("decoded hello does not validate: %v", err)
+		}
+		for _, g := range info.GPUs {
+			if len(g.Name) > maxNameLen || !printable(g.Name) {
+				t.Fatalf("accepted name %q", g.Name)
+			}
+		}
+	})
+}
+
+// The worker's side: compute requests and challenges come from the
+// validator, and a worker must not crash on them either.
+func FuzzDecodeWorkerRequests(f *testing.F) {
+	fx := newHonestFixture(f)
+	f.Add(mustLine(f, fx.req))
+	f.Add(mustLine(f, fx.ch))
+	f.Add([]byte(`{"type":"compute","n":256,"seeds":["00000000000000000000000000000000"],"sim_time_scale":0.5}`))
+	f.Fuzz(func(t *testing.T, line []byte) {
+		if r, err := DecodeComputeRequest(line); err == nil {
+			if !validN(r.N) || len(r.Seeds) < 1 || len(r.Seeds) > MaxGPUs {
+				t.Fatalf("accepted %+v", r)
+			}
+		}
+		if ch, err := DecodeChallenge(line, []int{fx.n}); err == nil {
+			for _, c := range ch.GPUs[0] {
+				if c.I < 0 || c.I >= fx.n || c.J < 0 || c.J >= fx.n {
+					t.Fatalf("accepted cell %v", c)
+				}
+			}
+			if _, err := fx.res.prove(ch.GPUs[0]); err != nil {
+				t.Fatalf("a decoded challenge cannot be proved: %v", err)
+			}
+		}
+	})
+}

@@ -1,0 +1,202 @@
+package pog
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nicompute/nicompute/internal/market"
+)
+
+// testTableYAML holds made-up models sized for CPU tests: 1 MiB of memory
+// gives n = 256.
+const testTableYAML = `
+gpu_performance:
+  GPU_TFLOPS_FP16:
+    Test Fast: 1000
+    Test Mid: 0.001
+    Test Slow: 0.0001
+    Test Twin: 0.001
+    Test Big: 1000
+  GPU_MEMORY_MIB:
+    Test Fast: 1
+    Test Mid: 1
+    Test Slow: 1
+    Test Twin: 1
+    Test Big: 64
+  gpu_tolerance_pairs:
+    Test Slow: Test Twin
+    Test Twin: Test Slow
+  gpu_scores:
+    Test Fast: 4
+    Test Mid: 2
+    Test Slow: 1
+    Test Twin: 0.9
+    Test Big: 8
+`
+
+func testTable(tb testing.TB) *market.GPUTable {
+	tb.Helper()
+	t, err := market.ParseGPUTable([]byte(testTableYAML))
+	if err != nil {
+		tb.Fatalf("parse test table: %v", err)
+	}
+	return t
+}
+
+func testModel(tb testing.TB, name string) market.GPUModel {
+	tb.Helper()
+	m, ok := testTable(tb).Lookup(name)
+	if !ok {
+		tb.Fatalf("no test model %q", name)
+	}
+	return m
+}
+
+// testPolicy suits CPU tests: a short overhead so time bounds matter.
+func testPolicy() *Policy {
+	return &Policy{TimeSlack: 0.25, Overhead: 20 * time.Millisecond, MinFill: 0.5}
+}
+
+// detRand is a reproducible random source.
+func detRand(seed uint64) io.Reader {
+	var s [32]byte
+	s[0] = byte(seed)
+	s[1] = byte(seed >> 8)
+	return rand.NewChaCha8(s)
+}
+
+// runSession runs Serve with b against Check with cfg over pipes.
+func runSession(tb testing.TB, b Backend, cfg CheckConfig) (*Result, error) {
+	tb.Helper()
+	return runSessionWith(tb, func(ctx context.Context, in io.Reader, out io.Writer) error {
+		return Serve(ctx, b, in, out)
+	}, cfg)
+}
+
+// runSessionWith runs an arbitrary worker function against Check.
+func runSessionWith(tb testing.TB, worker func(ctx context.Context, in io.Reader, out io.Writer) error, cfg CheckConfig) (*Result, error) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	reqR, reqW := io.Pipe()
+	respR, respW := io.Pipe()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		err := worker(ctx, reqR, respW)
+		respW.CloseWithError(errors.Join(err, io.EOF))
+		reqR.Close()
+	}()
+	if cfg.Table == nil {
+		cfg.Table = testTable(tb)
+	}
+	if cfg.Policy == nil {
+		cfg.Policy = testPolicy()
+	}
+	res, err := Check(ctx, respR, reqW, cfg)
+	reqW.Close()
+	respR.Close()
+	wg.Wait()
+	return res, err
+}
+
+// claimBackend makes a backend's devices claim another name and memory.
+type claimBackend struct {
+	Backend
+	name string
+	mem  uint64
+	// wrap, when set, replaces each device (to make it dishonest).
+	wrap func(d Device) Device
+}
+
+func (c claimBackend) Open(ctx context.Context) ([]Device, error) {
+	devs, err := c.Backend.Open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for i, d := range devs {
+		if c.wrap != nil {
+			d = c.wrap(d)
+		}
+		devs[i] = claimDevice{Device: d, name: c.name, mem: c.mem}
+	}
+	return devs, nil
+}
+
+type claimDevice struct {
+	Device
+	name string
+	mem  uint64
+}
+
+func (c claimDevice) Info() GPUInfo {
+	in := c.Device.Info()
+	in.Name, in.MemoryBytes = c.name, c.mem
+	return in
+}
+
+func claimCPU(name string, devices int) claimBackend {
+	return claimBackend{Backend: CPU{Devices: devices}, name: name, mem: 1 << 20}
+}
+
+func TestHonestSessionPasses(t *testing.T) {
+	tests := []struct {
+		name      string
+		claim     string
+		devices   int
+		wantModel string
+	}{
+		{"one GPU claims the slow model", "Test Slow", 1, "Test Slow"},
+		{"four GPUs", "Test Slow", 4, "Test Slow"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res, err := runSession(t, claimCPU(tt.claim, tt.devices), CheckConfig{Rand: detRand(1)})
+			if err != nil {
+				t.Fatalf("Check: %v", err)
+			}
+			if res.Model != tt.wantModel || res.Count != tt.devices || !res.Verified {
+				t.Fatalf("model %q count %d verified %v (%s), want %q × %d", res.Model, res.Count, res.Verified, res.Reason, tt.wantModel, tt.devices)
+			}
+			if res.N != 256 || len(res.GPUs) != tt.devices {
+				t.Errorf("n = %d, %d GPUs; want 256, %d", res.N, len(res.GPUs), tt.devices)
+			}
+			for _, g := range res.GPUs {
+				if g.Err != "" || g.Timings.MultiplyMS <= 0 {
+					t.Errorf("GPU %d: err %q timings %+v", g.Index, g.Err, g.Timings)
+				}
+			}
+		})
+	}
+}
+
+// TestHonestRunsPass runs 1,000 honest sessions (50 with -short), each
+// with fresh seeds and 64 elements, and expects no false reject.
+func TestHonestRunsPass(t *testing.T) {
+	runs := 1000
+	if testing.Short() {
+		runs = 50
+	}
+	policy := &Policy{TimeSlack: 0.25, Overhead: 10 * time.Second, MinFill: 0.5}
+	for r := range runs {
+		res, err := runSession(t, claimCPU("Test Slow", 1), CheckConfig{Policy: policy})
+		if err != nil {
+			t.Fatalf("run %d: %v", r, err)
+		}
+		if res.Model != "Test Slow" || res.Count != 1 {
+			t.Fatalf("run %d: false reject: %s", r, res.Reason)
+		}
+	}
+	t.Logf("%d honest runs at n = 256 with %d elements each: no false reject", runs, DefaultChallenges)
+}
+
+func testRealTable(tb testing.TB) *market.GPUTable {
+	tb.Helper()
+	return market.DefaultGPUTable()
+}
