@@ -32,7 +32,7 @@ func MaxUpscale(uids []UID, weights []float64) ([]UID, []uint16, error) {
 	outU := make([]UID, 0, len(uids))
 	outW := make([]uint16, 0, len(uids))
 	for i, w := range weights {
-		v := math.Round(w / maxW * math.MaxUint16)
+		v := math.RoundToEven(w / maxW * math.MaxUint16) // Python round(): half to even
 		if v == 0 {
 			continue
 		}
