@@ -132,6 +132,7 @@ func (a *app) rootCmd() *cobra.Command {
 		newSSHDCmd(a),
 		newPoGCmd(a),
 		newDevnetCmd(a),
+		newMinerCmd(a), newAllocateCmd(a), newDeallocateCmd(a), newAllocationCmd(a),
 	)
 	markUsageErrors(root)
 	return root

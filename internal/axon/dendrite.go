@@ -225,6 +225,11 @@ func (d *Dendrite) Call(ctx context.Context, target Target, name string, req, re
 		return res, fmt.Errorf("call %s on %s: %w", name, target.Addr, err)
 	}
 	if res.StatusCode != http.StatusOK {
+		if resp != nil && isSynapseBody(body) {
+			// A refusal that carries the synapse (Error.Result): the
+			// handler's answer is part of the error.
+			_ = json.Unmarshal(body, resp)
+		}
 		return res, fmt.Errorf("call %s on %s: %w", name, target.Addr, &Error{Status: res.StatusCode, Message: res.StatusMessage})
 	}
 	if resp != nil {
@@ -233,6 +238,15 @@ func (d *Dendrite) Call(ctx context.Context, target Target, name string, req, re
 		}
 	}
 	return res, nil
+}
+
+// isSynapseBody reports whether an error answer's body is a whole synapse
+// (it names the synapse) rather than the bare {"message": …} object.
+func isSynapseBody(body []byte) bool {
+	var probe struct {
+		Name *string `json:"name"`
+	}
+	return json.Unmarshal(body, &probe) == nil && probe.Name != nil
 }
 
 // nextNonce returns the current time in ns, or one more than the last

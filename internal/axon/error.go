@@ -14,6 +14,13 @@ import (
 type Error struct {
 	Status  int
 	Message string
+	// Result, when not nil in an error a Handler returns, is laid over the
+	// request as a successful result is and sent, together with "message",
+	// as the body of the error answer, so that a client reading the synapse
+	// of a refused call (a miner's output.error) finds the handler's answer
+	// next to the status. The dendrite decodes such a body into the
+	// caller's response value.
+	Result any
 }
 
 func (e *Error) Error() string {

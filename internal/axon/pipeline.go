@@ -140,6 +140,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, x *exchange) int 
 		var ae *Error
 		switch {
 		case errors.As(o.err, &ae) && ae.Status >= 400 && ae.Status <= 599:
+			if ae.Result != nil {
+				return s.failWithResult(w, x, ae)
+			}
 			return s.fail(w, x, ae)
 		case ctx.Err() != nil && errors.Is(o.err, ctx.Err()):
 			return s.fail(w, x, s.ctxError(ctx, x))
@@ -394,7 +397,18 @@ func (s *Server) fail(w http.ResponseWriter, x *exchange, e *Error) int {
 	return s.write(w, x, axon, dendrite, msg)
 }
 
-// respond answers 200 with the response synapse.
+// failWithResult answers with e's status and the response synapse built
+// from e.Result, plus e's message as "message".
+func (s *Server) failWithResult(w http.ResponseWriter, x *exchange, e *Error) int {
+	out, err := overlay(x.fields, e.Result)
+	if err != nil {
+		return s.fail(w, x, s.internal(x.route.name, err))
+	}
+	out["message"], _ = json.Marshal(e.Message)
+	return s.respond(w, x, e.Status, e.Message, out)
+}
+
+// respond answers with the response synapse (status 200 on success).
 func (s *Server) respond(w http.ResponseWriter, x *exchange, status int, message string, fields map[string]json.RawMessage) int {
 	axon, dendrite := s.terminals(x, status, message)
 	var err error

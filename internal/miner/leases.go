@@ -1,0 +1,411 @@
+package miner
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/nicompute/nicompute/internal/market"
+)
+
+// allocRequest is a validated allocation.
+type allocRequest struct {
+	Owner       market.LeaseOwner
+	Requirement market.Requirement
+	Duration    time.Duration
+	Image       string
+	Keys        []ssh.PublicKey
+	Password    string
+	VolumePath  string
+	Testing     bool
+}
+
+// leaseManager owns the lease table: every decision that reads the live
+// leases and then changes them goes through mu, so two requests can never
+// reserve the same resources, and the store refuses double bookings on its
+// own as well. Runtime calls, which are slow, run outside mu; a lease being
+// created is marked in-flight so reconciliation leaves it alone, and each
+// lease has an operation lock so that deallocation, expiry and docker
+// actions on one lease never interleave. Lock order: a lease's op lock,
+// then mu; mu is never held across a runtime call.
+type leaseManager struct {
+	cfg      Config
+	rt       Runtime
+	store    LeaseStore
+	capacity market.Capacity
+	metrics  *metrics
+	log      *slog.Logger
+	poke     chan struct{} // wakes the expiry loop after a change
+
+	// reconciled is set once leases were reconciled with the runtime;
+	// allocations wait for it. runtimeUp is the last known engine state.
+	reconciled atomic.Bool
+	runtimeUp  atomic.Bool
+
+	// recMu serialises reconciliations. Lock order: recMu, a lease's op
+	// lock, mu.
+	recMu sync.Mutex
+
+	// mu protects the following.
+	mu       sync.Mutex
+	inflight map[string]bool // leases being created by this process
+	ops      map[string]*leaseOp
+}
+
+type leaseOp struct {
+	mu   sync.Mutex
+	refs int // guarded by leaseManager.mu
+}
+
+func newLeaseManager(cfg Config, rt Runtime, store LeaseStore, capacity market.Capacity, m *metrics, log *slog.Logger) *leaseManager {
+	return &leaseManager{
+		cfg: cfg, rt: rt, store: store, capacity: capacity, metrics: m,
+		log:      log.With("component", "leases"),
+		poke:     make(chan struct{}, 1),
+		inflight: map[string]bool{},
+		ops:      map[string]*leaseOp{},
+	}
+}
+
+// lock takes lease id's operation lock; the returned func releases it.
+func (m *leaseManager) lock(id string) func() {
+	m.mu.Lock()
+	op := m.ops[id]
+	if op == nil {
+		op = &leaseOp{}
+		m.ops[id] = op
+	}
+	op.refs++
+	m.mu.Unlock()
+	op.mu.Lock()
+	return func() {
+		op.mu.Unlock()
+		m.mu.Lock()
+		if op.refs--; op.refs == 0 {
+			delete(m.ops, id)
+		}
+		m.mu.Unlock()
+	}
+}
+
+func (m *leaseManager) wake() {
+	select {
+	case m.poke <- struct{}{}:
+	default:
+	}
+}
+
+// free returns the capacity not held by live leases.
+func (m *leaseManager) free(ctx context.Context) (market.Capacity, error) {
+	live, err := m.store.LiveLeases(ctx)
+	if err != nil {
+		return market.Capacity{}, fmt.Errorf("read leases: %w", err)
+	}
+	return m.capacity.Free(live), nil
+}
+
+// check reports whether requirement r fits the free capacity now.
+func (m *leaseManager) check(ctx context.Context, r market.Requirement) error {
+	free, err := m.free(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = free.Fit(r, m.cfg.DefaultMemory)
+	return err
+}
+
+// ready refuses allocations while the runtime is known to be down or the
+// leases have not been reconciled with it yet.
+func (m *leaseManager) ready(ctx context.Context) error {
+	if !m.runtimeUp.Load() {
+		if err := m.rt.Ping(ctx); err != nil {
+			return fmt.Errorf("container runtime: %w", err)
+		}
+		m.setRuntimeUp(true, nil)
+	}
+	if !m.reconciled.Load() {
+		if err := m.reconcile(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// allocate reserves resources for req, creates and starts its container
+// and returns the active lease. A taken SSH port found only when the
+// container starts is retried on another port.
+func (m *leaseManager) allocate(ctx context.Context, req allocRequest) (market.Lease, error) {
+	if err := m.ready(ctx); err != nil {
+		return market.Lease{}, err
+	}
+	skip := map[int]bool{}
+	for attempt := 0; ; attempt++ {
+		l, err := m.reserve(ctx, req, skip)
+		if err != nil {
+			return market.Lease{}, err
+		}
+		l, err = m.create(ctx, l, req)
+		if err != nil && errors.Is(err, errPortBusy) && attempt < 2 {
+			skip[l.SSHPort] = true
+			continue
+		}
+		return l, err
+	}
+}
+
+var errPortBusy = errors.New("ssh port busy")
+
+// reserve picks resources and a port and records the lease as creating,
+// all under mu.
+func (m *leaseManager) reserve(ctx context.Context, req allocRequest, skip map[int]bool) (market.Lease, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	live, err := m.store.LiveLeases(ctx)
+	if err != nil {
+		return market.Lease{}, fmt.Errorf("read leases: %w", err)
+	}
+	for _, l := range live {
+		if l.Owner.Is(req.Owner) {
+			return market.Lease{}, market.Errorf(market.ECONFLICT, "this hotkey and public key already hold lease %s on this miner; deallocate it or use another key", l.ID)
+		}
+	}
+	res, err := m.capacity.Free(live).Fit(req.Requirement, m.cfg.DefaultMemory)
+	if err != nil {
+		return market.Lease{}, err
+	}
+	port, err := m.choosePort(live, skip)
+	if err != nil {
+		return market.Lease{}, err
+	}
+	now := m.cfg.Now().UTC()
+	l := market.Lease{
+		ID:        newLeaseID(),
+		Owner:     req.Owner,
+		State:     market.LeaseCreating,
+		Resources: res,
+		SSHPort:   port,
+		Image:     req.Image,
+		Testing:   req.Testing,
+		Password:  req.Password != "",
+		CreatedAt: now,
+		ExpiresAt: now.Add(req.Duration),
+	}
+	if err := m.store.InsertLease(ctx, l); err != nil {
+		return market.Lease{}, fmt.Errorf("record lease: %w", err)
+	}
+	m.inflight[l.ID] = true
+	return l, nil
+}
+
+// choosePort returns the lowest port of the range that no live lease holds
+// and that is free on the host right now.
+func (m *leaseManager) choosePort(live []market.Lease, skip map[int]bool) (int, error) {
+	held := make(map[int]bool, len(live))
+	for _, l := range live {
+		held[l.SSHPort] = true
+	}
+	for p := m.cfg.SSHPorts.First; p <= m.cfg.SSHPorts.Last; p++ {
+		if held[p] || skip[p] {
+			continue
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort(m.cfg.SSHHostIP, strconv.Itoa(p)))
+		if err != nil {
+			continue // taken by something else on the host
+		}
+		ln.Close()
+		return p, nil
+	}
+	return 0, market.Errorf(market.ECONFLICT, "no free ssh port in %d-%d", m.cfg.SSHPorts.First, m.cfg.SSHPorts.Last)
+}
+
+func newLeaseID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return "l" + hex.EncodeToString(b[:])
+}
+
+// create runs the container of a reserved lease: create, record its id,
+// start, activate. It runs to completion (or rolls back) even when the
+// request's context ends, and rolls back rather than activate a lease
+// whose renter has stopped waiting.
+func (m *leaseManager) create(reqCtx context.Context, l market.Lease, req allocRequest) (market.Lease, error) {
+	unlock := m.lock(l.ID)
+	defer unlock()
+	defer func() {
+		m.mu.Lock()
+		delete(m.inflight, l.ID)
+		m.mu.Unlock()
+		m.wake()
+	}()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(reqCtx), m.cfg.CreateTimeout)
+	defer cancel()
+	fp := m.cfg.Failpoint
+	fp("reserved")
+	spec := ContainerSpec{
+		LeaseID: l.ID, Image: l.Image, Resources: l.Resources, SSHPort: l.SSHPort,
+		AuthorizedKeys: req.Keys, Password: req.Password, VolumePath: req.VolumePath,
+	}
+	c, err := m.rt.Create(ctx, spec)
+	if err != nil {
+		return l, m.rollback(l, market.EndCreateFailed, fmt.Errorf("create container: %w", err))
+	}
+	fp("created")
+	if err := m.store.SetLeaseContainer(ctx, l.ID, c.ID); err != nil {
+		return l, m.rollback(l, market.EndCreateFailed, fmt.Errorf("record container: %w", err))
+	}
+	l.ContainerID = c.ID
+	fp("recorded")
+	if err := m.rt.Start(ctx, l.ID); err != nil {
+		if market.ErrorCode(err) == market.ECONFLICT {
+			err = fmt.Errorf("%w: %w", errPortBusy, err)
+		}
+		return l, m.rollback(l, market.EndCreateFailed, fmt.Errorf("start container: %w", err))
+	}
+	fp("started")
+	if reqCtx.Err() != nil {
+		return l, m.rollback(l, market.EndCreateFailed, market.Errorf(market.EUNAVAILABLE, "request ended before the lease was ready"))
+	}
+	if err := m.store.ActivateLease(ctx, l.ID); err != nil {
+		return l, m.rollback(l, market.EndCreateFailed, fmt.Errorf("activate lease: %w", err))
+	}
+	fp("activated")
+	l.State = market.LeaseActive
+	m.setRuntimeUp(true, nil)
+	m.metrics.leaseAllocated(l.Testing)
+	m.log.Info("lease allocated", "lease", l.ID, "owner", l.Owner.Hotkey, "port", l.SSHPort, "image", l.Image,
+		"gpus", len(l.Resources.GPUs), "cpus", l.Resources.CPUs, "memory_bytes", l.Resources.MemoryBytes,
+		"expires", l.ExpiresAt.Format(time.RFC3339), "testing", l.Testing, "password", l.Password)
+	return l, nil
+}
+
+// rollback removes what a failed creation left and ends the lease. It
+// returns cause. If the runtime cannot remove the container now, the lease
+// still ends and reconciliation removes the orphan later.
+func (m *leaseManager) rollback(l market.Lease, reason string, cause error) error {
+	if market.ErrorCode(cause) == market.EUNAVAILABLE {
+		m.setRuntimeUp(false, cause)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.CreateTimeout)
+	defer cancel()
+	if err := m.rt.Remove(ctx, l.ID); err != nil {
+		m.log.Warn("remove container of failed lease; reconciliation retries", "lease", l.ID, "err", err)
+	}
+	if _, err := m.store.EndLease(ctx, l.ID, reason, m.cfg.Now()); err != nil {
+		m.log.Error("end failed lease", "lease", l.ID, "err", err)
+	}
+	m.log.Warn("lease creation failed; rolled back", "lease", l.ID, "owner", l.Owner.Hotkey, "err", cause)
+	return cause
+}
+
+// owned returns owner's live lease. Errors: EFORBIDDEN when the miner has
+// live leases but none is owner's, ENOTFOUND when it has none at all.
+func (m *leaseManager) owned(ctx context.Context, owner market.LeaseOwner) (market.Lease, error) {
+	live, err := m.store.LiveLeases(ctx)
+	if err != nil {
+		return market.Lease{}, fmt.Errorf("read leases: %w", err)
+	}
+	for _, l := range live {
+		if l.Owner.Is(owner) {
+			return l, nil
+		}
+	}
+	if len(live) > 0 {
+		return market.Lease{}, market.Errorf(market.EFORBIDDEN, "no lease of this hotkey and public key on this miner; its leases belong to others")
+	}
+	return market.Lease{}, market.Errorf(market.ENOTFOUND, "no lease on this miner")
+}
+
+// withLease runs fn on owner's live lease under the lease's operation lock,
+// after checking again that the lease is still live and active.
+func (m *leaseManager) withLease(ctx context.Context, owner market.LeaseOwner, fn func(l market.Lease) error) (market.Lease, error) {
+	l, err := m.owned(ctx, owner)
+	if err != nil {
+		return l, err
+	}
+	unlock := m.lock(l.ID)
+	defer unlock()
+	if l, err = m.store.Lease(ctx, l.ID); err != nil {
+		return l, err
+	}
+	switch l.State {
+	case market.LeaseCreating:
+		return l, market.Errorf(market.ECONFLICT, "lease %s is still being created", l.ID)
+	case market.LeaseEnded:
+		return l, market.Errorf(market.ENOTFOUND, "lease %s has ended", l.ID)
+	}
+	return l, fn(l)
+}
+
+// deallocate removes owner's lease.
+func (m *leaseManager) deallocate(ctx context.Context, owner market.LeaseOwner) (market.Lease, error) {
+	var ended market.Lease
+	_, err := m.withLease(ctx, owner, func(l market.Lease) error {
+		var err error
+		ended, err = m.endLocked(ctx, l, market.EndDeallocated)
+		return err
+	})
+	return ended, err
+}
+
+// endLocked removes a lease's container and ends it; the caller holds the
+// lease's operation lock. When the runtime cannot remove the container the
+// lease stays as it is and the error is returned.
+func (m *leaseManager) endLocked(ctx context.Context, l market.Lease, reason string) (market.Lease, error) {
+	if err := m.rt.Remove(ctx, l.ID); err != nil {
+		if market.ErrorCode(err) == market.EUNAVAILABLE {
+			m.setRuntimeUp(false, err)
+		}
+		return l, fmt.Errorf("remove container of lease %s: %w", l.ID, err)
+	}
+	ended, err := m.store.EndLease(ctx, l.ID, reason, m.cfg.Now())
+	if err != nil {
+		return l, fmt.Errorf("end lease %s: %w", l.ID, err)
+	}
+	m.metrics.leaseEnded(reason)
+	m.log.Info("lease ended", "lease", l.ID, "owner", l.Owner.Hotkey, "reason", reason)
+	m.wake()
+	return ended, nil
+}
+
+// act runs a docker action on owner's lease; keys are the new keys of
+// exchange_key.
+func (m *leaseManager) act(ctx context.Context, owner market.LeaseOwner, action string, keys []ssh.PublicKey) (market.Lease, error) {
+	return m.withLease(ctx, owner, func(l market.Lease) error {
+		var err error
+		switch action {
+		case actionRestart:
+			err = m.rt.Restart(ctx, l.ID)
+		case actionPause:
+			err = m.rt.Pause(ctx, l.ID)
+		case actionUnpause:
+			err = m.rt.Unpause(ctx, l.ID)
+		case actionExchangeKey:
+			err = m.rt.SetAuthorizedKeys(ctx, l.ID, keys)
+		default:
+			return market.Errorf(market.EINVALID, "unknown docker action")
+		}
+		if err != nil {
+			return fmt.Errorf("%s lease %s: %w", action, l.ID, err)
+		}
+		m.log.Info("lease action", "lease", l.ID, "action", action)
+		return nil
+	})
+}
+
+// Docker actions after SN27's aliases are folded.
+const (
+	actionRestart     = "restart"
+	actionPause       = "pause"
+	actionUnpause     = "unpause"
+	actionExchangeKey = "exchange_key"
+)

@@ -1,0 +1,437 @@
+// Package miner is the miner daemon: it rents out a machine as containers
+// reachable over SSH, one per lease, answering SN27's Allocate synapse and a
+// Specs synapse on its axon.
+//
+// Leases. A lease is reserved atomically: one mutex serialises the decision
+// (read the live leases, pick free resources and a port, insert the lease as
+// "creating") and the store refuses a double booking on its own, so a
+// request can never disturb a running lease. The lease is persisted before
+// its container exists and its container id right after creation; it turns
+// "active" only once the container runs and just before the renter is
+// answered. Only its owner — the same hotkey with the same RSA public key —
+// may query, act on or deallocate it. The miner enforces each lease's
+// expiry itself (a timer for the next expiry plus a periodic sweep).
+//
+// Restarts. Containers do not depend on the miner process. On start, and
+// periodically, the miner reconciles the store with the runtime: a lease
+// caught mid-creation is rolled back (its renter was never answered), an
+// active lease whose container vanished is ended, a stopped one restarted,
+// and containers of ended or unknown leases are removed (unknown ones only
+// after a grace period, and never in dry-run mode).
+//
+// Policy. Requests pass the blacklist hook before any handler runs: the
+// whitelist always passes; blacklisted hotkeys and coldkeys, unregistered
+// hotkeys, stake below the validator permit and outdated validators (once
+// most validators are up to date) are refused with 403 and the reason.
+// Decisions use a metagraph refreshed in the background once per block, so
+// a slow or unreachable chain never delays a request.
+//
+// Renter input. SN27's "ubuntu" placeholder or an empty base_image means the
+// operator's default image; other images must be in the operator's list.
+// Password login is enabled when docker_requirement.password is true or no
+// ssh_key is given (SN27 validators send none for Proof-of-GPU and could not
+// log in otherwise); the password is random, returned once inside the
+// encrypted credentials and never logged or stored. A dockerfile is refused.
+// SN27's default volume_path "/tmp" means no volume.
+package miner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nicompute/nicompute/internal/axon"
+	"github.com/nicompute/nicompute/internal/market"
+	"github.com/nicompute/nicompute/internal/protocol"
+	"github.com/nicompute/nicompute/internal/subnet"
+)
+
+// Defaults of Config fields left zero.
+const (
+	DefaultMinStake         = 1024 * subnet.RaoPerTAO
+	DefaultUpdatedThreshold = 60
+	DefaultLeaseUnit        = 24 * time.Hour
+	DefaultMemory           = 1 << 30
+	DefaultPollInterval     = 12 * time.Second
+	DefaultSweepInterval    = 30 * time.Second
+	DefaultOrphanGrace      = 2 * time.Minute
+	DefaultSpecsInterval    = time.Minute
+	DefaultCreateTimeout    = 5 * time.Minute
+	// placeholderImage is SN27's default base_image, sent by validators
+	// that do not care: it means the operator's default.
+	placeholderImage = "ubuntu"
+	// placeholderVolume is SN27's default volume_path, which SN27 miners
+	// ignore: it means no volume.
+	placeholderVolume = "/tmp"
+)
+
+// PortRange is an inclusive range of host ports for lease SSH servers.
+type PortRange struct {
+	First, Last int
+}
+
+// Len is the number of ports in the range.
+func (r PortRange) Len() int { return r.Last - r.First + 1 }
+
+// ParsePortRange parses "4444-4543" or a single port "4444".
+func ParsePortRange(s string) (PortRange, error) {
+	a, b, found := cutDash(s)
+	first, err := strconv.Atoi(a)
+	if err != nil {
+		return PortRange{}, fmt.Errorf("port range %q: %w", s, err)
+	}
+	last := first
+	if found {
+		if last, err = strconv.Atoi(b); err != nil {
+			return PortRange{}, fmt.Errorf("port range %q: %w", s, err)
+		}
+	}
+	r := PortRange{first, last}
+	return r, r.validate()
+}
+
+func cutDash(s string) (string, string, bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '-' {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}
+
+func (r PortRange) validate() error {
+	if r.First < 1 || r.Last > 65535 || r.First > r.Last {
+		return fmt.Errorf("port range %d-%d: want 1 ≤ first ≤ last ≤ 65535", r.First, r.Last)
+	}
+	return nil
+}
+
+// PolicyConfig says who may call the miner.
+type PolicyConfig struct {
+	// MinStake is the validator permit stake (default 1,024 τ).
+	MinStake subnet.Balance
+	// AllowLowStake admits registered callers below MinStake
+	// (--miner.whitelist.not.enough.stake).
+	AllowLowStake bool
+	// AllowOutdated admits validators whose axon version is below
+	// MinValidatorVersion (--miner.whitelist.not.updated).
+	AllowOutdated bool
+	// UpdatedThreshold (percent, default 60): outdated validators are
+	// refused only once more than this share of validators is up to date.
+	UpdatedThreshold int
+	// MinValidatorVersion is the lowest validator axon version on chain
+	// accepted; 0 disables the check.
+	MinValidatorVersion uint32
+	// BlacklistHotkeys and BlacklistColdkeys are always refused;
+	// WhitelistHotkeys always pass (stake, registration and version are not
+	// checked for them).
+	BlacklistHotkeys  []string
+	BlacklistColdkeys []string
+	WhitelistHotkeys  []string
+}
+
+// Config configures a Service. NetUID, Hotkey, Listen, ExternalIP,
+// DefaultImage and SSHPorts are required.
+type Config struct {
+	NetUID subnet.NetUID
+	// Hotkey is the miner's hotkey: it must be registered on NetUID, it
+	// signs the axon's answers and serves the axon on chain.
+	Hotkey subnet.Signer
+	// Listen is the axon's TCP address ("0.0.0.0:8091", "127.0.0.2:0").
+	Listen string
+	// ExternalIP and ExternalPort are served on chain; ExternalPort
+	// defaults to the port Listen bound.
+	ExternalIP   string
+	ExternalPort int
+	// Version is the version served on chain and returned in credentials.
+	Version uint32
+	Policy  PolicyConfig
+
+	// DefaultImage is the image leases run unless the renter picks one of
+	// Images.
+	DefaultImage string
+	Images       []string
+	// SSHPorts are the host ports leases are published on; SSHHostIP the
+	// address they are published on (default 0.0.0.0), where a candidate
+	// port is checked to be free.
+	SSHPorts  PortRange
+	SSHHostIP string
+	// Reserve is kept for the host and never leased.
+	Reserve market.Reserve
+	// DefaultMemory is a lease's memory when the request names none
+	// (default 1 GiB).
+	DefaultMemory int64
+	// LeaseUnit is the length of one timeline day (default 24 h; tests
+	// shorten it).
+	LeaseUnit time.Duration
+	// CreateTimeout bounds creating one container, image pull included.
+	CreateTimeout time.Duration
+
+	// PollInterval is how often the chain head is read; the metagraph is
+	// fetched again when it moved (default 12 s).
+	PollInterval time.Duration
+	// SweepInterval is how often leases are reconciled with the runtime
+	// (default 30 s); expiries are timed exactly.
+	SweepInterval time.Duration
+	// OrphanGrace is how old a container of an unknown lease must be
+	// before it is removed (default 2 min).
+	OrphanGrace time.Duration
+	// ReconcileDryRun logs what reconciliation would remove or end
+	// instead of doing it.
+	ReconcileDryRun bool
+	// SpecsInterval is how often specs and the engine version are measured
+	// again (default 1 min).
+	SpecsInterval time.Duration
+
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// Log receives state transitions; nil discards.
+	Log *slog.Logger
+	// Metrics, when set, receives the nicompute_miner_* metrics.
+	Metrics prometheus.Registerer
+	// Failpoint, when set, is called at named points of an allocation
+	// ("reserved", "created", "recorded", "started", "activated"); the
+	// fault tests kill the process there.
+	Failpoint func(name string)
+	// AxonWorkers bounds concurrently running handlers (axon default).
+	AxonWorkers int
+}
+
+func (c *Config) setDefaults() error {
+	var errs []error
+	if c.Hotkey == nil {
+		errs = append(errs, errors.New("no hotkey"))
+	}
+	if c.Listen == "" {
+		errs = append(errs, errors.New("no axon listen address"))
+	}
+	if _, err := netip.ParseAddr(c.ExternalIP); err != nil {
+		errs = append(errs, fmt.Errorf("external ip %q is not an IP address", c.ExternalIP))
+	}
+	if c.ExternalPort < 0 || c.ExternalPort > 65535 {
+		errs = append(errs, fmt.Errorf("external port %d out of range", c.ExternalPort))
+	}
+	if c.DefaultImage == "" {
+		errs = append(errs, errors.New("no default image"))
+	}
+	if err := c.SSHPorts.validate(); err != nil {
+		errs = append(errs, fmt.Errorf("ssh ports: %w", err))
+	}
+	if c.SSHHostIP == "" {
+		c.SSHHostIP = "0.0.0.0"
+	}
+	if _, err := netip.ParseAddr(c.SSHHostIP); err != nil {
+		errs = append(errs, fmt.Errorf("ssh host ip %q is not an IP address", c.SSHHostIP))
+	}
+	if c.Policy.MinStake == 0 {
+		c.Policy.MinStake = DefaultMinStake
+	}
+	if c.Policy.UpdatedThreshold == 0 {
+		c.Policy.UpdatedThreshold = DefaultUpdatedThreshold
+	}
+	if c.Policy.UpdatedThreshold < 0 || c.Policy.UpdatedThreshold > 100 {
+		errs = append(errs, fmt.Errorf("updated threshold %d%% out of [0, 100]", c.Policy.UpdatedThreshold))
+	}
+	def(&c.DefaultMemory, DefaultMemory)
+	def(&c.LeaseUnit, DefaultLeaseUnit)
+	def(&c.CreateTimeout, DefaultCreateTimeout)
+	def(&c.PollInterval, DefaultPollInterval)
+	def(&c.SweepInterval, DefaultSweepInterval)
+	def(&c.OrphanGrace, DefaultOrphanGrace)
+	def(&c.SpecsInterval, DefaultSpecsInterval)
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	if c.Failpoint == nil {
+		c.Failpoint = func(string) {}
+	}
+	return errors.Join(errs...)
+}
+
+func def[T int64 | time.Duration](v *T, d T) {
+	if *v <= 0 {
+		*v = d
+	}
+}
+
+// Service is a running miner.
+type Service struct {
+	cfg     Config
+	log     *slog.Logger
+	deps    Deps
+	metrics *metrics
+	chain   *chainSync
+	leases  *leaseManager
+	specs   *specsCache
+	images  *imagePolicy
+	axon    *axon.Server
+	ln      net.Listener
+
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	done      chan struct{}
+	closeOnce sync.Once
+
+	// errMu protects err.
+	errMu sync.Mutex
+	err   error
+}
+
+// New starts a miner: it measures the machine, reads the metagraph and
+// refuses to start unless the hotkey is registered (EFORBIDDEN-free plain
+// error), binds the axon, reconciles leases with the runtime (when the
+// runtime is down it starts anyway and retries), serves the axon on chain
+// when the chain's record differs, and starts the background loops. The
+// service runs until Close or until its axon fails; ctx only bounds
+// startup.
+func New(ctx context.Context, deps Deps, cfg Config) (*Service, error) {
+	if deps.Chain == nil || deps.Runtime == nil || deps.Store == nil || deps.Specs == nil {
+		return nil, errors.New("miner: chain, runtime, store and specs source are required")
+	}
+	if err := cfg.setDefaults(); err != nil {
+		return nil, fmt.Errorf("miner config: %w", err)
+	}
+	s := &Service{cfg: cfg, deps: deps, done: make(chan struct{})}
+	s.log = cfg.Log.With("component", "miner", "hotkey", cfg.Hotkey.SS58())
+	var err error
+	if s.metrics, err = newMetrics(cfg.Metrics); err != nil {
+		return nil, fmt.Errorf("miner metrics: %w", err)
+	}
+	if s.images, err = newImagePolicy(deps.Runtime, cfg.DefaultImage, cfg.Images); err != nil {
+		return nil, fmt.Errorf("miner images: %w", err)
+	}
+
+	s.specs = newSpecsCache(deps.Specs, deps.Runtime, s.log)
+	specs, err := s.specs.refresh(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("measure machine: %w", err)
+	}
+	capacity := market.CapacityOf(specs, cfg.Reserve)
+	s.log.Info("capacity", "gpus", len(capacity.GPUs), "cpus", capacity.CPUs,
+		"memory_bytes", capacity.MemoryBytes, "disk_bytes", capacity.DiskBytes)
+
+	s.chain = newChainSync(cfg, deps.Chain, s.log)
+	if err := s.chain.start(ctx); err != nil {
+		return nil, err
+	}
+	s.leases = newLeaseManager(cfg, deps.Runtime, deps.Store, capacity, s.metrics, s.log)
+	s.specs.free = s.leases.free
+
+	s.axon, err = axon.NewServer(axon.Config{
+		Hotkey:       cfg.Hotkey,
+		Version:      int64(cfg.Version),
+		MaxWorkers:   cfg.AxonWorkers,
+		MaxBodyBytes: protocol.MaxBodyBytes,
+		ExternalIP:   cfg.ExternalIP,
+		ExternalPort: cfg.ExternalPort,
+		Observe:      s.metrics.observeAxon,
+	}, s.log.With("component", "axon"))
+	if err != nil {
+		return nil, fmt.Errorf("miner axon: %w", err)
+	}
+	hooks := axon.Hooks{Blacklist: s.chain.blacklist, Priority: s.chain.priority}
+	s.axon.Attach(protocol.AllocateName, s.handleAllocate, hooks)
+	s.axon.Attach(protocol.SpecsName, s.handleSpecs, hooks)
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("miner axon: listen: %w", err)
+	}
+	s.ln = ln
+	if s.cfg.ExternalPort == 0 {
+		s.cfg.ExternalPort = ln.Addr().(*net.TCPAddr).Port
+		s.chain.cfg.ExternalPort = s.cfg.ExternalPort
+	}
+
+	if err := s.leases.reconcile(ctx); err != nil {
+		s.log.Warn("leases not reconciled at start; allocations wait for the runtime", "err", err)
+	}
+	s.chain.serveIfNeeded(ctx)
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.goLoop(func() {
+		if err := s.axon.Serve(runCtx, ln); err != nil {
+			s.fail(err)
+		}
+	})
+	s.goLoop(func() { s.chain.run(runCtx) })
+	s.goLoop(func() { s.leases.run(runCtx) })
+	s.goLoop(func() { s.specs.run(runCtx, cfg.SpecsInterval) })
+	go func() {
+		s.wg.Wait()
+		close(s.done)
+	}()
+	s.log.Info("miner started", "axon", ln.Addr().String(), "external", net.JoinHostPort(cfg.ExternalIP, strconv.Itoa(s.cfg.ExternalPort)),
+		"netuid", cfg.NetUID, "uid", s.chain.uid(), "ssh_ports", fmt.Sprintf("%d-%d", cfg.SSHPorts.First, cfg.SSHPorts.Last))
+	return s, nil
+}
+
+// goLoop runs fn as one of the service's goroutines; the first to return
+// stops the others.
+func (s *Service) goLoop(fn func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer s.cancel()
+		fn()
+	}()
+}
+
+func (s *Service) fail(err error) {
+	s.errMu.Lock()
+	defer s.errMu.Unlock()
+	if s.err == nil {
+		s.err = err
+		s.log.Error("miner stopping", "err", err)
+	}
+}
+
+// AxonAddr is the address the axon listens on.
+func (s *Service) AxonAddr() string { return s.ln.Addr().String() }
+
+// Hotkey is the miner's hotkey address.
+func (s *Service) Hotkey() string { return s.cfg.Hotkey.SS58() }
+
+// Done is closed once the service has stopped.
+func (s *Service) Done() <-chan struct{} { return s.done }
+
+// Err returns why the service stopped on its own, or nil.
+func (s *Service) Err() error {
+	s.errMu.Lock()
+	defer s.errMu.Unlock()
+	return s.err
+}
+
+// Close stops the axon and the loops and waits for them. Lease containers
+// keep running. It is idempotent.
+func (s *Service) Close() error {
+	s.closeOnce.Do(func() {
+		s.cancel()
+		<-s.done
+		s.axon.Close()
+		s.log.Info("miner stopped; lease containers keep running")
+	})
+	return s.Err()
+}
+
+// Leases returns the live leases (creating and active).
+func (s *Service) Leases(ctx context.Context) ([]market.Lease, error) {
+	return s.deps.Store.LiveLeases(ctx)
+}
+
+// Free returns the capacity not held by live leases.
+func (s *Service) Free(ctx context.Context) (market.Capacity, error) {
+	return s.leases.free(ctx)
+}

@@ -1,0 +1,81 @@
+package miner
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nicompute/nicompute/internal/market"
+)
+
+// specsCache holds the last measured specs and engine state. It is
+// refreshed in the background, so the Specs synapse never waits for the
+// machine probes or the runtime.
+type specsCache struct {
+	src  SpecsSource
+	rt   Runtime
+	log  *slog.Logger
+	free func(context.Context) (market.Capacity, error)
+
+	// mu protects the following.
+	mu      sync.Mutex
+	specs   market.Specs
+	docker  string // engine version, "" while unknown
+	dockerU bool   // engine answered at the last refresh
+}
+
+func newSpecsCache(src SpecsSource, rt Runtime, log *slog.Logger) *specsCache {
+	return &specsCache{src: src, rt: rt, log: log}
+}
+
+// refresh measures the machine and asks the engine its version. A failing
+// machine probe is an error (the old specs stay); a down engine is not.
+func (c *specsCache) refresh(ctx context.Context) (market.Specs, error) {
+	specs, err := c.src.Collect(ctx)
+	if err != nil {
+		return market.Specs{}, err
+	}
+	vctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	version, verr := c.rt.EngineVersion(vctx)
+	cancel()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.specs = specs
+	if verr == nil {
+		c.docker, c.dockerU = version, true
+	} else {
+		c.dockerU = false
+	}
+	return specs, nil
+}
+
+func (c *specsCache) run(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := c.refresh(ctx); err != nil {
+			c.log.Warn("measure machine", "err", err)
+		}
+	}
+}
+
+// get returns the specs with the engine version and the free resources.
+func (c *specsCache) get(ctx context.Context) market.Specs {
+	c.mu.Lock()
+	s := c.specs
+	s.HasDocker, s.Docker = c.dockerU, c.docker
+	c.mu.Unlock()
+	if c.free != nil {
+		if free, err := c.free(ctx); err == nil {
+			r := free.Resources()
+			s.Free = &r
+		}
+	}
+	return s
+}
