@@ -2,9 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
+	"path/filepath"
+	"strconv"
 	"text/tabwriter"
 	"time"
 
@@ -12,18 +16,40 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/nicompute/nicompute/internal/allocations"
 	"github.com/nicompute/nicompute/internal/chain/local"
 	"github.com/nicompute/nicompute/internal/devnet"
+	"github.com/nicompute/nicompute/internal/docker"
+	"github.com/nicompute/nicompute/internal/hostinfo"
+	"github.com/nicompute/nicompute/internal/market"
+	"github.com/nicompute/nicompute/internal/miner"
+	"github.com/nicompute/nicompute/internal/pog"
+	"github.com/nicompute/nicompute/internal/pog/pogcmd"
+	"github.com/nicompute/nicompute/internal/validator"
 )
 
 // devnetOptions are the devnet command's flags.
 type devnetOptions struct {
-	dataDir   string
-	listen    string
-	blockTime time.Duration
-	tempo     uint16
-	miners    int
+	dataDir      string
+	listen       string
+	blockTime    time.Duration
+	tempo        uint16
+	miners       int
+	simGPUs      []string
+	binary       string
+	axonPort     int
+	sshPort      int
+	simTimeScale float64
+	chainOnly    bool
 }
+
+// Ports of devnet miners: every miner has its own loopback IP, so all
+// serve their axon on the same port; each has sshPortsPerMiner SSH ports
+// from --ssh.port on.
+const (
+	defaultDevnetSSHPort = 46000
+	sshPortsPerMiner     = 4
+)
 
 func newDevnetCmd(a *app) *cobra.Command {
 	var o devnetOptions
@@ -31,11 +57,27 @@ func newDevnetCmd(a *app) *cobra.Command {
 		Use:   "devnet",
 		Short: "Run a whole development subnet on this machine",
 		Long: `Run a whole development subnet on this machine: an embedded chain with fast
-blocks, a subnet, and wallets for its owner, a validator (staked for a
-validator permit) and --miners miners, all registered. State lives under
---data; running devnet again on the same directory reuses the chain, the
-wallets and the registrations. It runs until interrupted (Ctrl-C), then
-stops cleanly.
+blocks, a subnet, wallets for its owner, a validator (staked for a validator
+permit) and --miners miners, all registered; then the miners and the
+validator themselves. State lives under --data; running devnet again on the
+same directory reuses the chain, the wallets, the registrations and the
+services' state. It runs until interrupted (Ctrl-C), then stops cleanly.
+
+Miners. Miner i serves its axon on its own loopback address (127.0.0.2,
+127.0.0.3, …) at --axon.port, and publishes lease SSH ports on that address
+from --ssh.port + 4i. Leases run a busybox image devnet builds itself (FROM
+scratch, no registry needed; it needs busybox-static at /bin/busybox) with
+this binary mounted as their SSH server. Each miner simulates the GPUs of
+its --sim-gpus entry ("MODEL" or "COUNTxMODEL", in order, repeated when
+there are more miners): its specs report them, and its lease containers
+tell the Proof-of-GPU worker to simulate them. Without a Docker engine no
+miner is started (devnet says so).
+
+Validator. It tests each miner every 5 tempos and sets weights every half
+tempo; only a validator started by devnet accepts simulated GPUs. Within a
+few tempos the miners' incentives follow their models' scores:
+
+  nicompute subnet metagraph --netuid 1 --subtensor.chain_endpoint URL --json
 
 The chain is a development chain: its faucet mints TAO for anyone who can
 reach --chain.listen, so keep it on a loopback address.`,
@@ -50,6 +92,12 @@ reach --chain.listen, so keep it on a loopback address.`,
 	f.DurationVar(&o.blockTime, "block-time", time.Second, "time between blocks")
 	f.Uint16Var(&o.tempo, "tempo", 20, "blocks between epochs of the devnet subnet (when it is created)")
 	f.IntVar(&o.miners, "miners", 3, "number of miners")
+	f.StringSliceVar(&o.simGPUs, "sim-gpus", devnet.DefaultSimGPUs, "simulated GPUs per miner, in order: MODEL or COUNTxMODEL from the GPU table, comma-separated")
+	f.StringVar(&o.binary, "binary", "", "static nicompute binary mounted into lease containers and uploaded as the Proof-of-GPU worker (default: this executable)")
+	f.IntVar(&o.axonPort, "axon.port", defaultAxonPort, "axon port of every miner (each on its own loopback IP)")
+	f.IntVar(&o.sshPort, "ssh.port", defaultDevnetSSHPort, "first lease SSH port; miner i uses the 4 ports from here + 4i")
+	f.Float64Var(&o.simTimeScale, "sim-time-scale", 0.2, "fraction of a simulated model's real compute time a simulated GPU takes")
+	f.BoolVar(&o.chainOnly, "chain-only", false, "run the chain and registrations only: no miners, no validator")
 	return cmd
 }
 
@@ -62,6 +110,25 @@ func (a *app) runDevnet(ctx context.Context, o devnetOptions) error {
 	}
 	if o.tempo == 0 {
 		return usageErr("--tempo must be at least 1")
+	}
+	if o.axonPort < 1 || o.axonPort > 65535 {
+		return usageErr("--axon.port %d out of range", o.axonPort)
+	}
+	if o.sshPort < 1 || o.sshPort+sshPortsPerMiner*max(o.miners, 1)-1 > 65535 {
+		return usageErr("--ssh.port %d leaves too few ports for %d miners", o.sshPort, o.miners)
+	}
+	if !(o.simTimeScale > 0 && o.simTimeScale <= 1) {
+		return usageErr("--sim-time-scale must be in (0, 1]")
+	}
+	sims, err := devnet.ParseSimGPUs(market.DefaultGPUTable(), o.simGPUs, o.miners)
+	if err != nil {
+		return usageErr("--sim-gpus: %v", err)
+	}
+	bin := ""
+	if !o.chainOnly {
+		if bin, err = devnetBinary(o.binary); err != nil {
+			return err
+		}
 	}
 	dir, err := expandHome(o.dataDir)
 	if err != nil {
@@ -93,6 +160,14 @@ func (a *app) runDevnet(ctx context.Context, o devnetOptions) error {
 		return err
 	}
 
+	svc := &devnetServices{}
+	defer svc.close()
+	if !o.chainOnly {
+		if err := a.startDevnetServices(ctx, o, bin, paths, layout, sims, client, svc); err != nil {
+			return err
+		}
+	}
+
 	m, err := client.Metagraph(ctx, layout.NetUID)
 	if err != nil {
 		return fmt.Errorf("metagraph: %w", err)
@@ -100,8 +175,9 @@ func (a *app) runDevnet(ctx context.Context, o devnetOptions) error {
 	if err := printMetagraph(a.Out, m); err != nil {
 		return err
 	}
-	a.printDevnetLayout(node, paths, layout)
+	a.printDevnetLayout(node, paths, layout, svc)
 
+	stopped := svc.watch()
 	select {
 	case <-ctx.Done():
 		fmt.Fprintln(a.Err, "devnet: stopping")
@@ -109,11 +185,181 @@ func (a *app) runDevnet(ctx context.Context, o devnetOptions) error {
 		if err := node.Err(); err != nil {
 			return fmt.Errorf("embedded chain stopped: %w", err)
 		}
+	case err := <-stopped:
+		return fmt.Errorf("devnet service stopped: %w", err)
 	}
 	return nil
 }
 
-func (a *app) printDevnetLayout(node *local.Node, paths devnet.Paths, l *devnet.Layout) {
+// devnetPolicy is the production identification policy with 5 s more
+// overhead (1 s at the default time scale), so that a devnet on a loaded
+// machine still confirms its honest simulated GPUs.
+func devnetPolicy() *pog.Policy {
+	p := pog.DefaultPolicy()
+	p.Overhead += 5 * time.Second
+	return &p
+}
+
+// devnetBinary resolves the static nicompute binary devnet mounts into
+// lease containers and uploads as the worker (default: this executable).
+func devnetBinary(p string) (string, error) {
+	if p == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return "", fmt.Errorf("find own binary: %w", err)
+		}
+		p = exe
+	}
+	p, err := filepath.Abs(p)
+	if err == nil {
+		p, err = filepath.EvalSymlinks(p)
+	}
+	if err != nil {
+		return "", usageErr("--binary: %v", err)
+	}
+	if err := devnet.CheckStatic(p); err != nil {
+		return "", usageError(err)
+	}
+	return p, nil
+}
+
+// devnetServices are the miners and the validator a devnet runs.
+type devnetServices struct {
+	miners    []*runningMiner
+	sims      []devnet.SimGPUs
+	validator *runningValidator
+	note      string // why no miner runs, when none does
+}
+
+// watch returns a channel that receives why the first service to stop on
+// its own stopped.
+func (s *devnetServices) watch() <-chan error {
+	ch := make(chan error, 1)
+	type service interface {
+		Done() <-chan struct{}
+		Err() error
+	}
+	var all []service
+	for _, m := range s.miners {
+		all = append(all, m)
+	}
+	if s.validator != nil {
+		all = append(all, s.validator)
+	}
+	for _, x := range all {
+		go func() {
+			<-x.Done()
+			err := x.Err()
+			if err == nil {
+				err = errors.New("stopped")
+			}
+			select {
+			case ch <- err:
+			default:
+			}
+		}()
+	}
+	return ch
+}
+
+// close stops the validator first (its running tests deallocate their
+// leases on the miners), then the miners.
+func (s *devnetServices) close() {
+	if s.validator != nil {
+		_ = s.validator.Close()
+	}
+	for _, m := range s.miners {
+		_ = m.Close()
+	}
+}
+
+// startDevnetServices starts the miners (when Docker is there) and the
+// validator into svc.
+func (a *app) startDevnetServices(ctx context.Context, o devnetOptions, bin string, paths devnet.Paths, l *devnet.Layout, sims []devnet.SimGPUs, client *local.Client, svc *devnetServices) error {
+	log := a.logger()
+	if len(l.Miners) > 0 {
+		var image string
+		var err error
+		if derr := dockerAvailable(ctx, ""); derr != nil {
+			svc.note = fmt.Sprintf("Docker is not available (%v): no miner started", derr)
+		} else if image, err = devnet.BuildBaseImage(ctx, ""); errors.Is(err, devnet.ErrNoBusybox) {
+			svc.note = fmt.Sprintf("cannot build the lease image: %v (install busybox-static): no miner started", err)
+		} else if err != nil {
+			return fmt.Errorf("devnet lease image: %w", err)
+		} else if err := devnet.EnsureNetwork(ctx, ""); err != nil {
+			return fmt.Errorf("devnet lease network: %w", err)
+		}
+		if svc.note != "" {
+			fmt.Fprintln(a.Err, "devnet: "+svc.note)
+		}
+		for i, id := range l.Miners {
+			if svc.note != "" {
+				break
+			}
+			ip := devnet.MinerIP(i)
+			first := o.sshPort + i*sshPortsPerMiner
+			m, err := startMiner(ctx, minerOptions{
+				NetUID:        l.NetUID,
+				Hotkey:        id.Hotkey,
+				Chain:         client,
+				DataDir:       filepath.Join(paths.Miners, strconv.Itoa(i)),
+				AxonListen:    net.JoinHostPort(ip, strconv.Itoa(o.axonPort)),
+				ExternalIP:    ip,
+				SSHPorts:      miner.PortRange{First: first, Last: first + sshPortsPerMiner - 1},
+				SSHHostIP:     ip,
+				Image:         image,
+				BinaryPath:    bin,
+				DockerNetwork: devnet.Network,
+				GPUs:          hostinfo.Static{Devices: sims[i].Devices(i)},
+				SimulatedGPUs: true,
+				LeaseFiles:    []docker.File{{Path: pogcmd.SimulateFile, Mode: 0o644, Data: []byte(sims[i].Spec() + "\n")}},
+				LeaseMemory:   256 << 20,
+				PollInterval:  o.blockTime,
+				Log:           log.With("miner", i),
+			})
+			if err != nil {
+				return fmt.Errorf("start devnet miner %d: %w", i, err)
+			}
+			svc.miners = append(svc.miners, m)
+			svc.sims = append(svc.sims, sims[i])
+		}
+	}
+	pogEvery, weightsEvery := devnet.Intervals(o.tempo)
+	v, err := startValidator(ctx, validatorOptions{
+		NetUID:     l.NetUID,
+		Hotkey:     l.Validator.Hotkey,
+		Chain:      client,
+		DataDir:    paths.Validator,
+		RecordsDir: allocations.Dir(paths.Wallets, devnet.ValidatorWallet, devnet.HotkeyName),
+		Service: validator.Config{
+			PoGInterval:      pogEvery,
+			WeightsInterval:  weightsEvery,
+			WeightsRetry:     1,
+			PollInterval:     max(o.blockTime/2, 10*time.Millisecond),
+			HardwareQuery:    true,
+			UpdatedThreshold: validator.DefaultUpdatedThreshold,
+			PoG: validator.PoGConfig{
+				Worker:         bin,
+				AllowSimulated: true,
+				Policy:         devnetPolicy(),
+				SimTimeScale:   o.simTimeScale,
+				RetryLimit:     3,
+				RetryInterval:  max(2*o.blockTime, time.Second),
+				MaxRandomDelay: -1,
+				Lease:          market.Requirement{CPUs: 1, MemoryBytes: 256 << 20, DiskBytes: 1 << 30},
+			},
+		},
+		Log:    log,
+		Report: a.Out,
+	})
+	if err != nil {
+		return fmt.Errorf("start devnet validator: %w", err)
+	}
+	svc.validator = v
+	return nil
+}
+
+func (a *app) printDevnetLayout(node *local.Node, paths devnet.Paths, l *devnet.Layout, svc *devnetServices) {
 	fmt.Fprintf(a.Out, "\ndevnet is running (Ctrl-C stops it)\n")
 	tw := tabwriter.NewWriter(a.Out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "  chain\t%s (data %s)\n", node.Endpoint(), paths.Chain)
@@ -121,10 +367,20 @@ func (a *app) printDevnetLayout(node *local.Node, paths devnet.Paths, l *devnet.
 	fmt.Fprintf(tw, "  wallets\t%s (no passwords; hotkey %q)\n", paths.Wallets, devnet.HotkeyName)
 	fmt.Fprintf(tw, "  owner\t%s coldkey %s\n", l.Owner.Wallet, l.Owner.Coldkey.SS58())
 	fmt.Fprintf(tw, "  validator\t%s uid %d hotkey %s\n", l.Validator.Wallet, l.Validator.UID, l.Validator.Hotkey.SS58())
-	for _, mi := range l.Miners {
-		fmt.Fprintf(tw, "  miner\t%s uid %d hotkey %s\n", mi.Wallet, mi.UID, mi.Hotkey.SS58())
+	for i, mi := range l.Miners {
+		extra := ""
+		if i < len(svc.miners) {
+			extra = fmt.Sprintf(" axon %s simulating %s", svc.miners[i].AxonAddr(), svc.sims[i])
+		}
+		fmt.Fprintf(tw, "  miner\t%s uid %d hotkey %s%s\n", mi.Wallet, mi.UID, mi.Hotkey.SS58(), extra)
 	}
 	tw.Flush()
+	if svc.note != "" {
+		fmt.Fprintf(a.Out, "\nno miner runs: %s\n", svc.note)
+	}
+	if svc.validator != nil {
+		fmt.Fprintf(a.Out, "\nthe validator (state %s) tests the miners and sets weights; its miner table follows each sweep\n", paths.Validator)
+	}
 	fmt.Fprintf(a.Out, "\ntry:\n  nicompute subnet metagraph --netuid %d --subtensor.chain_endpoint %s\n", l.NetUID, node.Endpoint())
 	fmt.Fprintf(a.Out, "  nicompute wallet show --wallet.path %s --wallet.name %s --json\n", paths.Wallets, l.Validator.Wallet)
 }

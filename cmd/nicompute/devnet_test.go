@@ -3,10 +3,17 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"math/rand/v2"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/moby/moby/client"
+
+	"github.com/nicompute/nicompute/internal/devnet"
+	"github.com/nicompute/nicompute/internal/nictest"
 )
 
 // startDevnet runs `nicompute devnet` in the background until the returned
@@ -57,7 +64,7 @@ func startDevnet(t *testing.T, args ...string) (endpoint string, out *lockedBuff
 
 func TestDevnetStartsAndRestarts(t *testing.T) {
 	dir := t.TempDir()
-	args := []string{"--data", dir, "--chain.listen", "127.0.0.1:0", "--block-time", "50ms", "--tempo", "10", "--miners", "2"}
+	args := []string{"--data", dir, "--chain.listen", "127.0.0.1:0", "--block-time", "50ms", "--tempo", "10", "--miners", "2", "--chain-only"}
 	endpoint, out, stop := startDevnet(t, args...)
 
 	code, stdout, stderr := runCLI(t, "subnet", "metagraph", "--netuid", "1", "--subtensor.chain_endpoint", endpoint, "--json")
@@ -114,6 +121,11 @@ func TestDevnetBadFlags(t *testing.T) {
 		{"--miners", "-1"},
 		{"--block-time", "1ms"},
 		{"--tempo", "0"},
+		{"--sim-gpus", "NVIDIA Imaginary 1TB"},
+		{"--sim-gpus", "9xNVIDIA H200"},
+		{"--sim-time-scale", "0"},
+		{"--ssh.port", "65534"},
+		{"--binary", "/etc/passwd"},
 	} {
 		code, _, stderr := runCLI(t, append([]string{"devnet", "--data", t.TempDir()}, args...)...)
 		if code != 2 || !strings.Contains(stderr, "error:") {
@@ -127,4 +139,90 @@ func runCLI(tb testing.TB, args ...string) (int, string, string) {
 	out, errOut := &lockedBuffer{}, &lockedBuffer{}
 	code := Run(context.Background(), args, Stdio{In: strings.NewReader(""), Out: out, Err: errOut})
 	return code, out.String(), errOut.String()
+}
+
+// TestDevnetEndToEnd runs the whole subnet: three miners on Docker, each
+// simulating one model, and the validator testing them with Proof-of-GPU.
+// Within a few tempos the chain's incentives must follow the models'
+// scores: H200 > H100 80GB HBM3 > A100-SXM4-80GB > 0 (the validator).
+func TestDevnetEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a devnet on Docker")
+	}
+	cli := nictest.RequireDocker(t)
+	bin := nictest.BuildNicompute(t)
+	if err := devnet.CheckStatic(bin); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	sshBase := 30000 + rand.IntN(25000)
+	args := []string{"--data", t.TempDir(), "--chain.listen", "127.0.0.1:0", "--block-time", "100ms", "--tempo", "10",
+		"--miners", "3", "--binary", bin, "--axon.port", fmt.Sprint(nictest.FreePort(t)), "--ssh.port", fmt.Sprint(sshBase)}
+	endpoint, out, stop := startDevnet(t, args...)
+	if strings.Contains(out.String(), "no miner runs") {
+		if strings.Contains(out.String(), "busybox") {
+			t.Skipf("devnet needs busybox-static for its lease image:\n%s", out)
+		}
+		t.Fatalf("devnet started no miner although Docker answers:\n%s", out)
+	}
+	miners := regexp.MustCompile(`miner\s+devnet-miner-(\d) uid (\d+) hotkey (\S+) axon \S+ simulating 1 × (.+)`).FindAllStringSubmatch(out.String(), -1)
+	if len(miners) != 3 {
+		t.Fatalf("devnet layout lists %d running miners:\n%s", len(miners), out)
+	}
+	for _, m := range miners {
+		cleanupMinerContainers(t, cli, m[3])
+	}
+	models := map[int]string{}
+	for _, m := range miners {
+		var uid int
+		fmt.Sscan(m[2], &uid)
+		models[uid] = strings.TrimSpace(m[4])
+	}
+	want := []string{"NVIDIA H200", "NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB"}
+
+	var last string
+	ordered := false
+	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline) && !ordered; time.Sleep(500 * time.Millisecond) {
+		code, stdout, stderr := runCLI(t, "subnet", "metagraph", "--netuid", "1", "--subtensor.chain_endpoint", endpoint, "--json")
+		if code != 0 {
+			t.Fatalf("metagraph exit %d: %s", code, stderr)
+		}
+		last = stdout
+		var mg struct {
+			Neurons []struct {
+				UID       int     `json:"uid"`
+				Incentive float64 `json:"incentive"`
+			} `json:"neurons"`
+		}
+		if err := json.Unmarshal([]byte(stdout), &mg); err != nil {
+			t.Fatalf("metagraph JSON: %v\n%s", err, stdout)
+		}
+		inc := map[string]float64{}
+		validator := -1.0
+		for _, n := range mg.Neurons {
+			if m, ok := models[n.UID]; ok {
+				inc[m] = n.Incentive
+			} else {
+				validator = n.Incentive
+			}
+		}
+		ordered = inc[want[0]] > inc[want[1]] && inc[want[1]] > inc[want[2]] && inc[want[2]] > 0 && validator == 0
+	}
+	if !ordered {
+		t.Fatalf("incentives not ordered by the models' scores after 2 minutes:\n%s\ndevnet output:\n%s", last, out)
+	}
+	t.Logf("incentives ordered %s after the devnet started (%s)", time.Since(start).Round(time.Second), last)
+	if !strings.Contains(out.String(), "1 × NVIDIA H200") {
+		t.Errorf("the validator's miner table was not printed:\n%s", out)
+	}
+	if code := stop(); code != 0 {
+		t.Fatalf("devnet exit code %d", code)
+	}
+}
+
+// cleanupMinerContainers removes, when the test ends, the lease containers
+// a devnet miner left (normally none: the validator deallocates its tests).
+func cleanupMinerContainers(t *testing.T, cli *client.Client, hotkey string) {
+	t.Helper()
+	nictest.CleanupLabel(t, cli, "nicompute.miner="+hotkey)
 }

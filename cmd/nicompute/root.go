@@ -133,6 +133,7 @@ func (a *app) rootCmd() *cobra.Command {
 		newPoGCmd(a),
 		newDevnetCmd(a),
 		newMinerCmd(a), newAllocateCmd(a), newDeallocateCmd(a), newAllocationCmd(a),
+		newValidatorCmd(a),
 	)
 	markUsageErrors(root)
 	return root

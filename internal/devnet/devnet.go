@@ -290,12 +290,22 @@ func PathsOf(root string) Paths {
 	}
 }
 
-// Genesis is the embedded chain's genesis for a devnet: fast registration
-// and the given tempo.
+// Genesis is the embedded chain's genesis for a devnet: fast registration,
+// the given tempo, weights allowed twice per tempo, and no serve_axon rate
+// limit (devnet miners serve again whenever a restart moves their axon).
 func Genesis(tempo uint16) local.Genesis {
 	g := local.DefaultGenesis()
 	g.Tempo = tempo
 	g.MaxRegistrationsPerBlock = 64
 	g.WeightsRateLimit = uint64(max(tempo/2, 1))
+	g.ServingRateLimit = 0
 	return g
+}
+
+// Intervals are the validator's schedule in a devnet, scaled to the tempo
+// so that tests, weights and consensus all happen within a few tempos: a
+// sweep every 5 tempos, weights as often as the rate limit allows.
+func Intervals(tempo uint16) (pog, weights uint64) {
+	t := uint64(max(tempo, 1))
+	return 5 * t, max(t/2, 1)
 }

@@ -2,16 +2,22 @@ package devnet
 
 import (
 	"context"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nicompute/nicompute/internal/chain/local"
+	"github.com/nicompute/nicompute/internal/market"
 )
 
 func startChain(t *testing.T, dir string) (*local.Node, *local.Client) {
 	t.Helper()
 	g := Genesis(10)
+	// No emission: balances change only by what Bootstrap does, not by the
+	// owner's cut of epochs that pass between two runs.
+	g.EmissionPerBlock = 0
 	node, err := local.Open(context.Background(), local.Config{DataDir: dir, BlockTime: 20 * time.Millisecond, Genesis: &g})
 	if err != nil {
 		t.Fatal(err)
@@ -97,5 +103,78 @@ func TestBootstrapIsIdempotent(t *testing.T) {
 func TestBootstrapRefusesNegativeMiners(t *testing.T) {
 	if _, err := Bootstrap(context.Background(), nil, Options{Miners: -1}); err == nil {
 		t.Fatal("negative miner count accepted")
+	}
+}
+
+func TestParseSimGPUs(t *testing.T) {
+	table := market.DefaultGPUTable()
+	tests := []struct {
+		name    string
+		specs   []string
+		miners  int
+		want    []string
+		wantErr bool
+	}{
+		{"defaults for three", DefaultSimGPUs, 3, []string{"1 × NVIDIA H200", "1 × NVIDIA H100 80GB HBM3", "1 × NVIDIA A100-SXM4-80GB"}, false},
+		{"repeats for more miners", []string{"NVIDIA H200", "2xNVIDIA H100"}, 3, []string{"1 × NVIDIA H200", "2 × NVIDIA H100", "1 × NVIDIA H200"}, false},
+		{"first entries for fewer miners", DefaultSimGPUs, 1, []string{"1 × NVIDIA H200"}, false},
+		{"no miners", nil, 0, nil, false},
+		{"unknown model", []string{"NVIDIA Imaginary"}, 1, nil, true},
+		{"too many GPUs", []string{"9xNVIDIA H200"}, 1, nil, true},
+		{"nothing for miners", nil, 2, nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseSimGPUs(table, tt.specs, tt.miners)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err %v, want error %v", err, tt.wantErr)
+			}
+			if len(got) != len(tt.want) {
+				t.Fatalf("got %v, want %v", got, tt.want)
+			}
+			for i := range got {
+				if got[i].String() != tt.want[i] {
+					t.Errorf("miner %d: %s, want %s", i, got[i], tt.want[i])
+				}
+			}
+		})
+	}
+	g, _ := ParseSimGPUs(table, []string{"2xNVIDIA H200"}, 1)
+	if spec := g[0].Spec(); spec != "2xNVIDIA H200" {
+		t.Errorf("spec %q", spec)
+	}
+	devs := g[0].Devices(5)
+	if len(devs) != 2 || devs[1].UUID != "GPU-devnet-5-1" || devs[0].CapacityMiB != 143771 {
+		t.Errorf("devices %+v", devs)
+	}
+	if SplitSimGPUs(" a, ,b ")[1] != "b" {
+		t.Error("SplitSimGPUs")
+	}
+}
+
+func TestMinerIP(t *testing.T) {
+	for i, want := range map[int]string{0: "127.0.0.2", 1: "127.0.0.3", 253: "127.0.0.255", 254: "127.0.1.0"} {
+		if got := MinerIP(i); got != want {
+			t.Errorf("MinerIP(%d) = %s, want %s", i, got, want)
+		}
+	}
+}
+
+func TestCheckStatic(t *testing.T) {
+	if err := CheckStatic("/etc/passwd"); err == nil {
+		t.Error("a text file passed as a static binary")
+	}
+	// The dynamic loader itself has no PT_INTERP; a program using it has.
+	for _, p := range []string{"/usr/bin/env", "/bin/ls"} {
+		if err := CheckStatic(p); err == nil {
+			t.Logf("%s is static here", p)
+		} else if !strings.Contains(err.Error(), "dynamically linked") && !strings.Contains(err.Error(), "not an ELF") {
+			t.Errorf("%s: %v", p, err)
+		}
+	}
+	if _, err := os.Stat(BusyboxPath); err == nil {
+		if err := CheckStatic(BusyboxPath); err != nil {
+			t.Errorf("busybox-static: %v", err)
+		}
 	}
 }

@@ -136,11 +136,11 @@ type Mode int
 // The modes, selected as SN27 does: checking, then timeline, then
 // docker_change.
 const (
-	ModeCheck       Mode = iota // checking, timeline > 0: could you host this requirement?
-	ModeStatus                  // checking, timeline ≤ 0: is my lease alive?
-	ModeDockerAction            // not checking, docker_change: act on my lease
-	ModeAllocate                // not checking, timeline > 0: allocate
-	ModeDeallocate              // not checking, timeline ≤ 0: deallocate my lease
+	ModeCheck        Mode = iota // checking, timeline > 0: could you host this requirement?
+	ModeStatus                   // checking, timeline ≤ 0: is my lease alive?
+	ModeDockerAction             // not checking, docker_change: act on my lease
+	ModeAllocate                 // not checking, timeline > 0: allocate
+	ModeDeallocate               // not checking, timeline ≤ 0: deallocate my lease
 )
 
 func (m Mode) String() string {

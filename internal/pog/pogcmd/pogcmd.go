@@ -7,9 +7,12 @@ package pogcmd
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -41,6 +44,21 @@ type Flags struct {
 	Workers      int
 }
 
+// Devnet simulation. A devnet miner decides which GPUs its lease
+// containers pretend to have and says so in SimulateFile (or a test harness
+// in SimulateEnv); a worker started without --backend or --simulate then
+// runs the sim backend with that spec ("MODEL" or "COUNTxMODEL"). The
+// validator uploads the same worker everywhere and never tells it what to
+// claim; the sim backend's hello says it is simulated, which validators
+// refuse outside devnet, so the file cannot make a real miner's result
+// better, only void.
+const (
+	SimulateFile = "/etc/nicompute/pog-simulate"
+	SimulateEnv  = "NICOMPUTE_POG_SIMULATE"
+	// maxSimulateSpec bounds what is read from the file or variable.
+	maxSimulateSpec = 256
+)
+
 // Options configure the command.
 type Options struct {
 	In       io.Reader
@@ -49,6 +67,51 @@ type Options struct {
 	Backends []Backend
 	// Log returns the logger (called when a command runs); nil discards.
 	Log func() *slog.Logger
+	// SimulateFile overrides the path of the devnet simulation file
+	// (default SimulateFile; "-" reads none).
+	SimulateFile string
+	// Getenv reads SimulateEnv (default os.Getenv).
+	Getenv func(string) string
+}
+
+// devnetSimulate returns the simulation spec the environment sets: the
+// SimulateEnv variable, else the first line of the simulation file; "" when
+// neither is set.
+func (o Options) devnetSimulate() (string, error) {
+	getenv := o.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	if v := strings.TrimSpace(getenv(SimulateEnv)); v != "" {
+		if len(v) > maxSimulateSpec {
+			return "", fmt.Errorf("%s is longer than %d bytes", SimulateEnv, maxSimulateSpec)
+		}
+		return v, nil
+	}
+	path := o.SimulateFile
+	if path == "" {
+		path = SimulateFile
+	}
+	if path == "-" {
+		return "", nil
+	}
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("devnet simulation file: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxSimulateSpec+1))
+	if err != nil {
+		return "", fmt.Errorf("devnet simulation file %s: %w", path, err)
+	}
+	if len(b) > maxSimulateSpec {
+		return "", fmt.Errorf("devnet simulation file %s is longer than %d bytes", path, maxSimulateSpec)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	return strings.TrimSpace(line), nil
 }
 
 // builtin returns the backends every build offers: cpu and sim.
@@ -97,6 +160,16 @@ func New(use string, o Options) *cobra.Command {
 	}
 	open := func(f *Flags) (pog.Backend, error) {
 		name := f.Backend
+		if name == "" && f.Simulate == "" {
+			spec, err := o.devnetSimulate()
+			if err != nil {
+				return nil, err
+			}
+			if spec != "" {
+				log().Debug("devnet simulation set by the environment", "simulate", spec)
+				f.Simulate = spec
+			}
+		}
 		if f.Simulate != "" {
 			if name != "" && name != "sim" {
 				return nil, fmt.Errorf("--simulate needs the sim backend, not %q", name)
@@ -132,7 +205,10 @@ func New(use string, o Options) *cobra.Command {
 		Short: "Proof-of-GPU worker",
 		Long: `Proof-of-GPU worker, run by validators inside a rented container over SSH.
 
-Backends:` + help.String(),
+Backends:` + help.String() + `
+
+Without --backend or --simulate, a devnet simulation set by the miner (` + SimulateEnv + `,
+or the first line of ` + SimulateFile + `) selects the sim backend.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}

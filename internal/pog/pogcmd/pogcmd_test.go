@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -136,6 +137,69 @@ func TestComputeSession(t *testing.T) {
 			}
 			if !tt.allowSim && res.Reason != pog.ReasonSimulatedRefused {
 				t.Errorf("reason %q", res.Reason)
+			}
+		})
+	}
+}
+
+func TestDevnetSimulation(t *testing.T) {
+	dir := t.TempDir()
+	file := dir + "/pog-simulate"
+	if err := os.WriteFile(file, []byte("2xNVIDIA H200\n# ignored\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	long := dir + "/long"
+	if err := os.WriteFile(long, []byte(strings.Repeat("x", 300)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		file    string
+		env     string
+		args    []string
+		backend string
+		gpus    int
+		gpuName string
+		wantErr bool
+	}{
+		{"file", file, "", nil, "sim", 2, "NVIDIA H200", false},
+		{"env wins", file, "NVIDIA A100-SXM4-80GB", nil, "sim", 1, "NVIDIA A100-SXM4-80GB", false},
+		{"backend flag wins", file, "", []string{"--backend", "cpu"}, "cpu", 1, "cpu", false},
+		{"simulate flag wins", file, "", []string{"--simulate", "NVIDIA H100"}, "sim", 1, "NVIDIA H100", false},
+		{"no file", dir + "/absent", "", nil, "cpu", 1, "cpu", false},
+		{"disabled", "-", "", nil, "cpu", 1, "cpu", false},
+		{"too long", long, "", nil, "", 0, "", true},
+		{"unknown model", file, "NVIDIA Imaginary", nil, "", 0, "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			cmd := New("pog", Options{Out: &out, Err: &errb, SimulateFile: tt.file, Getenv: func(k string) string {
+				if k == SimulateEnv {
+					return tt.env
+				}
+				return ""
+			}})
+			cmd.SetArgs(append([]string{"info"}, tt.args...))
+			cmd.SetOut(&out)
+			cmd.SetErr(&errb)
+			cmd.SilenceUsage, cmd.SilenceErrors = true, true
+			err := cmd.ExecuteContext(context.Background())
+			if tt.wantErr {
+				if err == nil {
+					t.Fatalf("succeeded: %s", out.String())
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var info pog.Info
+			if err := json.Unmarshal(out.Bytes(), &info); err != nil {
+				t.Fatal(err)
+			}
+			if info.Backend != tt.backend || len(info.GPUs) != tt.gpus || info.GPUs[0].Name != tt.gpuName || info.Simulated != (tt.backend == "sim") {
+				t.Errorf("info %+v", info)
 			}
 		})
 	}

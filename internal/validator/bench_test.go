@@ -1,0 +1,266 @@
+package validator
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nicompute/nicompute/internal/axon"
+	"github.com/nicompute/nicompute/internal/chain/local"
+	"github.com/nicompute/nicompute/internal/devnet"
+	"github.com/nicompute/nicompute/internal/keys"
+	"github.com/nicompute/nicompute/internal/market"
+	"github.com/nicompute/nicompute/internal/nictest"
+	"github.com/nicompute/nicompute/internal/pog"
+	"github.com/nicompute/nicompute/internal/sqlite"
+	"github.com/nicompute/nicompute/internal/subnet"
+)
+
+// benchChildEnv, when set, makes the test binary run one validator sweep
+// as BenchmarkSweep64's child process instead of the tests.
+const benchChildEnv = "NICOMPUTE_VALIDATOR_BENCH_CHILD"
+
+// benchOptInEnv must be 1 for BenchmarkSweep64 to run.
+const benchOptInEnv = "NICOMPUTE_BENCH_SWEEP"
+
+func TestMain(m *testing.M) {
+	if cfg := os.Getenv(benchChildEnv); cfg != "" {
+		os.Exit(benchChild(cfg))
+	}
+	os.Exit(m.Run())
+}
+
+// benchChildConfig is what the parent passes to the validator process.
+type benchChildConfig struct {
+	Endpoint string        `json:"endpoint"`
+	NetUID   subnet.NetUID `json:"netuid"`
+	Seed     string        `json:"seed"`
+	Worker   string        `json:"worker"`
+	DataDir  string        `json:"data_dir"`
+	Workers  int           `json:"workers"`
+}
+
+// benchChildReport is what the validator process prints when its sweep is
+// over.
+type benchChildReport struct {
+	SweepSeconds float64 `json:"sweep_seconds"`
+	Results      int     `json:"results"`
+	Passed       int     `json:"passed"`
+	VmHWMKiB     int64   `json:"vmhwm_kib"`
+	Reason       string  `json:"reason,omitempty"`
+}
+
+// BenchmarkSweep64 measures one Proof-of-GPU sweep of 64 simulated miners by
+// a validator running alone in a child process (this test binary re-run),
+// with the SQLite store and the real 26 MB worker uploaded to every miner.
+// The miners are fake (axon, SSH server with SFTP that discards uploads,
+// the sim worker in-process) and run in the parent, so the child's peak
+// RSS is the validator's alone: VmHWM, read by the child from /proc just
+// after the sweep, is the honest figure. The kernel's maxrss of the child
+// is reported too but overstates it: Go starts children with
+// CLONE_VM|CLONE_VFORK, and exec records the high-water mark of the memory
+// the child shared with the parent until then.
+// Opt-in: NICOMPUTE_BENCH_SWEEP=1 go test ./internal/validator -run '^$' -bench Sweep64 -benchtime 1x
+func BenchmarkSweep64(b *testing.B) {
+	if os.Getenv(benchOptInEnv) != "1" {
+		b.Skipf("opt-in: set %s=1 (starts 64 fake miners and a validator process)", benchOptInEnv)
+	}
+	worker := nictest.BuildNicompute(b)
+	c, l, endpoint := testSubnetAt(b, 64)
+	models := []market.GPUModel{model(b, "NVIDIA H200"), model(b, "NVIDIA H100 80GB HBM3"), model(b, "NVIDIA A100-SXM4-80GB")}
+	for i, id := range l.Miners {
+		m := models[i%len(models)]
+		fm := startFakeMiner(b, devnet.MinerIP(i), id.Hotkey, minerBehavior{
+			script: simWorker(m, 1), discardUploads: true,
+			specs: &market.Specs{GPU: market.GPUSpecs{Count: 1, Details: []market.GPUDevice{{Name: m.Name}}}},
+		})
+		serve(b, c, l.NetUID, id, fm)
+	}
+	b.ResetTimer()
+	var rep benchChildReport
+	var maxrss, hwm int64
+	for i := 0; i < b.N; i++ {
+		cfg, _ := json.Marshal(benchChildConfig{
+			Endpoint: endpoint, NetUID: l.NetUID, Seed: hex.EncodeToString(l.Validator.Hotkey.Seed()),
+			Worker: worker, DataDir: b.TempDir(), Workers: 64,
+		})
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), benchChildEnv+"="+string(cfg))
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		if err := cmd.Run(); err != nil {
+			b.Fatalf("validator process: %v\n%s", err, tail(errb.String(), 4000))
+		}
+		if err := json.Unmarshal(lastLine(out.Bytes()), &rep); err != nil {
+			b.Fatalf("validator process report %q: %v", out.String(), err)
+		}
+		hwm = max(hwm, rep.VmHWMKiB)
+		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+			maxrss = max(maxrss, ru.Maxrss) // KiB on Linux
+		}
+		if rep.Passed != 64 {
+			b.Fatalf("%d of %d miners passed (%s)", rep.Passed, rep.Results, rep.Reason)
+		}
+	}
+	b.ReportMetric(rep.SweepSeconds, "sweep-s")
+	b.ReportMetric(float64(hwm)/1024, "VmHWM-MiB")
+	b.ReportMetric(float64(maxrss)/1024, "maxrss-MiB")
+}
+
+func lastLine(b []byte) []byte {
+	lines := bytes.Split(bytes.TrimSpace(b), []byte("\n"))
+	return lines[len(lines)-1]
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// benchChild runs in the child process: one sweep, then the report on
+// stdout.
+func benchChild(raw string) int {
+	var cfg benchChildConfig
+	if err := json.Unmarshal([]byte(raw), &cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "bad config:", err)
+		return 2
+	}
+	ctx := context.Background()
+	fail := func(err error) int {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	seed, err := hex.DecodeString(cfg.Seed)
+	if err != nil {
+		return fail(err)
+	}
+	hotkey, err := keys.FromSeed(seed)
+	if err != nil {
+		return fail(err)
+	}
+	chain, err := local.Dial(ctx, cfg.Endpoint)
+	if err != nil {
+		return fail(err)
+	}
+	defer chain.Close()
+	db, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, "validator.db"), sqlite.ValidatorSchema)
+	if err != nil {
+		return fail(err)
+	}
+	defer db.Close()
+	store := sqliteStore{sqlite.NewValidatorStore(db)}
+	d := axon.NewDendrite(hotkey)
+	defer d.Close()
+	start := time.Now()
+	s, err := New(ctx, Deps{Chain: chain, Store: store, Axon: d}, Config{
+		NetUID: cfg.NetUID, Hotkey: hotkey, PoGInterval: 1 << 30, WeightsInterval: 1 << 30,
+		PollInterval: 100 * time.Millisecond, HardwareQuery: true,
+		// 64 miners at once on a small machine: 1.5 s of extra slack for
+		// the simulated GPUs (0.05 × 30 s).
+		PoG: PoGConfig{Worker: cfg.Worker, AllowSimulated: true, SimTimeScale: 0.05, RetryLimit: 1,
+			MaxRandomDelay: -1, MaxWorkers: cfg.Workers,
+			Policy: &pog.Policy{TimeSlack: 0.25, Overhead: 30 * time.Second, MinFill: 0.5}},
+	})
+	if err != nil {
+		return fail(err)
+	}
+	defer s.Close()
+	for {
+		if _, ok, _ := store.State(ctx, stateLastSweep); ok {
+			break
+		}
+		if time.Since(start) > 10*time.Minute {
+			return fail(fmt.Errorf("no sweep within 10 minutes"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	rep := benchChildReport{SweepSeconds: time.Since(start).Seconds(), VmHWMKiB: vmHWM()}
+	results, _ := store.Results(ctx, 1)
+	for _, rs := range results {
+		rep.Results++
+		if rs[0].Outcome == string(OutcomePass) {
+			rep.Passed++
+		} else if rep.Reason == "" {
+			rep.Reason = rs[0].Reason
+		}
+	}
+	b, _ := json.Marshal(rep)
+	fmt.Println(string(b))
+	return 0
+}
+
+// vmHWM reads this process's peak resident set from /proc (KiB).
+func vmHWM() int64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return -1
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return n
+		}
+	}
+	return -1
+}
+
+// sqliteStore adapts the SQLite store as cmd/nicompute does.
+type sqliteStore struct{ s *sqlite.ValidatorStore }
+
+func (v sqliteStore) AddResult(ctx context.Context, r Result, keep int) error {
+	return v.s.AddPoGResult(ctx, sqlite.PoGResult(r), keep)
+}
+
+func (v sqliteStore) Results(ctx context.Context, per int) (map[string][]Result, error) {
+	all, err := v.s.AllPoGResults(ctx, per)
+	out := map[string][]Result{}
+	for h, rs := range all {
+		for _, r := range rs {
+			out[h] = append(out[h], Result(r))
+		}
+	}
+	return out, err
+}
+
+func (v sqliteStore) ForgetMiners(ctx context.Context, h []string) error {
+	return v.s.ForgetMiners(ctx, h)
+}
+
+func (v sqliteStore) SaveSpecs(ctx context.Context, specs map[string]market.Specs, at time.Time) error {
+	var list []sqlite.MinerSpecs
+	for h, s := range specs {
+		list = append(list, sqlite.MinerSpecs{Hotkey: h, Specs: s, UpdatedAt: at})
+	}
+	return v.s.SaveMinerSpecs(ctx, list)
+}
+
+func (v sqliteStore) AddScores(ctx context.Context, block uint64, at time.Time, scores []ScoreEntry) error {
+	e := make([]sqlite.ScoreEntry, len(scores))
+	for i, s := range scores {
+		e[i] = sqlite.ScoreEntry(s)
+	}
+	return v.s.AddScores(ctx, block, at, e, 100)
+}
+
+func (v sqliteStore) SetState(ctx context.Context, k string, x int64) error {
+	return v.s.SetState(ctx, k, x)
+}
+
+func (v sqliteStore) State(ctx context.Context, k string) (int64, bool, error) {
+	return v.s.State(ctx, k)
+}

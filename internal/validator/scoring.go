@@ -1,0 +1,152 @@
+package validator
+
+import (
+	"context"
+	"sort"
+
+	"github.com/nicompute/nicompute/internal/market"
+	"github.com/nicompute/nicompute/internal/subnet"
+)
+
+// scoreOf returns a miner's score from its results (newest first) and the
+// pass it rests on (nil when the score is 0): the newest pass among the
+// newest window results, unless a fail is newer than it. Unreachable
+// results are skipped.
+func scoreOf(t *market.GPUTable, hist []Result, window int) (float64, *Result) {
+	for i := 0; i < len(hist) && i < window; i++ {
+		switch Outcome(hist[i].Outcome) {
+		case OutcomePass:
+			sc := market.Score(t, hist[i].Model, hist[i].Count)
+			if sc <= 0 {
+				return 0, nil
+			}
+			return sc, &hist[i]
+		case OutcomeFail:
+			return 0, nil
+		}
+	}
+	return 0, nil
+}
+
+// minerScore is one neuron's standing, for weights and the table.
+type minerScore struct {
+	Neuron subnet.Neuron
+	Score  float64
+	// Basis is the pass the score rests on; Last the newest result.
+	Basis, Last *Result
+	// Skipped says why the miner was not tested in the last sweep.
+	Skipped string
+	Rented  bool
+}
+
+// scores returns every neuron but the validator, by uid. Neurons the
+// current metagraph does not make queryable score 0.
+func (s *Service) scores() []minerScore {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mg == nil {
+		return nil
+	}
+	q, skipped := queryable(s.mg, s.rules(s.uid))
+	ok := make(map[subnet.UID]bool, len(q))
+	for _, n := range q {
+		ok[n.UID] = true
+	}
+	var out []minerScore
+	for _, n := range s.mg.Neurons {
+		if n.UID == s.uid {
+			continue
+		}
+		m := minerScore{Neuron: n, Skipped: skipped[n.Hotkey]}
+		if st := s.status[n.Hotkey]; m.Skipped == "" && st != "" {
+			m.Skipped = st
+		}
+		m.Rented = s.rented[n.Hotkey]
+		hist := s.history[n.Hotkey]
+		if len(hist) > 0 {
+			m.Last = &hist[0]
+		}
+		if ok[n.UID] {
+			m.Score, m.Basis = scoreOf(s.cfg.PoG.Table, hist, s.cfg.ScoreWindow)
+		}
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Neuron.UID < out[j].Neuron.UID })
+	return out
+}
+
+// setWeights submits the current scores as weights when any is positive.
+func (s *Service) setWeights(ctx context.Context, head uint64) {
+	next := head + s.cfg.WeightsRetry
+	defer func() {
+		s.mu.Lock()
+		s.nextWts = next
+		s.weightOn = false
+		s.mu.Unlock()
+	}()
+	ms := s.scores()
+	var sum float64
+	for _, m := range ms {
+		sum += m.Score
+	}
+	s.mu.Lock()
+	quiet := s.noScores
+	s.noScores = sum <= 0
+	s.mu.Unlock()
+	if sum <= 0 {
+		log := s.log.Info
+		if quiet {
+			log = s.log.Debug
+		}
+		log("no miner has a score yet; weights not set", "block", head)
+		return
+	}
+	uids := make([]subnet.UID, len(ms))
+	weights := make([]float64, len(ms))
+	for i, m := range ms {
+		uids[i], weights[i] = m.Neuron.UID, m.Score/sum
+	}
+	upUIDs, upWeights, err := subnet.MaxUpscale(uids, weights)
+	if err != nil {
+		s.log.Error("weights not set: invalid scores", "err", err)
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.ChainTimeout)
+	hp, err := s.deps.Chain.Hyperparameters(cctx, s.cfg.NetUID)
+	cancel()
+	if err != nil {
+		s.log.Warn("weights not set: read the subnet's hyperparameters", "err", err, "retry_in_blocks", s.cfg.WeightsRetry)
+		return
+	}
+	if hp.CommitRevealEnabled {
+		s.log.Warn("the subnet has commit-reveal weights enabled; the chain may refuse plain weights", "netuid", s.cfg.NetUID)
+	}
+	cctx, cancel = context.WithTimeout(ctx, s.cfg.ChainTimeout)
+	err = s.deps.Chain.SetWeights(cctx, s.cfg.Hotkey, s.cfg.NetUID, upUIDs, upWeights, hp.WeightsVersionKey)
+	cancel()
+	switch code := subnet.ErrorCode(err); code {
+	case "":
+		next = head + s.cfg.WeightsInterval
+		s.log.Info("weights set", "block", head, "miners", len(upUIDs), "version_key", hp.WeightsVersionKey, "next_block", next)
+		entries := make([]ScoreEntry, 0, len(ms))
+		w := map[subnet.UID]uint16{}
+		for i, u := range upUIDs {
+			w[u] = upWeights[i]
+		}
+		for _, m := range ms {
+			entries = append(entries, ScoreEntry{UID: m.Neuron.UID, Hotkey: m.Neuron.Hotkey, Score: m.Score, Weight: w[m.Neuron.UID]})
+		}
+		if err := s.deps.Store.AddScores(ctx, head, s.cfg.Now().UTC(), entries); err != nil {
+			s.log.Warn("record scores", "err", err)
+		}
+	case subnet.ERATELIMITED:
+		s.log.Warn("weights refused: rate limited (ERATELIMITED)", "err", err, "retry_in_blocks", s.cfg.WeightsRetry)
+	case subnet.ECOMMITREVEAL:
+		s.log.Error("weights refused: the subnet requires commit-reveal weights (ECOMMITREVEAL), which this validator does not submit; ask the subnet owner or run a validator that supports it",
+			"err", err, "retry_in_blocks", s.cfg.WeightsRetry)
+	case subnet.ENOTREGISTERED:
+		s.log.Error("weights refused: hotkey not registered (ENOTREGISTERED)", "err", err)
+	default:
+		s.log.Warn("weights not set", "code", code, "err", err, "retry_in_blocks", s.cfg.WeightsRetry)
+	}
+}

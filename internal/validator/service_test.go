@@ -1,0 +1,355 @@
+package validator
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nicompute/nicompute/internal/axon"
+	"github.com/nicompute/nicompute/internal/chain/local"
+	"github.com/nicompute/nicompute/internal/devnet"
+	"github.com/nicompute/nicompute/internal/market"
+	"github.com/nicompute/nicompute/internal/nictest"
+	"github.com/nicompute/nicompute/internal/subnet"
+)
+
+// memStore is an in-memory Store (the SQLite store is tested in
+// internal/sqlite); it outlives the services of a test to model restarts.
+type memStore struct {
+	mu      sync.Mutex
+	results map[string][]Result
+	specs   map[string]market.Specs
+	scores  map[uint64][]ScoreEntry
+	state   map[string]int64
+}
+
+func newMemStore() *memStore {
+	return &memStore{results: map[string][]Result{}, specs: map[string]market.Specs{}, scores: map[uint64][]ScoreEntry{}, state: map[string]int64{}}
+}
+
+func (m *memStore) AddResult(_ context.Context, r Result, keep int) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	h := append([]Result{r}, m.results[r.Hotkey]...)
+	m.results[r.Hotkey] = h[:min(len(h), keep)]
+	return nil
+}
+
+func (m *memStore) Results(_ context.Context, per int) (map[string][]Result, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[string][]Result{}
+	for h, rs := range m.results {
+		out[h] = append([]Result(nil), rs[:min(len(rs), per)]...)
+	}
+	return out, nil
+}
+
+func (m *memStore) ForgetMiners(_ context.Context, hotkeys []string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, h := range hotkeys {
+		delete(m.results, h)
+		delete(m.specs, h)
+	}
+	return nil
+}
+
+func (m *memStore) SaveSpecs(_ context.Context, specs map[string]market.Specs, _ time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for h, s := range specs {
+		m.specs[h] = s
+	}
+	return nil
+}
+
+func (m *memStore) AddScores(_ context.Context, block uint64, _ time.Time, s []ScoreEntry) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.scores[block] = s
+	return nil
+}
+
+func (m *memStore) SetState(_ context.Context, k string, v int64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.state[k] = v
+	return nil
+}
+
+func (m *memStore) State(_ context.Context, k string) (int64, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	v, ok := m.state[k]
+	return v, ok, nil
+}
+
+func (m *memStore) submissions() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.scores)
+}
+
+// testSubnet is an embedded chain with a devnet subnet: a staked validator
+// and n registered miners.
+func testSubnet(t testing.TB, miners int) (*local.Client, *devnet.Layout) {
+	t.Helper()
+	c, l, _ := testSubnetAt(t, miners)
+	return c, l
+}
+
+// testSubnetAt is testSubnet that also returns the chain's endpoint.
+func testSubnetAt(t testing.TB, miners int) (*local.Client, *devnet.Layout, string) {
+	t.Helper()
+	dir := t.TempDir()
+	g := devnet.Genesis(10)
+	node, err := local.Open(context.Background(), local.Config{DataDir: filepath.Join(dir, "chain"), BlockTime: 50 * time.Millisecond, Genesis: &g})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := local.Dial(context.Background(), node.Endpoint())
+	if err != nil {
+		node.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); node.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	l, err := devnet.Bootstrap(ctx, c, devnet.Options{WalletDir: filepath.Join(dir, "wallets"), Miners: miners, Tempo: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, l, node.Endpoint()
+}
+
+// serve publishes a fake miner's axon for identity id.
+func serve(t testing.TB, c *local.Client, netuid subnet.NetUID, id devnet.Identity, m *fakeMiner) {
+	t.Helper()
+	if err := c.ServeAxon(context.Background(), id.Hotkey, netuid, m.axonInfo()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startFakeMinerAs is startFakeMiner with the miner's devnet hotkey.
+func startFakeMinerAs(t *testing.T, ip string, id devnet.Identity, b minerBehavior) *fakeMiner {
+	t.Helper()
+	return startFakeMiner(t, ip, id.Hotkey, b)
+}
+
+func testService(t *testing.T, c *local.Client, l *devnet.Layout, store Store, mod func(*Config)) (*Service, *lockedBuffer) {
+	t.Helper()
+	report := &lockedBuffer{}
+	dd := axon.NewDendrite(l.Validator.Hotkey)
+	t.Cleanup(func() { dd.Close() })
+	pc := testPoGConfig(t, smallWorker(t))
+	pc.AllowSimulated = true
+	cfg := Config{
+		NetUID: l.NetUID, Hotkey: l.Validator.Hotkey,
+		PoGInterval: 10_000, WeightsInterval: 5, WeightsRetry: 1,
+		PollInterval: 50 * time.Millisecond, ChainTimeout: 5 * time.Second,
+		HardwareQuery: true, SpecsTimeout: 2 * time.Second,
+		PoG: pc, Log: nictest.Logger(t), Report: report,
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	s, err := New(context.Background(), Deps{Chain: c, Store: store, Axon: dd}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, report
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestServiceScoresAndWeights runs a validator against simulated miners on
+// the embedded chain: it must test every queryable miner, rank the
+// incentives by the models' scores, and after a restart set weights again
+// from the stored results without testing anyone.
+func TestServiceScoresAndWeights(t *testing.T) {
+	c, l := testSubnet(t, 5)
+	h200, h100, a100 := model(t, "NVIDIA H200"), model(t, "NVIDIA H100 80GB HBM3"), model(t, "NVIDIA A100-SXM4-80GB")
+	specsOf := func(m market.GPUModel) *market.Specs {
+		return &market.Specs{GPU: market.GPUSpecs{Count: 1, Details: []market.GPUDevice{{Name: m.Name}}}}
+	}
+	miners := []*fakeMiner{
+		startFakeMinerAs(t, "127.0.0.2", l.Miners[0], minerBehavior{script: simWorker(h200, 1), specs: specsOf(h200)}),
+		startFakeMinerAs(t, "127.0.0.3", l.Miners[1], minerBehavior{script: simWorker(h100, 1), specs: specsOf(h100)}),
+		startFakeMinerAs(t, "127.0.0.4", l.Miners[2], minerBehavior{script: simWorker(a100, 1)}),
+		startFakeMinerAs(t, "127.0.0.5", l.Miners[3], minerBehavior{refuse: true}),
+	}
+	for i, m := range miners {
+		serve(t, c, l.NetUID, l.Miners[i], m)
+	}
+	// Miner 4 serves no axon.
+	store := newMemStore()
+	s, report := testService(t, c, l, store, nil)
+	waitFor(t, 30*time.Second, "the sweep", func() bool { return strings.Contains(report.String(), "sweep finished") })
+	n := store.submissions()
+	waitFor(t, 30*time.Second, "weights", func() bool { return store.submissions() > n })
+
+	rows := s.Miners()
+	byUID := map[subnet.UID]Miner{}
+	for _, r := range rows {
+		byUID[subnet.UID(r.UID)] = r
+	}
+	want := []struct {
+		id     devnet.Identity
+		result string
+		score  float64
+		reason string
+	}{
+		{l.Miners[0], "pass", market.Score(market.DefaultGPUTable(), h200.Name, 1), "confirmed"},
+		{l.Miners[1], "pass", market.Score(market.DefaultGPUTable(), h100.Name, 1), "confirmed"},
+		{l.Miners[2], "pass", market.Score(market.DefaultGPUTable(), a100.Name, 1), "confirmed"},
+		{l.Miners[3], "unreachable", 0, "all GPUs are leased"},
+		{l.Miners[4], "", 0, "axon not served"},
+	}
+	for _, w := range want {
+		r := byUID[w.id.UID]
+		if r.LastResult != w.result || r.Score != w.score || !strings.Contains(r.Reason, w.reason) {
+			t.Errorf("uid %d: %+v; want %s, score %v, reason %q", w.id.UID, r, w.result, w.score, w.reason)
+		}
+	}
+	if !strings.Contains(report.String(), "1 × NVIDIA H200") {
+		t.Errorf("miner table lacks the verified GPUs:\n%s", report)
+	}
+
+	// Consensus turns the weights into incentives in the next epochs.
+	ctx := context.Background()
+	waitFor(t, 30*time.Second, "incentives", func() bool {
+		mg, err := c.Metagraph(ctx, l.NetUID)
+		if err != nil {
+			return false
+		}
+		inc := func(id devnet.Identity) float64 { n, _ := mg.ByUID(id.UID); return n.Incentive }
+		return inc(l.Miners[0]) > inc(l.Miners[1]) && inc(l.Miners[1]) > inc(l.Miners[2]) && inc(l.Miners[2]) > 0 &&
+			inc(l.Miners[3]) == 0 && inc(l.Miners[4]) == 0
+	})
+
+	// Restart: the stored results give the same scores at once, without a
+	// new test.
+	allocs := make([]int, len(miners))
+	for i, m := range miners {
+		allocs[i], _, _, _ = m.counts()
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	before := store.submissions()
+	s2, _ := testService(t, c, l, store, nil)
+	waitFor(t, 30*time.Second, "weights after the restart", func() bool { return store.submissions() > before })
+	for _, r := range s2.Miners() {
+		if old := byUID[subnet.UID(r.UID)]; r.Score != old.Score {
+			t.Errorf("uid %d scores %v after the restart, %v before", r.UID, r.Score, old.Score)
+		}
+	}
+	for i, m := range miners {
+		if n, _, _, _ := m.counts(); n != allocs[i] {
+			t.Errorf("miner %d tested again after the restart", i)
+		}
+	}
+}
+
+func TestServiceRefusesUnregisteredHotkey(t *testing.T) {
+	c, l := testSubnet(t, 0)
+	dd := axon.NewDendrite(l.Owner.Hotkey)
+	defer dd.Close()
+	_, err := New(context.Background(), Deps{Chain: c, Store: newMemStore(), Axon: dd}, Config{
+		NetUID: l.NetUID, Hotkey: l.Owner.Hotkey, PoG: testPoGConfig(t, smallWorker(t)),
+	})
+	if !errors.Is(err, ErrNotRegistered) || !strings.Contains(err.Error(), "register") {
+		t.Fatalf("New with an unregistered hotkey: %v", err)
+	}
+}
+
+func TestServiceRentedUnrecognizedAndRetries(t *testing.T) {
+	c, l := testSubnet(t, 3)
+	h100 := model(t, "NVIDIA H100 80GB HBM3")
+	miners := []*fakeMiner{
+		startFakeMinerAs(t, "127.0.0.2", l.Miners[0], minerBehavior{script: simWorker(h100, 1)}),
+		startFakeMinerAs(t, "127.0.0.3", l.Miners[1], minerBehavior{script: simWorker(h100, 1),
+			specs: &market.Specs{GPU: market.GPUSpecs{Count: 1, Details: []market.GPUDevice{{Name: "NVIDIA Imaginary 1TB"}}}}}),
+		startFakeMinerAs(t, "127.0.0.4", l.Miners[2], minerBehavior{script: simWorker(h100, 1), refuseFirst: 2}),
+	}
+	for i, m := range miners {
+		serve(t, c, l.NetUID, l.Miners[i], m)
+	}
+	store := newMemStore()
+	rented := l.Miners[0].Hotkey.SS58()
+	_ = store.AddResult(context.Background(), Result{Hotkey: rented, UID: l.Miners[0].UID, Outcome: "pass", Model: h100.Name, Count: 1, Block: 1}, 16)
+	report := &lockedBuffer{}
+	dd := axon.NewDendrite(l.Validator.Hotkey)
+	defer dd.Close()
+	pc := testPoGConfig(t, smallWorker(t))
+	pc.AllowSimulated, pc.RetryLimit = true, 3
+	s, err := New(context.Background(), Deps{Chain: c, Store: store, Axon: dd,
+		Rentals: func(context.Context) (map[string]bool, error) { return map[string]bool{rented: true}, nil },
+	}, Config{
+		NetUID: l.NetUID, Hotkey: l.Validator.Hotkey, PoGInterval: 10_000, WeightsInterval: 5,
+		PollInterval: 50 * time.Millisecond, HardwareQuery: true, SpecsTimeout: 2 * time.Second,
+		PoG: pc, Log: nictest.Logger(t), Report: report,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	waitFor(t, 30*time.Second, "the sweep", func() bool { return strings.Contains(report.String(), "sweep finished") })
+	rows := map[subnet.UID]Miner{}
+	for _, r := range s.Miners() {
+		rows[subnet.UID(r.UID)] = r
+	}
+	want := market.Score(market.DefaultGPUTable(), h100.Name, 1)
+	if r := rows[l.Miners[0].UID]; !r.Rented || r.Score != want || !strings.Contains(r.Reason, "rented out") {
+		t.Errorf("rented miner: %+v", r)
+	}
+	if n, _, _, _ := miners[0].counts(); n != 0 {
+		t.Errorf("rented miner tested %d times", n)
+	}
+	if r := rows[l.Miners[1].UID]; r.Score != 0 || !strings.Contains(r.Reason, "no GPU of the GPU table") {
+		t.Errorf("unrecognized miner: %+v", r)
+	}
+	if n, _, _, _ := miners[1].counts(); n != 0 {
+		t.Errorf("unrecognized miner tested %d times", n)
+	}
+	if r := rows[l.Miners[2].UID]; r.Score != want || r.LastResult != "pass" {
+		t.Errorf("flaky miner: %+v", r)
+	}
+	got, _ := store.Results(context.Background(), 1)
+	if r := got[l.Miners[2].Hotkey.SS58()]; len(r) != 1 || r[0].Attempts != 3 {
+		t.Errorf("flaky miner's result: %+v, want 3 attempts", r)
+	}
+}

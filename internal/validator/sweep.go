@@ -1,0 +1,155 @@
+package validator
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/nicompute/nicompute/internal/market"
+)
+
+// sweep tests every queryable miner once (with retries) and records the
+// results; block is the head that made it due.
+func (s *Service) sweep(ctx context.Context, block uint64) {
+	defer func() {
+		s.mu.Lock()
+		s.sweepOn = false
+		s.mu.Unlock()
+	}()
+	if d := s.cfg.PoG.MaxRandomDelay; d > 0 {
+		delay := rand.N(d)
+		s.log.Info("proof-of-GPU sweep scheduled", "block", block, "delay", delay.Round(time.Second))
+		if !sleep(ctx, delay) {
+			return
+		}
+	}
+	s.mu.Lock()
+	mg, self := s.mg, s.uid
+	s.mu.Unlock()
+	miners, skipped := queryable(mg, s.rules(self))
+
+	rented := map[string]bool{}
+	if s.deps.Rentals != nil {
+		r, err := s.deps.Rentals(ctx)
+		if err != nil {
+			s.log.Warn("read allocation records; treating no miner as rented", "err", err)
+		} else {
+			rented = r
+		}
+	}
+	specs := map[string]market.Specs{}
+	if s.cfg.HardwareQuery && len(miners) > 0 {
+		specs = s.querySpecs(ctx, miners)
+		if err := s.deps.Store.SaveSpecs(ctx, specs, s.cfg.Now()); err != nil {
+			s.log.Warn("save specs", "err", err)
+		}
+	}
+	var targets []target
+	for _, n := range miners {
+		sp, ok := specs[n.Hotkey]
+		switch {
+		case rented[n.Hotkey]:
+			skipped[n.Hotkey] = "rented out by this validator: keeps its last score"
+		case ok && !s.cfg.WhitelistUnrecognized && !recognized(s.cfg.PoG.Table, sp):
+			skipped[n.Hotkey] = "specs name no GPU of the GPU table (--validator.whitelist.unrecognized tests it anyway)"
+		default:
+			targets = append(targets, target{UID: n.UID, Hotkey: n.Hotkey, Axon: n.Axon, GPUs: testGPUs(sp, ok)})
+		}
+	}
+	s.mu.Lock()
+	s.status, s.rented = skipped, rented
+	s.mu.Unlock()
+
+	start := s.cfg.Now()
+	s.log.Info("proof-of-GPU sweep started", "block", block, "miners", len(targets), "skipped", len(skipped), "workers", s.cfg.PoG.MaxWorkers)
+	sem := make(chan struct{}, s.cfg.PoG.MaxWorkers)
+	var wg sync.WaitGroup
+	for _, t := range targets {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			s.testMiner(ctx, t, block)
+		}()
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		s.log.Info("proof-of-GPU sweep interrupted")
+		return
+	}
+	s.mu.Lock()
+	s.lastSwp = block
+	s.mu.Unlock()
+	if err := s.deps.Store.SetState(ctx, stateLastSweep, int64(block)); err != nil {
+		s.log.Warn("record sweep", "err", err)
+	}
+	s.log.Info("proof-of-GPU sweep finished", "block", block, "miners", len(targets), "took", s.cfg.Now().Sub(start).Round(time.Millisecond))
+	s.report("proof-of-GPU sweep finished")
+}
+
+// testMiner tests t until it passes, fails conclusively or runs out of
+// attempts, and records the result. A test cut short by shutdown records
+// nothing.
+func (s *Service) testMiner(ctx context.Context, t target, block uint64) {
+	for i := 1; ; i++ {
+		a := s.driver.test(ctx, t)
+		if ctx.Err() != nil {
+			return
+		}
+		if a.outcome == OutcomePass || a.final || i >= s.cfg.PoG.RetryLimit {
+			s.record(ctx, t, block, a, i)
+			return
+		}
+		s.log.Debug("proof-of-GPU attempt failed; retrying", "uid", t.UID, "attempt", i, "outcome", a.outcome, "reason", a.reason)
+		if !sleep(ctx, s.cfg.PoG.RetryInterval) {
+			return
+		}
+	}
+}
+
+// record stores a finished test and keeps it in memory.
+func (s *Service) record(ctx context.Context, t target, block uint64, a attempt, attempts int) {
+	r := Result{
+		Hotkey: t.Hotkey, UID: t.UID, Block: block, At: s.cfg.Now().UTC(), Outcome: string(a.outcome),
+		Attempts: attempts, Reason: a.reason, HostKey: a.hostKey, DeallocError: a.deallocError,
+	}
+	if a.res != nil {
+		r.Claimed, r.N, r.Elapsed = clean(a.res.Claimed, 128), a.res.N, a.res.Elapsed
+		if a.outcome == OutcomePass {
+			r.Model, r.Count = a.res.Model, a.res.Count
+		}
+	}
+	if err := s.deps.Store.AddResult(ctx, r, s.cfg.KeepResults); err != nil {
+		s.log.Warn("store proof-of-GPU result", "uid", t.UID, "err", err)
+	}
+	s.mu.Lock()
+	h := append([]Result{r}, s.history[t.Hotkey]...)
+	s.history[t.Hotkey] = h[:min(len(h), s.cfg.KeepResults)]
+	s.mu.Unlock()
+	log := s.log.Info
+	if a.outcome != OutcomePass {
+		log = s.log.Warn
+	}
+	log("proof-of-GPU result", "uid", t.UID, "miner", t.Hotkey, "outcome", a.outcome, "model", r.Model, "gpus", r.Count,
+		"attempts", attempts, "elapsed", r.Elapsed.Round(time.Millisecond), "reason", r.Reason, "dealloc_error", r.DeallocError)
+}
+
+// sleep waits d or until ctx ends; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
