@@ -25,6 +25,7 @@ import (
 	"github.com/nicompute/nicompute/internal/miner"
 	"github.com/nicompute/nicompute/internal/pog"
 	"github.com/nicompute/nicompute/internal/pog/pogcmd"
+	"github.com/nicompute/nicompute/internal/scratch"
 	"github.com/nicompute/nicompute/internal/validator"
 )
 
@@ -282,12 +283,10 @@ func (a *app) startDevnetServices(ctx context.Context, o devnetOptions, bin stri
 		var err error
 		if derr := dockerAvailable(ctx, ""); derr != nil {
 			svc.note = fmt.Sprintf("Docker is not available (%v): no miner started", derr)
-		} else if image, err = devnet.BuildBaseImage(ctx, ""); errors.Is(err, devnet.ErrNoBusybox) {
+		} else if image, err = devnet.BuildBaseImage(ctx, ""); errors.Is(err, scratch.ErrNoBusybox) {
 			svc.note = fmt.Sprintf("cannot build the lease image: %v (install busybox-static): no miner started", err)
 		} else if err != nil {
 			return fmt.Errorf("devnet lease image: %w", err)
-		} else if err := devnet.EnsureNetwork(ctx, ""); err != nil {
-			return fmt.Errorf("devnet lease network: %w", err)
 		}
 		if svc.note != "" {
 			fmt.Fprintln(a.Err, "devnet: "+svc.note)

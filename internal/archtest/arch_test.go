@@ -28,7 +28,8 @@ var allowed = map[string][]string{
 	"internal/version":  nil,
 	"internal/yuma":     nil,
 	"internal/sshd":     nil,
-	"internal/nictest":  nil,
+	"internal/nictest":  {"scratch"},
+	"internal/scratch":  nil,
 	"internal/archtest": nil,
 
 	"internal/allocations":                   nil,
@@ -48,7 +49,7 @@ var allowed = map[string][]string{
 	"internal/miner":     {"axon", "market", "protocol", "subnet"},
 	"internal/validator": {"axon", "market", "pog", "protocol", "subnet"},
 
-	"internal/devnet": {"chain/local", "keys", "market", "pog", "subnet", "wallet", "sqlite", "docker", "hostinfo", "protocol", "axon", "allocations"},
+	"internal/devnet": {"chain/local", "keys", "market", "pog", "subnet", "wallet", "sqlite", "docker", "hostinfo", "protocol", "axon", "allocations", "scratch"},
 }
 
 type pkg struct {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nicompute/nicompute/internal/chain/local"
 	"github.com/nicompute/nicompute/internal/market"
+	"github.com/nicompute/nicompute/internal/scratch"
 )
 
 func startChain(t *testing.T, dir string) (*local.Node, *local.Client) {
@@ -172,8 +173,8 @@ func TestCheckStatic(t *testing.T) {
 			t.Errorf("%s: %v", p, err)
 		}
 	}
-	if _, err := os.Stat(BusyboxPath); err == nil {
-		if err := CheckStatic(BusyboxPath); err != nil {
+	if _, err := os.Stat(scratch.BusyboxPath); err == nil {
+		if err := CheckStatic(scratch.BusyboxPath); err != nil {
 			t.Errorf("busybox-static: %v", err)
 		}
 	}

@@ -16,19 +16,29 @@ import (
 const iccOption = "com.docker.network.bridge.enable_icc"
 
 // ensureNetwork creates the lease network if it is missing and checks that
-// it isolates containers. It runs before every create (one inspect), so an
+// it isolates containers. It runs before every create (one list call), so an
 // operator pruning networks does not break later leases. It holds r.netMu for
 // the whole check.
-// Errors: ECONFLICT (a network of that name exists without isolation),
-// EUNAVAILABLE.
+//
+// Engines older than API 1.44 do not refuse a second network with the same
+// name, so runtimes (several miners on one engine, or miners in separate
+// processes) that create the network at the same moment can make several.
+// Every runtime then keeps the same one — the oldest, ties broken by id —
+// and removes the others, which were created a moment ago and hold no
+// containers; containers refer to the network by name, which must be unique.
+// Errors: ECONFLICT (a network of that name exists without isolation, or a
+// duplicate that cannot be removed), EUNAVAILABLE.
 func (r *Runtime) ensureNetwork(ctx context.Context) error {
 	r.netMu.Lock()
 	defer r.netMu.Unlock()
 	ctx, cancel := r.call(ctx)
 	defer cancel()
 	name := r.cfg.Network
-	res, err := r.cli.NetworkInspect(ctx, name, client.NetworkInspectOptions{})
-	if cerrdefs.IsNotFound(err) {
+	nets, err := r.networksNamed(ctx, name)
+	if err != nil {
+		return wrap(ctx, "list networks", "network "+name, err)
+	}
+	if len(nets) == 0 {
 		_, err = r.cli.NetworkCreate(ctx, name, client.NetworkCreateOptions{
 			Driver:  "bridge",
 			Options: map[string]string{iccOption: "false"},
@@ -37,19 +47,57 @@ func (r *Runtime) ensureNetwork(ctx context.Context) error {
 		if err != nil && !cerrdefs.IsConflict(err) && !cerrdefs.IsAlreadyExists(err) {
 			return wrap(ctx, "create network", "network "+name, err)
 		}
-		// Created here or, concurrently, by another runtime: check it.
-		res, err = r.cli.NetworkInspect(ctx, name, client.NetworkInspectOptions{})
-		if err == nil {
-			r.log.Info("lease network ready", "network", name, "id", shortID(res.Network.ID))
+		// Created here or, concurrently, by another runtime: look again.
+		if nets, err = r.networksNamed(ctx, name); err != nil {
+			return wrap(ctx, "list networks", "network "+name, err)
+		}
+		if len(nets) == 0 {
+			return market.Errorf(market.EINTERNAL, "network %s vanished right after it was created", name)
 		}
 	}
-	if err != nil {
-		return wrap(ctx, "inspect network", "network "+name, err)
+	keep := electNetwork(nets)
+	for _, n := range nets {
+		if n.ID == keep.ID {
+			continue
+		}
+		if _, err := r.cli.NetworkRemove(ctx, n.ID, client.NetworkRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
+			return wrap(ctx, "remove duplicate network", "network "+name,
+				market.Errorf(market.ECONFLICT, "two networks are named %s and the newer one (%s) cannot be removed: %v", name, shortID(n.ID), err))
+		}
+		r.log.Info("removed a duplicate lease network", "network", name, "id", shortID(n.ID), "kept", shortID(keep.ID))
 	}
-	if err := checkNetwork(res.Network.Network); err != nil {
+	if err := checkNetwork(keep); err != nil {
 		return fmt.Errorf("lease network: %w", err)
 	}
 	return nil
+}
+
+// networksNamed lists the networks whose name is exactly name (the
+// engine's name filter also matches substrings).
+func (r *Runtime) networksNamed(ctx context.Context, name string) ([]network.Network, error) {
+	res, err := r.cli.NetworkList(ctx, client.NetworkListOptions{Filters: make(client.Filters).Add("name", name)})
+	if err != nil {
+		return nil, err
+	}
+	var out []network.Network
+	for _, n := range res.Items {
+		if n.Name == name {
+			out = append(out, n.Network)
+		}
+	}
+	return out, nil
+}
+
+// electNetwork picks the network every runtime keeps among duplicates: the
+// oldest, then the lowest id.
+func electNetwork(nets []network.Network) network.Network {
+	keep := nets[0]
+	for _, n := range nets[1:] {
+		if n.Created.Before(keep.Created) || (n.Created.Equal(keep.Created) && n.ID < keep.ID) {
+			keep = n
+		}
+	}
+	return keep
 }
 
 // checkNetwork refuses a network that would let tenants reach each other

@@ -1,7 +1,6 @@
 package nictest
 
 import (
-	"bytes"
 	"net"
 	"strconv"
 	"testing"
@@ -28,25 +27,6 @@ func TestLoggerAfterTestEnds(t *testing.T) {
 		log = func() { l.Info("after the test") }
 	})
 	log() // must not panic
-}
-
-func TestDeterministicTar(t *testing.T) {
-	entries := map[string]tarEntry{
-		"b":     {mode: 0o644, data: []byte("b")},
-		"a/":    {mode: 0o755, dir: true},
-		"a/lnk": {link: "../b"},
-	}
-	x, err := deterministicTar(entries)
-	if err != nil {
-		t.Fatal(err)
-	}
-	y, err := deterministicTar(entries)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(x, y) {
-		t.Fatal("same entries gave different archives")
-	}
 }
 
 // TestTestImage builds the test image twice (the second is a cache hit)
