@@ -81,9 +81,12 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (Container, error) {
 		pwHash = h
 	}
 
-	if err := r.ensureNetwork(ctx); err != nil {
+	netID, err := r.ensureNetwork(ctx)
+	if err != nil {
 		return Container{}, err
 	}
+	cfg := r.cfg
+	cfg.Network = netID // by id: a name may be ambiguous for a moment (see ensureNetwork)
 	if err := r.ensureImage(ctx, image); err != nil {
 		return Container{}, err
 	}
@@ -92,12 +95,12 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (Container, error) {
 		return Container{}, err
 	}
 	subject := "lease " + s.LeaseID
-	id, err := r.create(ctx, createOptions(r.cfg, s, image, quota))
+	id, err := r.create(ctx, createOptions(cfg, s, image, quota))
 	if err != nil && quota && retryWithoutQuota(err) {
 		// The only difference a retry makes is the StorageOpt: if it now
 		// succeeds, the driver cannot enforce sizes (engines report this
 		// as an invalid parameter or a plain server error).
-		id, err = r.create(ctx, createOptions(r.cfg, s, image, false))
+		id, err = r.create(ctx, createOptions(cfg, s, image, false))
 		if err == nil {
 			r.setQuota(quotaUnsupported)
 			quota = false

@@ -25,10 +25,11 @@ const iccOption = "com.docker.network.bridge.enable_icc"
 // processes) that create the network at the same moment can make several.
 // Every runtime then keeps the same one — the oldest, ties broken by id —
 // and removes the others, which were created a moment ago and hold no
-// containers; containers refer to the network by name, which must be unique.
-// Errors: ECONFLICT (a network of that name exists without isolation, or a
-// duplicate that cannot be removed), EUNAVAILABLE.
-func (r *Runtime) ensureNetwork(ctx context.Context) error {
+// containers. It returns the kept network's id, which containers attach to,
+// so a duplicate that cannot be removed (another process attached a
+// container to it first) is left alone and logged without breaking leases.
+// Errors: ECONFLICT (the network exists without isolation), EUNAVAILABLE.
+func (r *Runtime) ensureNetwork(ctx context.Context) (string, error) {
 	r.netMu.Lock()
 	defer r.netMu.Unlock()
 	ctx, cancel := r.call(ctx)
@@ -36,7 +37,7 @@ func (r *Runtime) ensureNetwork(ctx context.Context) error {
 	name := r.cfg.Network
 	nets, err := r.networksNamed(ctx, name)
 	if err != nil {
-		return wrap(ctx, "list networks", "network "+name, err)
+		return "", wrap(ctx, "list networks", "network "+name, err)
 	}
 	if len(nets) == 0 {
 		_, err = r.cli.NetworkCreate(ctx, name, client.NetworkCreateOptions{
@@ -45,14 +46,14 @@ func (r *Runtime) ensureNetwork(ctx context.Context) error {
 			Labels:  map[string]string{LabelManaged: "true"},
 		})
 		if err != nil && !cerrdefs.IsConflict(err) && !cerrdefs.IsAlreadyExists(err) {
-			return wrap(ctx, "create network", "network "+name, err)
+			return "", wrap(ctx, "create network", "network "+name, err)
 		}
 		// Created here or, concurrently, by another runtime: look again.
 		if nets, err = r.networksNamed(ctx, name); err != nil {
-			return wrap(ctx, "list networks", "network "+name, err)
+			return "", wrap(ctx, "list networks", "network "+name, err)
 		}
 		if len(nets) == 0 {
-			return market.Errorf(market.EINTERNAL, "network %s vanished right after it was created", name)
+			return "", market.Errorf(market.EINTERNAL, "network %s vanished right after it was created", name)
 		}
 	}
 	keep := electNetwork(nets)
@@ -61,15 +62,15 @@ func (r *Runtime) ensureNetwork(ctx context.Context) error {
 			continue
 		}
 		if _, err := r.cli.NetworkRemove(ctx, n.ID, client.NetworkRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
-			return wrap(ctx, "remove duplicate network", "network "+name,
-				market.Errorf(market.ECONFLICT, "two networks are named %s and the newer one (%s) cannot be removed: %v", name, shortID(n.ID), err))
+			r.log.Warn("cannot remove a duplicate lease network; leases use the oldest", "network", name, "id", shortID(n.ID), "kept", shortID(keep.ID), "err", err)
+			continue
 		}
 		r.log.Info("removed a duplicate lease network", "network", name, "id", shortID(n.ID), "kept", shortID(keep.ID))
 	}
 	if err := checkNetwork(keep); err != nil {
-		return fmt.Errorf("lease network: %w", err)
+		return "", fmt.Errorf("lease network: %w", err)
 	}
-	return nil
+	return keep.ID, nil
 }
 
 // networksNamed lists the networks whose name is exactly name (the

@@ -49,7 +49,7 @@ func TestEnsureNetworkConverges(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			errs[i] = r.ensureNetwork(ctx)
+			_, errs[i] = r.ensureNetwork(ctx)
 		}()
 	}
 	close(start)
@@ -76,8 +76,12 @@ func TestEnsureNetworkConverges(t *testing.T) {
 	if got := countNetworks(t, cli, name); got != 2 {
 		t.Fatalf("duplicate not created: %d networks", got)
 	}
-	if err := r.ensureNetwork(ctx); err != nil {
+	id, err := r.ensureNetwork(ctx)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if id != before[0].ID {
+		t.Fatalf("kept %s, want the older %s", id, before[0].ID)
 	}
 	after, err := r.networksNamed(ctx, name)
 	if err != nil || len(after) != 1 || after[0].ID != before[0].ID {

@@ -50,6 +50,17 @@ func newEnv(tb testing.TB) *env {
 	return e
 }
 
+// networkID returns the id of the test's lease network, which lease
+// containers attach to.
+func (e *env) networkID(tb testing.TB) string {
+	tb.Helper()
+	ni, err := e.cli.NetworkInspect(tb.Context(), e.network, client.NetworkInspectOptions{})
+	if err != nil {
+		tb.Fatalf("network inspect: %v", err)
+	}
+	return ni.Network.ID
+}
+
 func (e *env) runtime(tb testing.TB, instance, bin string) *docker.Runtime {
 	tb.Helper()
 	rt, err := docker.New(docker.Config{
@@ -204,7 +215,7 @@ func TestCreateLimits(t *testing.T) {
 		{"ShmSize", hc.ShmSize == 128<<20, hc.ShmSize},
 		{"SecurityOpt", slices.Equal(hc.SecurityOpt, []string{"no-new-privileges:true"}), hc.SecurityOpt},
 		{"Privileged", !hc.Privileged, hc.Privileged},
-		{"NetworkMode", string(hc.NetworkMode) == e.network, hc.NetworkMode},
+		{"NetworkMode", string(hc.NetworkMode) == e.networkID(t), hc.NetworkMode},
 		{"PidMode", hc.PidMode == "", hc.PidMode},
 		{"IpcMode", hc.IpcMode == container.IPCModePrivate, hc.IpcMode},
 		{"Init", hc.Init != nil && *hc.Init, hc.Init},
