@@ -68,7 +68,7 @@ func startValidator(ctx context.Context, o validatorOptions) (*runningValidator,
 	cfg.NetUID, cfg.Hotkey, cfg.Log, cfg.Report = o.NetUID, o.Hotkey, o.Log, o.Report
 	svc, err := validator.New(ctx, validator.Deps{
 		Chain:   o.Chain,
-		Store:   validatorStore{sqlite.NewValidatorStore(db)},
+		Store:   sqlite.NewValidatorStore(db),
 		Axon:    d,
 		Rentals: rentals(o.RecordsDir, uint16(o.NetUID), o.Hotkey.SS58()),
 	}, cfg)
@@ -101,60 +101,7 @@ func rentals(dir string, netuid uint16, hotkey string) validator.Rentals {
 	}
 }
 
-// validatorStore adapts sqlite.ValidatorStore to validator.Store.
-type validatorStore struct{ s *sqlite.ValidatorStore }
-
-var _ validator.Store = validatorStore{}
-
-// scoreHistoryKeep is the number of weights submissions whose scores are
-// kept.
-const scoreHistoryKeep = 1000
-
-func (v validatorStore) AddResult(ctx context.Context, r validator.Result, keep int) error {
-	return v.s.AddPoGResult(ctx, sqlite.PoGResult(r), keep)
-}
-
-func (v validatorStore) Results(ctx context.Context, perHotkey int) (map[string][]validator.Result, error) {
-	all, err := v.s.AllPoGResults(ctx, perHotkey)
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[string][]validator.Result, len(all))
-	for h, rs := range all {
-		for _, r := range rs {
-			out[h] = append(out[h], validator.Result(r))
-		}
-	}
-	return out, nil
-}
-
-func (v validatorStore) ForgetMiners(ctx context.Context, hotkeys []string) error {
-	return v.s.ForgetMiners(ctx, hotkeys)
-}
-
-func (v validatorStore) SaveSpecs(ctx context.Context, specs map[string]market.Specs, at time.Time) error {
-	list := make([]sqlite.MinerSpecs, 0, len(specs))
-	for h, s := range specs {
-		list = append(list, sqlite.MinerSpecs{Hotkey: h, Specs: s, UpdatedAt: at})
-	}
-	return v.s.SaveMinerSpecs(ctx, list)
-}
-
-func (v validatorStore) AddScores(ctx context.Context, block uint64, at time.Time, scores []validator.ScoreEntry) error {
-	entries := make([]sqlite.ScoreEntry, len(scores))
-	for i, s := range scores {
-		entries[i] = sqlite.ScoreEntry(s)
-	}
-	return v.s.AddScores(ctx, block, at, entries, scoreHistoryKeep)
-}
-
-func (v validatorStore) SetState(ctx context.Context, key string, value int64) error {
-	return v.s.SetState(ctx, key, value)
-}
-
-func (v validatorStore) State(ctx context.Context, key string) (int64, bool, error) {
-	return v.s.State(ctx, key)
-}
+var _ validator.Store = (*sqlite.ValidatorStore)(nil)
 
 // validatorFlags are `nicompute validator`'s flags, named as SN27's.
 type validatorFlags struct {

@@ -23,7 +23,7 @@ const module = "github.com/nicompute/nicompute/"
 // new package must take its place in the layers on purpose.
 var allowed = map[string][]string{
 	"internal/subnet":   nil,
-	"internal/market":   nil,
+	"internal/market":   {"subnet"},
 	"internal/keys":     nil,
 	"internal/version":  nil,
 	"internal/yuma":     nil,

@@ -58,34 +58,6 @@ CREATE TABLE validator_state (
 `},
 }
 
-// PoGResult is one recorded Proof-of-GPU test of a miner.
-type PoGResult struct {
-	Hotkey string
-	UID    subnet.UID
-	Block  uint64
-	At     time.Time
-	// Outcome is the validator's classification ("pass", "fail",
-	// "unreachable"); the store keeps it as given.
-	Outcome      string
-	Model        string
-	Count        int
-	Claimed      string
-	N            int
-	Elapsed      time.Duration
-	Attempts     int
-	Reason       string
-	HostKey      string
-	DeallocError string
-}
-
-// ScoreEntry is one miner's score and u16 weight in a weights submission.
-type ScoreEntry struct {
-	UID    subnet.UID
-	Hotkey string
-	Score  float64
-	Weight uint16
-}
-
 // MinerSpecs is a miner's last specs answer.
 type MinerSpecs struct {
 	Hotkey    string
@@ -97,17 +69,25 @@ type MinerSpecs struct {
 // transaction.
 type ValidatorStore struct {
 	db *DB
+	// KeepScoreBlocks is the number of weights submissions whose scores
+	// are kept (≤ 0 keeps all).
+	KeepScoreBlocks int
 }
+
+// DefaultKeepScoreBlocks is NewValidatorStore's KeepScoreBlocks.
+const DefaultKeepScoreBlocks = 1000
 
 // NewValidatorStore returns the store of db, which must have been opened
 // with ValidatorSchema.
-func NewValidatorStore(db *DB) *ValidatorStore { return &ValidatorStore{db: db} }
+func NewValidatorStore(db *DB) *ValidatorStore {
+	return &ValidatorStore{db: db, KeepScoreBlocks: DefaultKeepScoreBlocks}
+}
 
 const pogColumns = `hotkey, uid, block, at, outcome, model, count, claimed, n, elapsed_ns, attempts, reason, host_key, dealloc_error`
 
-// AddPoGResult records r and keeps only the newest keep results of its
+// AddResult records r and keeps only the newest keep results of its
 // hotkey (keep ≤ 0 keeps all).
-func (s *ValidatorStore) AddPoGResult(ctx context.Context, r PoGResult, keep int) error {
+func (s *ValidatorStore) AddResult(ctx context.Context, r market.PoGResult, keep int) error {
 	if r.Hotkey == "" || r.Outcome == "" {
 		return market.Errorf(market.EINVALID, "pog result needs a hotkey and an outcome")
 	}
@@ -130,7 +110,7 @@ func (s *ValidatorStore) AddPoGResult(ctx context.Context, r PoGResult, keep int
 }
 
 // PoGResults returns up to limit results of hotkey, newest first.
-func (s *ValidatorStore) PoGResults(ctx context.Context, hotkey string, limit int) ([]PoGResult, error) {
+func (s *ValidatorStore) PoGResults(ctx context.Context, hotkey string, limit int) ([]market.PoGResult, error) {
 	if limit <= 0 {
 		limit = 100
 	}
@@ -142,9 +122,9 @@ func (s *ValidatorStore) PoGResults(ctx context.Context, hotkey string, limit in
 	return out, err
 }
 
-// AllPoGResults returns the newest perHotkey results of every hotkey,
+// Results returns the newest perHotkey results of every hotkey,
 // newest first.
-func (s *ValidatorStore) AllPoGResults(ctx context.Context, perHotkey int) (map[string][]PoGResult, error) {
+func (s *ValidatorStore) Results(ctx context.Context, perHotkey int) (map[string][]market.PoGResult, error) {
 	if perHotkey <= 0 {
 		perHotkey = 100
 	}
@@ -158,18 +138,18 @@ func (s *ValidatorStore) AllPoGResults(ctx context.Context, perHotkey int) (map[
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[string][]PoGResult)
+	out := make(map[string][]market.PoGResult)
 	for _, r := range list {
 		out[r.Hotkey] = append(out[r.Hotkey], r)
 	}
 	return out, nil
 }
 
-func scanPoG(rows *sql.Rows) ([]PoGResult, error) {
+func scanPoG(rows *sql.Rows) ([]market.PoGResult, error) {
 	defer rows.Close()
-	var out []PoGResult
+	var out []market.PoGResult
 	for rows.Next() {
-		var r PoGResult
+		var r market.PoGResult
 		var uid, block, at, elapsed int64
 		if err := rows.Scan(&r.Hotkey, &uid, &block, &at, &r.Outcome, &r.Model, &r.Count, &r.Claimed, &r.N,
 			&elapsed, &r.Attempts, &r.Reason, &r.HostKey, &r.DeallocError); err != nil {
@@ -200,22 +180,23 @@ func (s *ValidatorStore) ForgetMiners(ctx context.Context, hotkeys []string) err
 	})
 }
 
-// SaveMinerSpecs replaces the specs of each given miner.
-func (s *ValidatorStore) SaveMinerSpecs(ctx context.Context, specs []MinerSpecs) error {
+// SaveSpecs replaces the specs of each given miner (by hotkey), received
+// at at.
+func (s *ValidatorStore) SaveSpecs(ctx context.Context, specs map[string]market.Specs, at time.Time) error {
 	if len(specs) == 0 {
 		return nil
 	}
 	return s.db.Tx(ctx, func(tx *sql.Tx) error {
-		for _, m := range specs {
-			b, err := json.Marshal(m.Specs)
+		for hotkey, sp := range specs {
+			b, err := json.Marshal(sp)
 			if err != nil {
 				return err
 			}
 			_, err = tx.ExecContext(ctx, `INSERT INTO miner_specs (hotkey, specs, updated_at) VALUES (?, ?, ?)
 				ON CONFLICT (hotkey) DO UPDATE SET specs = excluded.specs, updated_at = excluded.updated_at`,
-				m.Hotkey, string(b), m.UpdatedAt.UTC().UnixNano())
+				hotkey, string(b), at.UTC().UnixNano())
 			if err != nil {
-				return fmt.Errorf("save specs of %s: %w", m.Hotkey, err)
+				return fmt.Errorf("save specs of %s: %w", hotkey, err)
 			}
 		}
 		return nil
@@ -247,8 +228,9 @@ func (s *ValidatorStore) AllMinerSpecs(ctx context.Context) (map[string]MinerSpe
 }
 
 // AddScores records the scores and weights submitted at block, keeping the
-// newest keepBlocks submissions (keepBlocks ≤ 0 keeps all).
-func (s *ValidatorStore) AddScores(ctx context.Context, block uint64, at time.Time, entries []ScoreEntry, keepBlocks int) error {
+// newest KeepScoreBlocks submissions.
+func (s *ValidatorStore) AddScores(ctx context.Context, block uint64, at time.Time, entries []market.ScoreEntry) error {
+	keepBlocks := s.KeepScoreBlocks
 	return s.db.Tx(ctx, func(tx *sql.Tx) error {
 		for _, e := range entries {
 			_, err := tx.ExecContext(ctx, `INSERT INTO score_history (block, at, uid, hotkey, score, weight) VALUES (?, ?, ?, ?, ?, ?)
@@ -271,7 +253,7 @@ func (s *ValidatorStore) AddScores(ctx context.Context, block uint64, at time.Ti
 
 // ScoreHistory returns up to limit recorded scores of hotkey, newest first,
 // with the block each was submitted at.
-func (s *ValidatorStore) ScoreHistory(ctx context.Context, hotkey string, limit int) ([]ScoreEntry, []uint64, error) {
+func (s *ValidatorStore) ScoreHistory(ctx context.Context, hotkey string, limit int) ([]market.ScoreEntry, []uint64, error) {
 	if limit <= 0 {
 		limit = 100
 	}
@@ -281,10 +263,10 @@ func (s *ValidatorStore) ScoreHistory(ctx context.Context, hotkey string, limit 
 		return nil, nil, fmt.Errorf("query scores: %w", err)
 	}
 	defer rows.Close()
-	var out []ScoreEntry
+	var out []market.ScoreEntry
 	var blocks []uint64
 	for rows.Next() {
-		var e ScoreEntry
+		var e market.ScoreEntry
 		var block, uid, w int64
 		if err := rows.Scan(&block, &uid, &e.Hotkey, &e.Score, &w); err != nil {
 			return nil, nil, fmt.Errorf("scan score: %w", err)

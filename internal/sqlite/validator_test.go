@@ -25,17 +25,17 @@ func TestValidatorStorePoGResults(t *testing.T) {
 	db, s := openValidatorStore(t, path)
 	at := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
 	for i := range 6 {
-		r := PoGResult{Hotkey: "hk-a", UID: 3, Block: uint64(100 + i), At: at.Add(time.Duration(i) * time.Second),
+		r := market.PoGResult{Hotkey: "hk-a", UID: 3, Block: uint64(100 + i), At: at.Add(time.Duration(i) * time.Second),
 			Outcome: "pass", Model: "NVIDIA H200", Count: i + 1, Claimed: "NVIDIA H200", N: 1024,
 			Elapsed: 1500 * time.Millisecond, Attempts: 1, Reason: "ok", HostKey: "SHA256:x"}
-		if err := s.AddPoGResult(ctx, r, 4); err != nil {
+		if err := s.AddResult(ctx, r, 4); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := s.AddPoGResult(ctx, PoGResult{Hotkey: "hk-b", UID: 4, At: at, Outcome: "unreachable", Reason: "refused", DeallocError: "no"}, 4); err != nil {
+	if err := s.AddResult(ctx, market.PoGResult{Hotkey: "hk-b", UID: 4, At: at, Outcome: "unreachable", Reason: "refused", DeallocError: "no"}, 4); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.AddPoGResult(ctx, PoGResult{Hotkey: "hk-b"}, 4); err == nil {
+	if err := s.AddResult(ctx, market.PoGResult{Hotkey: "hk-b"}, 4); err == nil {
 		t.Fatal("result without outcome accepted")
 	}
 	got, err := s.PoGResults(ctx, "hk-a", 10)
@@ -45,7 +45,7 @@ func TestValidatorStorePoGResults(t *testing.T) {
 	if len(got) != 4 || got[0].Count != 6 || got[3].Count != 3 {
 		t.Fatalf("kept %d results, newest count %v", len(got), got)
 	}
-	want := PoGResult{Hotkey: "hk-a", UID: 3, Block: 105, At: at.Add(5 * time.Second), Outcome: "pass", Model: "NVIDIA H200",
+	want := market.PoGResult{Hotkey: "hk-a", UID: 3, Block: 105, At: at.Add(5 * time.Second), Outcome: "pass", Model: "NVIDIA H200",
 		Count: 6, Claimed: "NVIDIA H200", N: 1024, Elapsed: 1500 * time.Millisecond, Attempts: 1, Reason: "ok", HostKey: "SHA256:x"}
 	if got[0] != want {
 		t.Fatalf("round trip:\n got %+v\nwant %+v", got[0], want)
@@ -54,7 +54,7 @@ func TestValidatorStorePoGResults(t *testing.T) {
 	// Survives reopening.
 	db.Close()
 	_, s = openValidatorStore(t, path)
-	all, err := s.AllPoGResults(ctx, 2)
+	all, err := s.Results(ctx, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,11 +74,11 @@ func TestValidatorStoreSpecsScoresState(t *testing.T) {
 	_, s := openValidatorStore(t, filepath.Join(t.TempDir(), "validator.db"))
 	at := time.Unix(1700000000, 0).UTC()
 	sp := market.Specs{GPU: market.GPUSpecs{Count: 2, Details: []market.GPUDevice{{Name: "NVIDIA H200"}, {Name: "NVIDIA H200"}}}}
-	if err := s.SaveMinerSpecs(ctx, []MinerSpecs{{Hotkey: "a", Specs: sp, UpdatedAt: at}}); err != nil {
+	if err := s.SaveSpecs(ctx, map[string]market.Specs{"a": sp}, at); err != nil {
 		t.Fatal(err)
 	}
 	sp.GPU.Count = 3
-	if err := s.SaveMinerSpecs(ctx, []MinerSpecs{{Hotkey: "a", Specs: sp, UpdatedAt: at.Add(time.Minute)}}); err != nil {
+	if err := s.SaveSpecs(ctx, map[string]market.Specs{"a": sp}, at.Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	specs, err := s.AllMinerSpecs(ctx)
@@ -89,8 +89,9 @@ func TestValidatorStoreSpecsScoresState(t *testing.T) {
 		t.Fatalf("specs %+v", specs)
 	}
 
+	s.KeepScoreBlocks = 3
 	for b := uint64(1); b <= 5; b++ {
-		if err := s.AddScores(ctx, b*100, at, []ScoreEntry{{UID: 1, Hotkey: "a", Score: float64(b) / 10, Weight: uint16(b)}, {UID: 2, Hotkey: "b", Score: 0.5, Weight: 7}}, 3); err != nil {
+		if err := s.AddScores(ctx, b*100, at, []market.ScoreEntry{{UID: 1, Hotkey: "a", Score: float64(b) / 10, Weight: uint16(b)}, {UID: 2, Hotkey: "b", Score: 0.5, Weight: 7}}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -161,7 +161,7 @@ func benchChild(raw string) int {
 		return fail(err)
 	}
 	defer db.Close()
-	store := sqliteStore{sqlite.NewValidatorStore(db)}
+	store := sqlite.NewValidatorStore(db)
 	d := axon.NewDendrite(hotkey)
 	defer d.Close()
 	start := time.Now()
@@ -191,7 +191,7 @@ func benchChild(raw string) int {
 	results, _ := store.Results(ctx, 1)
 	for _, rs := range results {
 		rep.Results++
-		if rs[0].Outcome == string(OutcomePass) {
+		if rs[0].Outcome == OutcomePass {
 			rep.Passed++
 		} else if rep.Reason == "" {
 			rep.Reason = rs[0].Reason
@@ -217,50 +217,4 @@ func vmHWM() int64 {
 		}
 	}
 	return -1
-}
-
-// sqliteStore adapts the SQLite store as cmd/nicompute does.
-type sqliteStore struct{ s *sqlite.ValidatorStore }
-
-func (v sqliteStore) AddResult(ctx context.Context, r Result, keep int) error {
-	return v.s.AddPoGResult(ctx, sqlite.PoGResult(r), keep)
-}
-
-func (v sqliteStore) Results(ctx context.Context, per int) (map[string][]Result, error) {
-	all, err := v.s.AllPoGResults(ctx, per)
-	out := map[string][]Result{}
-	for h, rs := range all {
-		for _, r := range rs {
-			out[h] = append(out[h], Result(r))
-		}
-	}
-	return out, err
-}
-
-func (v sqliteStore) ForgetMiners(ctx context.Context, h []string) error {
-	return v.s.ForgetMiners(ctx, h)
-}
-
-func (v sqliteStore) SaveSpecs(ctx context.Context, specs map[string]market.Specs, at time.Time) error {
-	var list []sqlite.MinerSpecs
-	for h, s := range specs {
-		list = append(list, sqlite.MinerSpecs{Hotkey: h, Specs: s, UpdatedAt: at})
-	}
-	return v.s.SaveMinerSpecs(ctx, list)
-}
-
-func (v sqliteStore) AddScores(ctx context.Context, block uint64, at time.Time, scores []ScoreEntry) error {
-	e := make([]sqlite.ScoreEntry, len(scores))
-	for i, s := range scores {
-		e[i] = sqlite.ScoreEntry(s)
-	}
-	return v.s.AddScores(ctx, block, at, e, 100)
-}
-
-func (v sqliteStore) SetState(ctx context.Context, k string, x int64) error {
-	return v.s.SetState(ctx, k, x)
-}
-
-func (v sqliteStore) State(ctx context.Context, k string) (int64, bool, error) {
-	return v.s.State(ctx, k)
 }

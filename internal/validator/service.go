@@ -105,46 +105,20 @@ type Deps struct {
 }
 
 // Outcome classifies a result.
-type Outcome string
+type Outcome = market.PoGOutcome
 
 // Outcomes of a test.
 const (
-	OutcomePass        Outcome = "pass"
-	OutcomeFail        Outcome = "fail"
-	OutcomeUnreachable Outcome = "unreachable"
+	OutcomePass        = market.PoGPass
+	OutcomeFail        = market.PoGFail
+	OutcomeUnreachable = market.PoGUnreachable
 )
 
 // Result is one finished Proof-of-GPU test of a miner.
-type Result struct {
-	Hotkey  string
-	UID     subnet.UID
-	Block   uint64
-	At      time.Time
-	Outcome string
-	// Model and Count are what was proven (pass only).
-	Model string
-	Count int
-	// Claimed is the first GPU's reported name; N the matrix size; Elapsed
-	// the validator's wall-clock of the computation.
-	Claimed  string
-	N        int
-	Elapsed  time.Duration
-	Attempts int
-	Reason   string
-	// HostKey is the SHA-256 fingerprint of the lease's SSH host key.
-	HostKey string
-	// DeallocError is why the test lease could not be deallocated ("" when
-	// it was).
-	DeallocError string
-}
+type Result = market.PoGResult
 
 // ScoreEntry is one miner's score and u16 weight in a submission.
-type ScoreEntry struct {
-	UID    subnet.UID
-	Hotkey string
-	Score  float64
-	Weight uint16
-}
+type ScoreEntry = market.ScoreEntry
 
 // Defaults of Config fields left zero.
 const (

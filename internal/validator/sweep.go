@@ -118,7 +118,7 @@ func (s *Service) testMiner(ctx context.Context, t target, block uint64) {
 // record stores a finished test and keeps it in memory.
 func (s *Service) record(ctx context.Context, t target, block uint64, a attempt, attempts int) {
 	r := Result{
-		Hotkey: t.Hotkey, UID: t.UID, Block: block, At: s.cfg.Now().UTC(), Outcome: string(a.outcome),
+		Hotkey: t.Hotkey, UID: t.UID, Block: block, At: s.cfg.Now().UTC(), Outcome: a.outcome,
 		Attempts: attempts, Reason: a.reason, HostKey: a.hostKey, DeallocError: a.deallocError,
 	}
 	if a.res != nil {

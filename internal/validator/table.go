@@ -31,7 +31,7 @@ func (s *Service) Miners() []Miner {
 			row.GPUs = fmt.Sprintf("%d × %s", m.Basis.Count, m.Basis.Model)
 		}
 		if m.Last != nil {
-			row.LastResult, row.LastBlock, row.Reason = m.Last.Outcome, m.Last.Block, m.Last.Reason
+			row.LastResult, row.LastBlock, row.Reason = string(m.Last.Outcome), m.Last.Block, m.Last.Reason
 			if m.Last.DeallocError != "" {
 				row.Reason += "; " + m.Last.DeallocError
 			}
