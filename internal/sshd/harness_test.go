@@ -11,16 +11,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/nicompute/nicompute/internal/nictest"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -43,7 +43,7 @@ type testServer struct {
 // server is shut down when the test ends.
 func startServer(tb testing.TB, mod func(*Config)) *testServer {
 	tb.Helper()
-	log := testLogger(tb)
+	log := nictest.Logger(tb)
 	dir := tb.TempDir()
 	signer, keyFile := newUserKey(tb, dir, "id_user")
 	writeAuthorizedKeys(tb, dir, authorizedLine(signer.PublicKey(), ""))
@@ -94,33 +94,6 @@ func startServer(tb testing.TB, mod func(*Config)) *testServer {
 		}
 	})
 	return ts
-}
-
-// testLogger logs through tb until the test's cleanup has run, so that a
-// late goroutine cannot log into a finished test.
-func testLogger(tb testing.TB) *slog.Logger {
-	w := &tbWriter{tb: tb}
-	tb.Cleanup(func() {
-		w.mu.Lock()
-		w.done = true
-		w.mu.Unlock()
-	})
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tbWriter struct {
-	tb   testing.TB
-	mu   sync.Mutex
-	done bool
-}
-
-func (w *tbWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.tb.Log(strings.TrimSuffix(string(p), "\n"))
-	}
-	return len(p), nil
 }
 
 // newUserKey creates an ed25519 key and writes its private half in
