@@ -164,6 +164,22 @@ func refusalStatus(err error) int {
 	return 0
 }
 
+// openOwnLease opens a session to the flags' miner and loads this hotkey's
+// record of its lease there, with a request carrying the lease's public
+// key. The caller closes the session.
+func (a *app) openOwnLease(ctx context.Context, f *allocFlags) (*allocSession, allocations.Record, *protocol.Allocate, error) {
+	s, err := a.openAlloc(ctx, f)
+	if err != nil {
+		return nil, allocations.Record{}, nil, err
+	}
+	rec, req, err := s.ownRecord(f.netuid)
+	if err != nil {
+		s.close()
+		return nil, rec, nil, err
+	}
+	return s, rec, req, nil
+}
+
 // ownRecord loads this hotkey's record and key for the session's miner.
 func (s *allocSession) ownRecord(netuid uint16) (allocations.Record, *protocol.Allocate, error) {
 	rec, err := allocations.Load(s.dir, netuid, s.miner.Hotkey)
@@ -339,15 +355,11 @@ func newDeallocateCmd(a *app) *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			s, err := a.openAlloc(ctx, &f)
+			s, rec, req, err := a.openOwnLease(ctx, &f)
 			if err != nil {
 				return err
 			}
 			defer s.close()
-			rec, req, err := s.ownRecord(f.netuid)
-			if err != nil {
-				return err
-			}
 			req.Checking, req.Timeline = false, 0
 			var resp protocol.Allocate
 			err = s.call(ctx, req, &resp, f.timeout)
@@ -393,15 +405,11 @@ func newAllocationStatusCmd(a *app) *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			s, err := a.openAlloc(ctx, &f)
+			s, rec, req, err := a.openOwnLease(ctx, &f)
 			if err != nil {
 				return err
 			}
 			defer s.close()
-			rec, req, err := s.ownRecord(f.netuid)
-			if err != nil {
-				return err
-			}
 			req.Checking, req.Timeline = true, 0
 			var resp protocol.Allocate
 			if err := s.call(ctx, req, &resp, f.timeout); err != nil {
@@ -464,15 +472,11 @@ func newAllocationActionCmd(a *app) *cobra.Command {
 				return usageErr("--ssh-key is only for exchange-key")
 			}
 			ctx := cmd.Context()
-			s, err := a.openAlloc(ctx, &f)
+			s, rec, req, err := a.openOwnLease(ctx, &f)
 			if err != nil {
 				return err
 			}
 			defer s.close()
-			rec, req, err := s.ownRecord(f.netuid)
-			if err != nil {
-				return err
-			}
 			req.Checking, req.Timeline, req.DockerChange = false, 0, true
 			req.DockerAction = protocol.DockerAction{Action: action, SSHKey: keyText}
 			var resp protocol.Allocate

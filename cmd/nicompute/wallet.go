@@ -88,9 +88,26 @@ func (a *app) writeColdkey(w walletFlags, o coldkeyOpts, kp *keys.Keypair) error
 	return explainExists(wal.WriteColdkey(kp, pw, o.overwrite))
 }
 
-func printMnemonic(a *app, kind, mnemonic string) {
+// freshKey makes a key from a new mnemonic of the given length.
+func freshKey(words int) (string, *keys.Keypair, error) {
+	mnemonic, err := keys.NewMnemonic(words)
+	if err != nil {
+		return "", nil, usageErr("--n-words: %v", err)
+	}
+	kp, err := keys.FromMnemonic(mnemonic, "")
+	return mnemonic, kp, err
+}
+
+// printNewKey reports a key made by freshKey: its address and, once, its
+// mnemonic. kind is "coldkey" or "hotkey"; label names the key's file.
+func (a *app) printNewKey(kind, label string, kp *keys.Keypair, mnemonic string, asJSON bool) error {
+	if asJSON {
+		return a.printJSON(map[string]string{kind: kp.SS58(), "mnemonic": mnemonic})
+	}
 	fmt.Fprintf(a.Out, "The mnemonic of the new %s is:\n\n    %s\n\n", kind, mnemonic)
 	fmt.Fprintln(a.Out, "Write it down and keep it secret: it is shown only once and is the only way to restore the key.")
+	fmt.Fprintf(a.Out, "%s %s: %s\n", kind, label, kp.SS58())
+	return nil
 }
 
 func newWalletNewColdkeyCmd(a *app) *cobra.Command {
@@ -103,23 +120,14 @@ func newWalletNewColdkeyCmd(a *app) *cobra.Command {
 		Short: "Create a coldkey from a fresh mnemonic (printed once)",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			mnemonic, err := keys.NewMnemonic(words)
-			if err != nil {
-				return usageErr("--n-words: %v", err)
-			}
-			kp, err := keys.FromMnemonic(mnemonic, "")
+			mnemonic, kp, err := freshKey(words)
 			if err != nil {
 				return err
 			}
 			if err := a.writeColdkey(w, o, kp); err != nil {
 				return err
 			}
-			if asJSON {
-				return a.printJSON(map[string]string{"coldkey": kp.SS58(), "mnemonic": mnemonic})
-			}
-			printMnemonic(a, "coldkey", mnemonic)
-			fmt.Fprintf(a.Out, "coldkey %s: %s\n", w.name, kp.SS58())
-			return nil
+			return a.printNewKey("coldkey", w.name, kp, mnemonic, asJSON)
 		},
 	}
 	w.register(cmd.Flags())
@@ -138,11 +146,7 @@ func newWalletNewHotkeyCmd(a *app) *cobra.Command {
 		Short: "Create a hotkey from a fresh mnemonic (printed once)",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			mnemonic, err := keys.NewMnemonic(words)
-			if err != nil {
-				return usageErr("--n-words: %v", err)
-			}
-			kp, err := keys.FromMnemonic(mnemonic, "")
+			mnemonic, kp, err := freshKey(words)
 			if err != nil {
 				return err
 			}
@@ -153,12 +157,7 @@ func newWalletNewHotkeyCmd(a *app) *cobra.Command {
 			if err := wal.WriteHotkey(w.hotkey, kp, overwrite); err != nil {
 				return explainExists(err)
 			}
-			if asJSON {
-				return a.printJSON(map[string]string{"hotkey": kp.SS58(), "mnemonic": mnemonic})
-			}
-			printMnemonic(a, "hotkey", mnemonic)
-			fmt.Fprintf(a.Out, "hotkey %s/%s: %s\n", w.name, w.hotkey, kp.SS58())
-			return nil
+			return a.printNewKey("hotkey", w.name+"/"+w.hotkey, kp, mnemonic, asJSON)
 		},
 	}
 	w.register(cmd.Flags())
