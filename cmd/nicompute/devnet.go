@@ -378,7 +378,7 @@ func (a *app) printDevnetLayout(node *local.Node, paths devnet.Paths, l *devnet.
 		fmt.Fprintf(a.Out, "\nno miner runs: %s\n", svc.note)
 	}
 	if svc.validator != nil {
-		fmt.Fprintf(a.Out, "\nthe validator (state %s) tests the miners and sets weights; its miner table follows each sweep\n", paths.Validator)
+		fmt.Fprintf(a.Out, "\nthe validator (state %s) tests the miners and sets weights; its miner table follows each sweep and each weights submission\n", paths.Validator)
 	}
 	fmt.Fprintf(a.Out, "\ntry:\n  nicompute subnet metagraph --netuid %d --subtensor.chain_endpoint %s\n", l.NetUID, node.Endpoint())
 	fmt.Fprintf(a.Out, "  nicompute wallet show --wallet.path %s --wallet.name %s --json\n", paths.Wallets, l.Validator.Wallet)

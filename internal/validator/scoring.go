@@ -2,6 +2,7 @@ package validator
 
 import (
 	"context"
+	"fmt"
 	"sort"
 
 	"github.com/nicompute/nicompute/internal/market"
@@ -139,6 +140,7 @@ func (s *Service) setWeights(ctx context.Context, head uint64) {
 		if err := s.deps.Store.AddScores(ctx, head, s.cfg.Now().UTC(), entries); err != nil {
 			s.log.Warn("record scores", "err", err)
 		}
+		s.report(fmt.Sprintf("weights set at block %d", head))
 	case subnet.ERATELIMITED:
 		s.log.Warn("weights refused: rate limited (ERATELIMITED)", "err", err, "retry_in_blocks", s.cfg.WeightsRetry)
 	case subnet.ECOMMITREVEAL:

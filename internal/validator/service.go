@@ -183,7 +183,8 @@ type Config struct {
 	Now func() time.Time
 	// Log receives state transitions; nil discards.
 	Log *slog.Logger
-	// Report, when set, receives the miner table after each sweep.
+	// Report, when set, receives the miner table after each sweep and each
+	// weights submission.
 	Report io.Writer
 }
 

@@ -220,6 +220,7 @@ func TestServiceScoresAndWeights(t *testing.T) {
 	waitFor(t, 30*time.Second, "the sweep", func() bool { return strings.Contains(report.String(), "sweep finished") })
 	n := store.submissions()
 	waitFor(t, 30*time.Second, "weights", func() bool { return store.submissions() > n })
+	waitFor(t, 5*time.Second, "the table after the weights", func() bool { return strings.Contains(report.String(), "weights set at block") })
 
 	rows := s.Miners()
 	byUID := map[subnet.UID]Miner{}
