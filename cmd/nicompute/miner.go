@@ -86,7 +86,9 @@ type minerOptions struct {
 	SweepInterval   time.Duration
 	OrphanGrace     time.Duration
 	ReconcileDryRun bool
-	Failpoint       func(string)
+	// RequireBodySignature admits only dendrites that sign the body.
+	RequireBodySignature bool
+	Failpoint            func(string)
 }
 
 // runningMiner is a miner with the adapters it owns.
@@ -155,27 +157,28 @@ func startMiner(ctx context.Context, o minerOptions) (*runningMiner, error) {
 		Store:   sqlite.NewLeaseStore(db),
 		Specs:   &hostinfo.Collector{GPUs: gpus},
 	}, miner.Config{
-		NetUID:          o.NetUID,
-		Hotkey:          o.Hotkey,
-		Listen:          o.AxonListen,
-		ExternalIP:      o.ExternalIP,
-		ExternalPort:    o.ExternalPort,
-		Version:         version.Int(),
-		Policy:          o.Policy,
-		DefaultImage:    o.Image,
-		Images:          o.Images,
-		SSHPorts:        o.SSHPorts,
-		SSHHostIP:       o.SSHHostIP,
-		Reserve:         o.Reserve,
-		DefaultMemory:   o.LeaseMemory,
-		LeaseUnit:       o.LeaseUnit,
-		PollInterval:    o.PollInterval,
-		SweepInterval:   o.SweepInterval,
-		OrphanGrace:     o.OrphanGrace,
-		ReconcileDryRun: o.ReconcileDryRun,
-		Log:             log,
-		Metrics:         o.Metrics,
-		Failpoint:       o.Failpoint,
+		NetUID:               o.NetUID,
+		Hotkey:               o.Hotkey,
+		Listen:               o.AxonListen,
+		ExternalIP:           o.ExternalIP,
+		ExternalPort:         o.ExternalPort,
+		Version:              version.Int(),
+		Policy:               o.Policy,
+		DefaultImage:         o.Image,
+		Images:               o.Images,
+		SSHPorts:             o.SSHPorts,
+		SSHHostIP:            o.SSHHostIP,
+		Reserve:              o.Reserve,
+		DefaultMemory:        o.LeaseMemory,
+		LeaseUnit:            o.LeaseUnit,
+		PollInterval:         o.PollInterval,
+		SweepInterval:        o.SweepInterval,
+		OrphanGrace:          o.OrphanGrace,
+		ReconcileDryRun:      o.ReconcileDryRun,
+		RequireBodySignature: o.RequireBodySignature,
+		Log:                  log,
+		Metrics:              o.Metrics,
+		Failpoint:            o.Failpoint,
 	})
 	if err != nil {
 		db.Close()
@@ -278,38 +281,39 @@ func (dockerRuntime) CheckDockerfile(text string) error { return docker.CheckDoc
 
 // minerFlags are `nicompute miner`'s flags, named as SN27's.
 type minerFlags struct {
-	w             walletFlags
-	sf            subtensorFlags
-	netuid        uint16
-	axonPort      int
-	axonIP        string
-	externalIP    string
-	externalPort  int
-	sshPort       int
-	sshPortRange  string
-	sshIP         string
-	notEnough     bool
-	notUpdated    bool
-	threshold     int
-	minValidator  string
-	blackHotkeys  []string
-	blackColdkeys []string
-	whiteHotkeys  []string
-	image         string
-	images        []string
-	dataDir       string
-	reserveCPUs   int
-	reserveRAM    string
-	reserveDisk   string
-	reserveGPUs   []string
-	leaseMemory   string
-	dockerHost    string
-	dockerNetwork string
-	binary        string
-	dryRun        bool
-	leaseUnit     time.Duration
-	poll          time.Duration
-	sweep         time.Duration
+	w              walletFlags
+	sf             subtensorFlags
+	netuid         uint16
+	axonPort       int
+	axonIP         string
+	externalIP     string
+	externalPort   int
+	sshPort        int
+	sshPortRange   string
+	sshIP          string
+	notEnough      bool
+	requireBodySig bool
+	notUpdated     bool
+	threshold      int
+	minValidator   string
+	blackHotkeys   []string
+	blackColdkeys  []string
+	whiteHotkeys   []string
+	image          string
+	images         []string
+	dataDir        string
+	reserveCPUs    int
+	reserveRAM     string
+	reserveDisk    string
+	reserveGPUs    []string
+	leaseMemory    string
+	dockerHost     string
+	dockerNetwork  string
+	binary         string
+	dryRun         bool
+	leaseUnit      time.Duration
+	poll           time.Duration
+	sweep          time.Duration
 }
 
 func newMinerCmd(a *app) *cobra.Command {
@@ -345,6 +349,7 @@ docker_requirement.password or sends no ssh_key.`,
 	fs.StringVar(&f.sshPortRange, "ssh.port-range", "", "SSH ports for leases, FIRST-LAST (default: --ssh.port and the next 99)")
 	fs.StringVar(&f.sshIP, "ssh.ip", "0.0.0.0", "address lease SSH ports are published on")
 	fs.BoolVar(&f.notEnough, "miner.whitelist.not.enough.stake", false, "admit registered callers whose stake is below the validator permit")
+	fs.BoolVar(&f.requireBodySig, "miner.require.body.signature", false, "admit only callers that also sign the request body (nicompute validators); Bittensor's signature does not cover SN27 bodies, so this refuses SN27's Python validators")
 	fs.BoolVar(&f.notUpdated, "miner.whitelist.not.updated", false, "admit validators whose axon version is below the minimum")
 	fs.IntVar(&f.threshold, "miner.whitelist.updated.threshold", miner.DefaultUpdatedThreshold, "refuse outdated validators only once more than this percentage of validators is up to date")
 	fs.StringVar(&f.minValidator, "miner.validator.min_version", "", "lowest validator version accepted, MAJOR.MINOR.PATCH (default: this miner's MAJOR.MINOR.0; \"0\" disables the check)")
@@ -391,11 +396,12 @@ func (f minerFlags) options() (minerOptions, error) {
 			BlacklistColdkeys: f.blackColdkeys,
 			WhitelistHotkeys:  f.whiteHotkeys,
 		},
-		ExternalPort:    f.externalPort,
-		ReconcileDryRun: f.dryRun,
-		LeaseUnit:       f.leaseUnit,
-		PollInterval:    f.poll,
-		SweepInterval:   f.sweep,
+		ExternalPort:         f.externalPort,
+		ReconcileDryRun:      f.dryRun,
+		RequireBodySignature: f.requireBodySig,
+		LeaseUnit:            f.leaseUnit,
+		PollInterval:         f.poll,
+		SweepInterval:        f.sweep,
 	}
 	if f.axonPort < 1 || f.axonPort > 65535 {
 		return o, usageErr("--axon.port %d out of range", f.axonPort)

@@ -203,6 +203,11 @@ type Config struct {
 	Failpoint func(name string)
 	// AxonWorkers bounds concurrently running handlers (axon default).
 	AxonWorkers int
+	// RequireBodySignature refuses requests whose body is not signed:
+	// Bittensor's own signature does not cover SN27's synapse bodies, so
+	// only dendrites that also sign the body (nicompute's) are admitted.
+	// It locks out SN27's Python validators.
+	RequireBodySignature bool
 }
 
 func (c *Config) setDefaults() error {
@@ -329,13 +334,14 @@ func New(ctx context.Context, deps Deps, cfg Config) (*Service, error) {
 	s.specs.free = s.leases.free
 
 	s.axon, err = axon.NewServer(axon.Config{
-		Hotkey:       cfg.Hotkey,
-		Version:      int64(cfg.Version),
-		MaxWorkers:   cfg.AxonWorkers,
-		MaxBodyBytes: protocol.MaxBodyBytes,
-		ExternalIP:   cfg.ExternalIP,
-		ExternalPort: cfg.ExternalPort,
-		Observe:      s.metrics.observeAxon,
+		Hotkey:               cfg.Hotkey,
+		Version:              int64(cfg.Version),
+		MaxWorkers:           cfg.AxonWorkers,
+		RequireBodySignature: cfg.RequireBodySignature,
+		MaxBodyBytes:         protocol.MaxBodyBytes,
+		ExternalIP:           cfg.ExternalIP,
+		ExternalPort:         cfg.ExternalPort,
+		Observe:              s.metrics.observeAxon,
 	}, s.log.With("component", "axon"))
 	if err != nil {
 		return nil, fmt.Errorf("miner axon: %w", err)
