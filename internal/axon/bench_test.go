@@ -2,6 +2,8 @@ package axon
 
 import (
 	"context"
+	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
@@ -56,4 +58,24 @@ func BenchmarkAxonSignedRoundTrip(b *testing.B) {
 		})
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
 	})
+}
+
+// BenchmarkNonceStoreFlood measures nonce commits while admitted hotkeys
+// flood a full store with fresh uuids, so that it keeps trimming.
+func BenchmarkNonceStoreFlood(b *testing.B) {
+	s := newNonceStore(DefaultMaxTimeout+5*time.Second, DefaultNonceCapacity, DefaultNoncesPerHotkey)
+	now := time.Now()
+	hotkeys := make([]string, 1024)
+	for i := range hotkeys {
+		hotkeys[i] = fmt.Sprintf("hotkey%d", i)
+	}
+	base := now.UnixNano()
+	i := 0
+	for b.Loop() {
+		if err := s.commit(hotkeys[i%len(hotkeys)], strconv.Itoa(i), base+int64(i), now); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "commits/s")
 }

@@ -73,13 +73,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, x *exchange) int 
 
 	body, aerr := s.authenticate(w, r, x)
 	if aerr != nil {
-		if aerr.Status == http.StatusUnauthorized {
-			s.log.Debug("axon request not verified", "synapse", name, "remote", x.remoteIP, "reason", aerr.Message)
-			aerr = &Error{Status: aerr.Status, Message: "Not Verified with error: " + aerr.Message}
-		}
-		return s.fail(w, x, aerr)
+		return s.fail(w, x, s.unverified(name, x, aerr))
 	}
-	x.verified = true
 	caller := Caller{
 		Hotkey: x.in.dendrite.Hotkey, IP: x.remoteIP, Port: x.remotePt,
 		Version: x.in.dendrite.Version, UUID: x.in.dendrite.UUID, Nonce: x.in.dendrite.Nonce,
@@ -91,13 +86,25 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, x *exchange) int 
 	stop := context.AfterFunc(s.base, cancel)
 	defer stop()
 
+	// The blacklist runs before the nonce is committed, so that callers it
+	// refuses never take room in the nonce store. Its refusal of a
+	// verified caller is signed.
 	hooks := x.route.hooks
 	if hooks.Blacklist != nil {
 		if reason, blocked := hooks.Blacklist(ctx, caller, name); blocked {
 			s.log.Debug("axon request blacklisted", "synapse", name, "hotkey", caller.Hotkey, "reason", reason)
+			x.verified = true
 			return s.fail(w, x, Errorf(http.StatusForbidden, "Forbidden. Key is blacklisted: %s.", reason))
 		}
 	}
+	if err := s.nonces.commit(caller.Hotkey, caller.UUID, caller.Nonce, s.cfg.Now()); err != nil {
+		if errors.Is(err, errNonceStoreFull) {
+			s.log.Debug("axon nonce store full; refusing a new dendrite hotkey", "synapse", name, "hotkey", caller.Hotkey)
+			return s.fail(w, x, Errorf(http.StatusServiceUnavailable, "Service unavailable: %v", err))
+		}
+		return s.fail(w, x, s.unverified(name, x, &Error{Status: http.StatusUnauthorized, Message: err.Error()}))
+	}
+	x.verified = true
 	priority := 0.0
 	if hooks.Priority != nil {
 		priority = hooks.Priority(ctx, caller, name)
@@ -157,9 +164,20 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, x *exchange) int 
 	return s.respond(w, x, http.StatusOK, "Success", out)
 }
 
+// unverified logs a refused authentication and words a 401 as the SDK
+// does.
+func (s *Server) unverified(name string, x *exchange, e *Error) *Error {
+	if e.Status != http.StatusUnauthorized {
+		return e
+	}
+	s.log.Debug("axon request not verified", "synapse", name, "remote", x.remoteIP, "reason", e.Message)
+	return &Error{Status: e.Status, Message: "Not Verified with error: " + e.Message}
+}
+
 // authenticate parses the headers and body and verifies the request: the
-// axon hotkey, nonce freshness and order, body hash, signatures. Only then
-// is the nonce committed.
+// axon hotkey, nonce freshness and order, body hash, signatures. It does
+// not commit the nonce: serve does, once the blacklist has let the caller
+// through.
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, x *exchange) ([]byte, *Error) {
 	in, aerr := parseInbound(r.Header, s.cfg.MaxTimeout)
 	if aerr != nil {
@@ -181,9 +199,6 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, x *exchang
 	if aerr != nil {
 		return nil, aerr
 	}
-	if err := s.nonces.commit(in.dendrite.Hotkey+":"+in.dendrite.UUID, in.dendrite.Nonce, s.cfg.Now()); err != nil {
-		return nil, &Error{Status: http.StatusUnauthorized, Message: err.Error()}
-	}
 	return body, nil
 }
 
@@ -195,7 +210,7 @@ func (s *Server) precheck(in *inbound) *Error {
 	if err := checkFresh(in.dendrite.Nonce, s.cfg.Now(), in.timeout); err != nil {
 		return &Error{Status: http.StatusUnauthorized, Message: err.Error()}
 	}
-	if err := s.nonces.check(in.dendrite.Hotkey+":"+in.dendrite.UUID, in.dendrite.Nonce); err != nil {
+	if err := s.nonces.check(in.dendrite.Hotkey, in.dendrite.UUID, in.dendrite.Nonce); err != nil {
 		return &Error{Status: http.StatusUnauthorized, Message: err.Error()}
 	}
 	return nil

@@ -34,6 +34,10 @@ const (
 	DefaultQueueSize     = 256
 	DefaultMaxTimeout    = 120 * time.Second
 	DefaultNonceCapacity = 1 << 16
+	// DefaultNoncesPerHotkey is four times the uuids one nicompute
+	// Dendrite uses at most, so that a validator's restarts, or a Python
+	// validator making a new dendrite per query, stay well under it.
+	DefaultNoncesPerHotkey = 256
 	// DefaultShutdownTimeout bounds how long Serve waits for running
 	// requests once its context ends.
 	DefaultShutdownTimeout = 10 * time.Second
@@ -52,11 +56,21 @@ type Config struct {
 	// priority first; beyond it requests get 503. Negative: none may wait.
 	QueueSize int
 	// MaxTimeout caps the timeout a request asks for. It bounds both the
-	// request's deadline and its nonce freshness window.
+	// request's deadline and how old its nonce may be (4 s + timeout); how
+	// far ahead it may be is MaxNonceSkew, whatever the timeout.
 	MaxTimeout time.Duration
-	// NonceCapacity bounds the number of dendrites (hotkey, uuid) whose last
-	// nonce is remembered.
+	// NonceCapacity bounds the memory that replay protection uses: the
+	// number of dendrite endpoints (hotkey, uuid) whose last nonce is
+	// remembered, each hotkey counting at least one. Beyond it the hotkeys
+	// holding the most endpoints forget their oldest; only that hotkey's
+	// older nonces are refused then, never another's. A hotkey not yet
+	// seen is refused with 503 only while 7/8 of NonceCapacity distinct
+	// hotkeys passed the blacklist within the freshness window.
 	NonceCapacity int
+	// NoncesPerHotkey bounds the endpoints (uuids) remembered per dendrite
+	// hotkey; beyond it the hotkey's oldest are forgotten and its nonces
+	// up to the newest forgotten one refused.
+	NoncesPerHotkey int
 	// RequireBodySignature refuses requests without BodySignatureHeader,
 	// that is, requests from Bittensor's Python dendrite, whose signature
 	// does not cover the body of SN27's synapses. Requests from dendrites
@@ -100,6 +114,9 @@ func (c Config) withDefaults() Config {
 		c.NonceCapacity = DefaultNonceCapacity
 	}
 	c.NonceCapacity = max(c.NonceCapacity, 4)
+	if c.NoncesPerHotkey <= 0 {
+		c.NoncesPerHotkey = DefaultNoncesPerHotkey
+	}
 	if c.Version == 0 {
 		c.Version = BittensorVersion
 	}
@@ -155,7 +172,10 @@ type Handler func(ctx context.Context, call *Call) (any, error)
 
 // Hooks are a synapse's optional request filters and wire settings.
 type Hooks struct {
-	// Blacklist refuses a verified caller with 403 and the reason.
+	// Blacklist refuses a verified caller with 403 and the reason. It runs
+	// before the request's nonce is committed: it may see a request again
+	// (a replay of a request it refused, or copies of one request sent at
+	// once).
 	Blacklist func(ctx context.Context, c Caller, name string) (reason string, blocked bool)
 	// Priority ranks a verified, not blacklisted caller (higher first)
 	// when requests wait for a worker. Default 0.
@@ -172,9 +192,12 @@ type route struct {
 }
 
 // Server is an axon: an http.Handler for attached synapses. Requests go
-// through verification (headers, body hash, signatures, nonce), then the
-// blacklist, then the priority queue, then the handler; a refused request
-// never reaches its handler.
+// through verification (headers, nonce freshness and order, body hash,
+// signatures), then the blacklist, then the nonce is committed, then the
+// priority queue, then the handler; a refused request never reaches its
+// handler. Only requests that pass the blacklist have their nonce
+// remembered, so callers it refuses cannot fill the nonce store; their
+// replays are refused by the blacklist again.
 type Server struct {
 	cfg    Config
 	log    *slog.Logger
@@ -213,7 +236,7 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 		log:    log,
 		hotkey: cfg.Hotkey.SS58(),
 		uuid:   newUUID(4),
-		nonces: newNonceStore(time.Duration(allowedDelta)+cfg.MaxTimeout+time.Second, cfg.NonceCapacity),
+		nonces: newNonceStore(time.Duration(allowedDelta)+cfg.MaxTimeout+time.Second, cfg.NonceCapacity, cfg.NoncesPerHotkey),
 		sched:  newScheduler(cfg.MaxWorkers, cfg.QueueSize),
 		base:   base,
 		cancel: cancel,

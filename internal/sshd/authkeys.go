@@ -131,7 +131,9 @@ func findKey(path string, key ssh.PublicKey) (authorizedKey, []skippedLine, erro
 var errKeyNotAuthorized = errors.New("key not in authorized_keys")
 
 // readPasswordHash returns the HashPassword output stored in path, or
-// ok=false when the file does not exist (password login disabled).
+// ok=false when the file does not exist or holds only white space
+// (password login disabled): the miner's runtime writes it empty for a
+// lease without a password, so that an image cannot supply one.
 func readPasswordHash(path string) (hash string, ok bool, err error) {
 	b, err := readLimited(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -140,5 +142,6 @@ func readPasswordHash(path string) (hash string, ok bool, err error) {
 	if err != nil {
 		return "", false, err
 	}
-	return strings.TrimSpace(string(b)), true, nil
+	hash = strings.TrimSpace(string(b))
+	return hash, hash != "", nil
 }

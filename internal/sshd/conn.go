@@ -36,6 +36,7 @@ type conn struct {
 	srv *Server
 	nc  net.Conn
 	id  string
+	src string // the source its start-up slot is counted under
 	log *slog.Logger
 
 	// Set once authentication succeeded; read-only afterwards.
@@ -57,12 +58,19 @@ func (c *conn) close() {
 
 func (c *conn) serve() {
 	s := c.srv
-	release := sync.OnceFunc(func() { <-s.startups })
+	release := sync.OnceFunc(func() { s.startups.release(c.src) })
 	defer release()
 	defer c.close()
 
-	c.nc.SetDeadline(time.Now().Add(s.cfg.LoginGraceTime))
-	sc, chans, reqs, err := ssh.NewServerConn(c.nc, c.serverConfig())
+	// The version and key exchanges get HandshakeTimeout; once the client
+	// asks to authenticate, the rest of LoginGraceTime.
+	start := time.Now()
+	c.nc.SetDeadline(start.Add(s.cfg.HandshakeTimeout))
+	cfg := c.serverConfig()
+	cfg.PreAuthConnCallback = func(ssh.ServerPreAuthConn) {
+		c.nc.SetDeadline(start.Add(s.cfg.LoginGraceTime))
+	}
+	sc, chans, reqs, err := ssh.NewServerConn(c.nc, cfg)
 	if err != nil {
 		c.log.Debug("ssh handshake failed", "err", err)
 		return
@@ -131,7 +139,7 @@ func (c *conn) serve() {
 }
 
 // serverConfig is built per connection so that password login is offered
-// only while the password file exists.
+// only while the password file holds a hash.
 func (c *conn) serverConfig() *ssh.ServerConfig {
 	s := c.srv
 	cfg := &ssh.ServerConfig{

@@ -24,8 +24,9 @@ const (
 	// AuthorizedKeysFile (in Dir) holds the renter's keys in OpenSSH
 	// authorized_keys format.
 	AuthorizedKeysFile = "authorized_keys"
-	// PasswordFile (in Dir) holds HashPassword's output; present only when
-	// the lease asked for SN27-compatible password login.
+	// PasswordFile (in Dir) holds HashPassword's output when the lease
+	// asked for SN27-compatible password login. Password login is offered
+	// only while it holds a hash: absent, empty or white space, it is off.
 	PasswordFile = "password"
 	// HostKeyFile (in Dir) is the ed25519 host key, generated on first start.
 	HostKeyFile = "ssh_host_ed25519_key"

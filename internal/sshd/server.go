@@ -41,14 +41,14 @@ var errShutdown = errors.New("server shutting down")
 
 // Server is the SSH server of a rented container. It accepts only the
 // configured login name, authenticated by a key in authorized_keys or, when
-// the password file exists, by password; both files are read at every
+// the password file holds a hash, by password; both files are read at every
 // login attempt.
 type Server struct {
 	cfg      Config
 	log      *slog.Logger
 	hostKey  ssh.Signer
 	procs    *procs
-	startups chan struct{} // one token per unauthenticated connection
+	startups *startupGate // admits unauthenticated connections
 	// passwdPath is the passwd(5) file describing the server's user; tests
 	// replace it.
 	passwdPath string
@@ -97,7 +97,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		log:        log,
 		hostKey:    hostKey,
 		procs:      newProcs(reap),
-		startups:   make(chan struct{}, cfg.MaxStartups),
+		startups:   newStartupGate(cfg),
 		passwdPath: "/etc/passwd",
 		baseCtx:    ctx,
 		cancelBase: cancel,
@@ -241,23 +241,22 @@ func waitDone(wg *sync.WaitGroup) <-chan struct{} {
 	return ch
 }
 
-// handle starts serving nc, or closes it at once when MaxStartups
-// connections are already authenticating or the server is shutting down.
+// handle starts serving nc, or closes it at once when the start-up limits
+// refuse it (see startupGate) or the server is shutting down.
 func (s *Server) handle(nc net.Conn) {
-	select {
-	case s.startups <- struct{}{}:
-	default:
-		s.log.Debug("too many unauthenticated connections; dropping", "remote", nc.RemoteAddr().String())
+	src := sourceOf(nc.RemoteAddr())
+	if refused := s.startups.admit(src); refused != "" {
+		s.log.Debug("dropping connection", "remote", nc.RemoteAddr().String(), "reason", refused)
 		nc.Close()
 		return
 	}
-	c := &conn{srv: s, nc: nc, id: randomID()}
+	c := &conn{srv: s, nc: nc, id: randomID(), src: src}
 	c.log = s.log.With("conn", c.id, "remote", nc.RemoteAddr().String())
 	s.mu.Lock()
 	if s.shuttingDown {
 		s.mu.Unlock()
 		nc.Close()
-		<-s.startups
+		s.startups.release(src)
 		return
 	}
 	s.conns[c] = struct{}{}
