@@ -164,6 +164,21 @@ func refusalStatus(err error) int {
 	return 0
 }
 
+// definiteRefusal reports whether err is a miner's answer that nothing
+// was done: a 4xx other than 408. A 408 (the miner may have finished after
+// the deadline), a 5xx or no answer at all leave the outcome unknown.
+func definiteRefusal(err error) bool {
+	st := refusalStatus(err)
+	return st >= 400 && st < 500 && st != http.StatusRequestTimeout
+}
+
+// leaseCommands names the commands that check or release the allocation
+// of (netuid, miner hotkey), for messages.
+func leaseCommands(netuid uint16, hotkey string) (status, deallocate string) {
+	sel := fmt.Sprintf("--netuid %d --hotkey %s", netuid, hotkey)
+	return "nicompute allocation status " + sel, "nicompute deallocate " + sel
+}
+
 // openOwnLease opens a session to the flags' miner and loads this hotkey's
 // record of its lease there, with a request carrying the lease's public
 // key. The caller closes the session.
@@ -218,7 +233,13 @@ A fresh RSA key pair owns the lease: it is kept with the allocation record
 under WALLET_PATH/WALLET/allocations/HOTKEY (mode 0600) so that later
 deallocate, allocation status and allocation action commands can act on the
 lease. The password (only with --password, which also asks the miner for
-password login) is printed once and never stored.`,
+password login) is printed once and never stored.
+
+A miner's refusal (4xx) removes the record and key. When the outcome is
+unknown — no answer, a timeout (408) or a server error (5xx) — the record
+is kept as pending, with its key: allocation status tells whether the lease
+exists (and records it), deallocate releases it. allocate refuses to run
+while a record for the miner exists, pending or not.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := f.check(); err != nil {
@@ -281,24 +302,47 @@ func (a *app) runAllocate(ctx context.Context, f *allocFlags, r market.Requireme
 		return err
 	}
 	defer s.close()
-	if old, err := allocations.Load(s.dir, f.netuid, s.miner.Hotkey); err == nil && !old.Pending {
-		return fmt.Errorf("you already hold an allocation on miner uid %d (lease %s); deallocate it first", s.miner.UID, old.LeaseID)
+	statusCmd, deallocCmd := leaseCommands(f.netuid, s.miner.Hotkey)
+	// An existing record, pending or not, holds the key of a lease the
+	// miner may have: never replace it.
+	existing := func(old allocations.Record) error {
+		if old.Pending {
+			return fmt.Errorf("an allocation on miner uid %d is pending: an earlier allocate got no answer and the miner may hold a lease for it; "+
+				"run `%s` to see whether it does, or `%s` to release it, before allocating again", s.miner.UID, statusCmd, deallocCmd)
+		}
+		return fmt.Errorf("you already hold an allocation on miner uid %d (lease %s); run `%s` to check it or `%s` to release it first",
+			s.miner.UID, old.LeaseID, statusCmd, deallocCmd)
+	}
+	old, err := allocations.Load(s.dir, f.netuid, s.miner.Hotkey)
+	switch {
+	case err == nil:
+		return existing(old)
+	case !errors.Is(err, allocations.ErrNotFound):
+		return fmt.Errorf("read allocation record: %w", err)
 	}
 	priv, pub, err := protocol.GenerateKey()
 	if err != nil {
 		return err
 	}
-	// The key goes to disk before the miner hears of it: a lease whose
-	// owning key was lost could never be deallocated.
+	// The record is claimed, and the key goes to disk, before the miner
+	// hears of it: a lease whose owning key was lost could never be
+	// deallocated.
 	rec := allocations.Record{
 		NetUID: f.netuid, UID: uint16(s.miner.UID), Hotkey: s.miner.Hotkey, Validator: s.signer.SS58(),
 		Host: s.miner.Axon.IP, Username: "root", Image: image, CreatedAt: time.Now().UTC(), Pending: true, Password: password,
 	}
-	if err := allocations.SaveKey(s.dir, f.netuid, s.miner.Hotkey, priv); err != nil {
-		return fmt.Errorf("save lease key: %w", err)
-	}
-	if err := allocations.Save(s.dir, rec); err != nil {
+	if err := allocations.Create(s.dir, rec); errors.Is(err, allocations.ErrExists) {
+		// Another allocate of this miner started meanwhile.
+		if old, lerr := allocations.Load(s.dir, f.netuid, s.miner.Hotkey); lerr == nil {
+			return existing(old)
+		}
 		return fmt.Errorf("save allocation record: %w", err)
+	} else if err != nil {
+		return fmt.Errorf("save allocation record: %w", err)
+	}
+	if err := allocations.SaveKey(s.dir, f.netuid, s.miner.Hotkey, priv); err != nil {
+		_ = allocations.Remove(s.dir, f.netuid, s.miner.Hotkey)
+		return fmt.Errorf("save lease key: %w", err)
 	}
 	req := protocol.NewAllocate()
 	req.Checking = false
@@ -310,15 +354,19 @@ func (a *app) runAllocate(ctx context.Context, f *allocFlags, r market.Requireme
 	req.DockerRequirement.Password = password
 	var resp protocol.Allocate
 	if err := s.call(ctx, req, &resp, f.timeout); err != nil {
-		if refusalStatus(err) != 0 {
-			// The miner answered: nothing was allocated.
+		if definiteRefusal(err) {
+			// The miner refused: nothing was allocated.
 			_ = allocations.Remove(s.dir, f.netuid, s.miner.Hotkey)
+			return err
 		}
-		return err
+		return fmt.Errorf("%w\nthe outcome is unknown: miner uid %d may or may not have allocated a lease for you. "+
+			"The allocation is kept as pending, with its key; run `%s` to see whether the lease exists, or `%s` to release it",
+			err, s.miner.UID, statusCmd, deallocCmd)
 	}
 	creds, err := protocol.DecryptCredentials(priv, resp.Output.Info)
 	if err != nil {
-		return fmt.Errorf("miner answered with unreadable credentials: %w", err)
+		return fmt.Errorf("miner answered with unreadable credentials: %w; the allocation is kept as pending, with its key: run `%s` to release it",
+			err, deallocCmd)
 	}
 	rec.Pending = false
 	rec.Port, rec.Username, rec.LeaseID = creds.Port, creds.Username, resp.Output.LeaseID
@@ -398,7 +446,7 @@ func newAllocationStatusCmd(a *app) *cobra.Command {
 	var f allocFlags
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Ask the miner about your lease",
+		Short: "Ask the miner about your lease (and settle a pending allocation)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := f.check(); err != nil {
@@ -413,11 +461,28 @@ func newAllocationStatusCmd(a *app) *cobra.Command {
 			req.Checking, req.Timeline = true, 0
 			var resp protocol.Allocate
 			if err := s.call(ctx, req, &resp, f.timeout); err != nil {
+				if rec.Pending && refusalStatus(err) == http.StatusNotFound {
+					_, deallocCmd := leaseCommands(f.netuid, s.miner.Hotkey)
+					return fmt.Errorf("%w\nthe pending allocation has no lease on miner uid %d; run `%s` to remove its record", err, rec.UID, deallocCmd)
+				}
 				return err
 			}
 			o := resp.Output
+			// A pending allocation whose lease turns out to be alive is
+			// recorded as allocated, with what the miner reports.
+			recorded := false
+			if rec.Pending && o.Status && o.LeaseID != "" && o.Port > 0 && o.Port <= 65535 {
+				rec.Pending, rec.LeaseID, rec.Port = false, o.LeaseID, o.Port
+				if o.ExpiresAt != nil {
+					rec.ExpiresAt = *o.ExpiresAt
+				}
+				if err := allocations.Save(s.dir, rec); err != nil {
+					return fmt.Errorf("save allocation record: %w", err)
+				}
+				recorded = true
+			}
 			if f.asJSON {
-				out := map[string]any{"uid": rec.UID, "hotkey": rec.Hotkey, "lease_id": o.LeaseID, "alive": o.Status, "state": o.State, "port": o.Port}
+				out := map[string]any{"uid": rec.UID, "hotkey": rec.Hotkey, "lease_id": o.LeaseID, "alive": o.Status, "state": o.State, "port": o.Port, "pending": rec.Pending}
 				if o.ExpiresAt != nil {
 					out["expires_at"] = o.ExpiresAt
 				}
@@ -434,10 +499,13 @@ func newAllocationStatusCmd(a *app) *cobra.Command {
 			if o.Error != "" {
 				fmt.Fprintf(a.Out, "note: %s\n", o.Error)
 			}
+			if recorded {
+				fmt.Fprintf(a.Out, "the pending allocation is now recorded as allocated: ssh -p %d %s@%s\n", rec.Port, rec.Username, rec.Host)
+			}
 			return nil
 		},
 	}
-	f.register(cmd, 30*time.Second, `{"uid", "hotkey", "lease_id", "alive", "state", "port", "expires_at"}`)
+	f.register(cmd, 30*time.Second, `{"uid", "hotkey", "lease_id", "alive", "state", "port", "expires_at", "pending"}`)
 	return cmd
 }
 

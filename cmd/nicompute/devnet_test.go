@@ -170,7 +170,7 @@ func TestDevnetEndToEnd(t *testing.T) {
 		t.Fatalf("devnet layout lists %d running miners:\n%s", len(miners), out)
 	}
 	for _, m := range miners {
-		cleanupMinerContainers(t, cli, m[3])
+		cleanupMinerContainers(t, cli, minerInstance(m[3], 1))
 	}
 	models := map[int]string{}
 	for _, m := range miners {
@@ -221,8 +221,9 @@ func TestDevnetEndToEnd(t *testing.T) {
 }
 
 // cleanupMinerContainers removes, when the test ends, the lease containers
-// a devnet miner left (normally none: the validator deallocates its tests).
-func cleanupMinerContainers(t *testing.T, cli *client.Client, hotkey string) {
+// a devnet miner (runtime instance) left (normally none: the validator
+// deallocates its tests).
+func cleanupMinerContainers(t *testing.T, cli *client.Client, instance string) {
 	t.Helper()
-	nictest.CleanupLabel(t, cli, "nicompute.miner="+hotkey)
+	nictest.CleanupLabel(t, cli, "nicompute.miner="+instance)
 }

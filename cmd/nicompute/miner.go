@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 
 	"github.com/nicompute/nicompute/internal/docker"
 	"github.com/nicompute/nicompute/internal/hostinfo"
@@ -45,7 +46,8 @@ type minerOptions struct {
 	NetUID subnet.NetUID
 	Hotkey subnet.Signer
 	Chain  miner.Chain
-	// DataDir holds leases.db.
+	// DataDir holds leases.db and the lock that keeps a second miner off
+	// it (required).
 	DataDir string
 	// AxonListen is the axon's address; ExternalIP/ExternalPort are
 	// served on chain (ExternalPort 0: the bound port).
@@ -65,7 +67,8 @@ type minerOptions struct {
 	// (defaults: DOCKER_HOST or the platform socket, docker's default).
 	DockerHost    string
 	DockerNetwork string
-	// Instance names this miner's containers (default: the hotkey).
+	// Instance names this miner's containers (default: minerInstance of
+	// the hotkey and netuid).
 	Instance string
 	// GPUs probes GPUs (nil: NVML when nvidia-smi exists, else none).
 	// SimulatedGPUs records leased GPUs without passing them to Docker
@@ -94,24 +97,72 @@ type minerOptions struct {
 // runningMiner is a miner with the adapters it owns.
 type runningMiner struct {
 	*miner.Service
-	db *sqlite.DB
-	rt *docker.Runtime
+	db   *sqlite.DB
+	rt   *docker.Runtime
+	lock *os.File
 }
 
-// Close stops the miner, then closes its store and engine connection.
-// Lease containers keep running.
+// Close stops the miner, then closes its store and engine connection and
+// releases its data directory. Lease containers keep running.
 func (m *runningMiner) Close() error {
-	return errors.Join(m.Service.Close(), m.db.Close(), m.rt.Close())
+	return errors.Join(m.Service.Close(), m.db.Close(), m.rt.Close(), m.lock.Close())
+}
+
+// minerInstance is the default container label of a miner: its hotkey and
+// netuid, so that one hotkey mining several subnets on one engine runs
+// miners that never see (or remove) each other's containers. An SS58
+// address is 48 characters, so the result fits docker.MaxInstanceLen.
+func minerInstance(hotkey string, netuid subnet.NetUID) string {
+	return fmt.Sprintf("%s-n%d", hotkey, netuid)
+}
+
+// dataDirLock is the file in a miner's data directory that a running miner
+// holds an exclusive flock on.
+const dataDirLock = "miner.lock"
+
+// lockDataDir creates dir (0700) and takes an exclusive, non-blocking flock
+// on its lock file, so that a second miner on the same data directory — the
+// same lease store and containers — refuses to start. The lock lasts until
+// the returned file is closed or the process exits.
+func lockDataDir(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create miner data directory: %w", err)
+	}
+	p := filepath.Join(dir, dataDirLock)
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open miner lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("miner data directory %s is in use by another miner (it holds %s); run one miner per data directory (--miner.data)", dir, p)
+		}
+		return nil, fmt.Errorf("lock miner data directory %s: %w", dir, err)
+	}
+	return f, nil
 }
 
 // startMiner wires the adapters into a miner service: the lease store in
-// DataDir, the Docker runtime (one instance per miner hotkey, so several
-// miners share an engine), hostinfo specs and the given chain. The caller
-// keeps ownership of the chain.
-func startMiner(ctx context.Context, o minerOptions) (*runningMiner, error) {
+// DataDir (locked against a second miner), the Docker runtime (one instance
+// per miner hotkey and netuid, so several miners share an engine), hostinfo
+// specs and the given chain. The caller keeps ownership of the chain.
+func startMiner(ctx context.Context, o minerOptions) (rm *runningMiner, err error) {
 	if o.Hotkey == nil || o.Chain == nil {
 		return nil, errors.New("start miner: hotkey and chain are required")
 	}
+	if o.DataDir == "" {
+		return nil, errors.New("start miner: a data directory is required")
+	}
+	lock, err := lockDataDir(o.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("start miner: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			lock.Close()
+		}
+	}()
 	log := o.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -128,7 +179,7 @@ func startMiner(ctx context.Context, o minerOptions) (*runningMiner, error) {
 	}
 	instance := o.Instance
 	if instance == "" {
-		instance = o.Hotkey.SS58()
+		instance = minerInstance(o.Hotkey.SS58(), o.NetUID)
 	}
 	rt, err := docker.New(docker.Config{
 		Instance:     instance,
@@ -185,7 +236,7 @@ func startMiner(ctx context.Context, o minerOptions) (*runningMiner, error) {
 		rt.Close()
 		return nil, err
 	}
-	return &runningMiner{Service: svc, db: db, rt: rt}, nil
+	return &runningMiner{Service: svc, db: db, rt: rt, lock: lock}, nil
 }
 
 // dockerAvailable reports why the Docker engine at host (empty: the
@@ -326,9 +377,10 @@ func newMinerCmd(a *app) *cobra.Command {
 The miner checks its hotkey is registered, serves its axon on chain (and
 again whenever the chain's ip, port or version differ), and answers SN27's
 Allocate synapse (check, allocate, status, docker actions, deallocate) and a
-Specs synapse. Leases live in --miner.data/leases.db; containers keep
-running when the miner stops, and are reconciled with the lease records
-when it starts.
+Specs synapse. Leases live in --miner.data/leases.db, which one miner at a
+time may use (a second one on the same directory refuses to start);
+containers, labelled with the hotkey and netuid, keep running when the
+miner stops and are reconciled with the lease records when it starts.
 
 Renters get --miner.image unless they name one of --miner.images ("*" allows
 any image the engine can pull); SN27's placeholder "ubuntu" means the

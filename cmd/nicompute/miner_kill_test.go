@@ -65,7 +65,7 @@ func (p *minerProc) exited(d time.Duration) bool {
 // SSH session through every crash.
 func TestMinerKill9(t *testing.T) {
 	w := newMinerWorld(t)
-	e := newLeaseEnv(t, w.minerKey.SS58())
+	e := newLeaseEnv(t, minerInstance(w.minerKey.SS58(), w.netuid)) // the default instance of `nicompute miner`
 	axonPort := nictest.FreePort(t)
 	sshBase := nictest.FreePort(t)
 	dataDir := t.TempDir()

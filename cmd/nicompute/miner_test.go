@@ -332,7 +332,7 @@ func TestMinersInOneProcess(t *testing.T) {
 	gpus := hostinfo.Static{Devices: []market.GPUDevice{{Index: 0, UUID: "GPU-sim-0", Name: "NVIDIA H100 80GB HBM3", CapacityMiB: 81559}}}
 	var miners []*runningMiner
 	for i, hk := range []*keys.Keypair{w.minerKey, second} {
-		e := newLeaseEnv(t, hk.SS58())
+		e := newLeaseEnv(t, minerInstance(hk.SS58(), w.netuid)) // the default instance
 		o := minerOpts(t, w, e)
 		ip := fmt.Sprintf("127.0.0.%d", i+2)
 		o.Hotkey, o.Instance = hk, ""

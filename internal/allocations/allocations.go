@@ -50,6 +50,9 @@ type Record struct {
 // ErrNotFound is returned (wrapped) for a missing record or key.
 var ErrNotFound = errors.New("no allocation record")
 
+// ErrExists is returned (wrapped) by Create when the record exists.
+var ErrExists = errors.New("allocation record exists")
+
 // Dir is the record directory of a wallet's hotkey:
 // <wallets>/<wallet>/allocations/<hotkey>.
 func Dir(walletsDir, wallet, hotkey string) string {
@@ -88,7 +91,23 @@ func Save(dir string, r Record) error {
 	if err != nil {
 		return err
 	}
-	return writeFile(dir, name+".json", append(b, '\n'))
+	return writeFile(dir, name+".json", append(b, '\n'), false)
+}
+
+// Create writes r like Save, but only when no record of the same (netuid,
+// hotkey) exists; checking and writing are one atomic step, so of two
+// allocations of one miner started at once only one gets the record.
+// Errors wrap ErrExists when the record exists.
+func Create(dir string, r Record) error {
+	name, err := base(r.NetUID, r.Hotkey)
+	if err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFile(dir, name+".json", append(b, '\n'), true)
 }
 
 // SaveKey writes the lease's RSA private key (PKCS#8 PEM).
@@ -101,11 +120,12 @@ func SaveKey(dir string, netuid uint16, hotkey string, key *rsa.PrivateKey) erro
 	if err != nil {
 		return err
 	}
-	return writeFile(dir, name+".key", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	return writeFile(dir, name+".key", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), false)
 }
 
-// writeFile writes data atomically with mode 0600 in dir (made 0700).
-func writeFile(dir, name string, data []byte) error {
+// writeFile writes data atomically with mode 0600 in dir (made 0700). When
+// exclusive, an existing file is left alone and the error wraps ErrExists.
+func writeFile(dir, name string, data []byte, exclusive bool) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create %s: %w", dir, err)
 	}
@@ -129,7 +149,18 @@ func writeFile(dir, name string, data []byte) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), filepath.Join(dir, name))
+	if !exclusive {
+		return os.Rename(tmp.Name(), filepath.Join(dir, name))
+	}
+	// A hard link never replaces its target: the record appears whole, or
+	// the one already there stays.
+	if err := os.Link(tmp.Name(), filepath.Join(dir, name)); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("%w: %s", ErrExists, name)
+		}
+		return err
+	}
+	return nil
 }
 
 // Load reads the record of (netuid, hotkey). Errors wrap ErrNotFound.

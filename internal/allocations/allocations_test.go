@@ -85,3 +85,56 @@ func TestHotkeyNamesArePaths(t *testing.T) {
 		}
 	}
 }
+
+// TestCreateExclusive checks that Create claims a record only when none
+// exists — also when many claim it at once — and never replaces one.
+func TestCreateExclusive(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "allocations")
+	pending := Record{NetUID: 27, UID: 5, Hotkey: hotkeyA, Validator: hotkeyB, Pending: true, CreatedAt: time.Unix(1, 0).UTC()}
+	if err := Create(dir, pending); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	other := pending
+	other.LeaseID = "someone-else"
+	if err := Create(dir, other); !errors.Is(err, ErrExists) {
+		t.Fatalf("second Create = %v, want ErrExists", err)
+	}
+	if got, err := Load(dir, 27, hotkeyA); err != nil || got.LeaseID != "" || !got.Pending {
+		t.Fatalf("record after a refused Create: %+v, %v", got, err)
+	}
+
+	// Concurrent claims of a fresh record: exactly one wins.
+	const n = 8
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			r := pending
+			r.NetUID, r.UID = 1, uint16(i)
+			errs <- Create(dir, r)
+		}()
+	}
+	won := 0
+	for range n {
+		switch err := <-errs; {
+		case err == nil:
+			won++
+		case !errors.Is(err, ErrExists):
+			t.Errorf("concurrent Create: %v", err)
+		}
+	}
+	if won != 1 {
+		t.Fatalf("%d of %d concurrent Creates won, want 1", won, n)
+	}
+	if recs, err := List(dir); err != nil || len(recs) != 2 {
+		t.Fatalf("records %+v, %v", recs, err)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 2 {
+		t.Errorf("%d files in the directory, want the 2 records (no temporary files)", len(entries))
+	}
+	for _, e := range entries {
+		if info, _ := e.Info(); info.Mode().Perm() != 0o600 {
+			t.Errorf("%s mode %v", e.Name(), info.Mode().Perm())
+		}
+	}
+}

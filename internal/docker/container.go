@@ -48,8 +48,9 @@ type Container struct {
 // Create creates (but does not start) the container for s: it ensures the
 // lease network exists, pulls the image if it is not present (never builds
 // one), creates the container with every limit, and writes the SSH
-// server's authorized_keys and optional password hash into it. On failure
-// nothing is left behind.
+// server's files (authorized_keys, password hash or an empty password
+// file, a fresh host key) and the volume path directory into it. On
+// failure nothing is left behind.
 //
 // Errors: EINVALID (bad spec, or the engine refused a limit, e.g. more CPUs
 // than the host has), ECONFLICT (the lease already has a container, or the
@@ -71,14 +72,9 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (Container, error) {
 	if err != nil {
 		return Container{}, fmt.Errorf("create lease container: %w", err)
 	}
-	authKeys := MarshalAuthorizedKeys(s.AuthorizedKeys)
-	var pwHash []byte
-	if s.Password != "" {
-		h, err := hashPassword(s.Password)
-		if err != nil {
-			return Container{}, err
-		}
-		pwHash = h
+	files, err := newLeaseFiles(s)
+	if err != nil {
+		return Container{}, fmt.Errorf("%w (%w)", market.Errorf(market.EINTERNAL, "lease %s: cannot prepare its ssh files", s.LeaseID), err)
 	}
 
 	netID, err := r.ensureNetwork(ctx)
@@ -111,7 +107,7 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (Container, error) {
 	if err != nil {
 		return Container{}, wrapCreate(ctx, subject, err)
 	}
-	if err := r.writeSSHFiles(ctx, id, authKeys, pwHash); err != nil {
+	if err := r.writeLeaseFiles(ctx, id, files); err != nil {
 		r.cleanup(id, s.LeaseID)
 		return Container{}, fmt.Errorf("lease %s: %w", s.LeaseID, err)
 	}
@@ -330,7 +326,8 @@ func (r *Runtime) Unpause(ctx context.Context, lease string) error {
 	return nil
 }
 
-// Remove kills and deletes the lease's container and its volume. It is
+// Remove kills and deletes the lease's container with its filesystem (and
+// the named volume of a lease created by an earlier version). It is
 // idempotent: a lease with no container left is not an error, so the
 // miner can retry it. Errors: EUNAVAILABLE.
 func (r *Runtime) Remove(ctx context.Context, lease string) error {
@@ -351,11 +348,12 @@ func (r *Runtime) Remove(ctx context.Context, lease string) error {
 	return r.removeVolume(ctx, lease)
 }
 
-// removeVolume deletes the lease's named volume if it exists and is ours.
+// removeVolume deletes the named volume earlier versions created for the
+// lease's volume path, if it exists and is ours. Current leases have none.
 func (r *Runtime) removeVolume(ctx context.Context, lease string) error {
 	ctx, cancel := r.call(ctx)
 	defer cancel()
-	name := volumeName(r.cfg.Instance, lease)
+	name := legacyVolumeName(r.cfg.Instance, lease)
 	v, err := r.cli.VolumeInspect(ctx, name, client.VolumeInspectOptions{})
 	if cerrdefs.IsNotFound(err) {
 		return nil

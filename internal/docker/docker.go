@@ -5,10 +5,15 @@
 //
 // A lease container runs the requested (or the operator's default) image
 // with the static nicompute binary bind-mounted read-only at
-// sshd.BinaryPath as its entrypoint. The renter's authorized_keys and, only
-// for SN27 password mode, a password hash are copied into the created
-// container as files (a tar built in Go), never through an image layer,
-// a Dockerfile or a shell.
+// sshd.BinaryPath as its entrypoint. Everything the server reads from
+// sshd.Dir is copied into the created container as files (a tar built in
+// Go), never through an image layer, a Dockerfile or a shell, and replaces
+// whatever the image put there: the renter's authorized_keys, the password
+// file (a hash for SN27 password mode, empty otherwise, so a password baked
+// into the image never logs in) and a host key generated for the lease (so
+// no lease uses a host key the image author knows). A renter's volume path
+// is a plain directory created by the same tar in the container's own
+// filesystem: no named volume, so the disk quota covers it.
 //
 // Limits, all visible in `docker inspect`:
 //   - CPU: NanoCPUs = Resources.CPUs × 10⁹, a CFS quota. A quota needs no
@@ -26,8 +31,8 @@
 //   - Disk: StorageOpt size = Resources.DiskBytes only where the storage
 //     driver supports quotas (overlay2 on xfs with pquota, btrfs, zfs,
 //     devicemapper); elsewhere disk is not enforced and Info says so.
-//   - No privileged mode, no host network/pid/ipc namespaces, no bind mounts
-//     except the read-only binary, no-new-privileges, NET_RAW and MKNOD
+//   - No privileged mode, no host network/pid/ipc namespaces, no mounts
+//     except the read-only binary (no volumes), no-new-privileges, NET_RAW and MKNOD
 //     dropped (no ARP/IP spoofing of neighbours), docker-init as PID 1 to
 //     reap zombies. The server runs as root (0:0) whatever USER the image
 //     sets, since it must read its root-only files; the renter is root in
@@ -67,7 +72,7 @@ import (
 	"github.com/nicompute/nicompute/internal/market"
 )
 
-// Label keys on every container, network and volume the runtime creates.
+// Label keys on every container and network the runtime creates.
 const (
 	LabelManaged = "nicompute.managed"
 	LabelLease   = "nicompute.lease"

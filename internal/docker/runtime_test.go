@@ -238,25 +238,19 @@ func TestCreateLimits(t *testing.T) {
 	if len(pb) != 1 || pb[0].HostIP.String() != "127.0.0.1" || pb[0].HostPort != strconv.Itoa(s.SSHPort) {
 		t.Errorf("port bindings = %+v", hc.PortBindings)
 	}
-	var sawBinary, sawVolume bool
-	for _, m := range ci.Mounts {
-		switch {
-		case m.Destination == sshd.BinaryPath:
-			sawBinary = true
-			if m.Type != mount.TypeBind || m.RW {
-				t.Errorf("binary mount = %+v, want read-only bind", m)
-			}
-		case m.Destination == "/data":
-			sawVolume = true
-			if m.Type != mount.TypeVolume || m.Name != "nicompute-"+e.instance+"-limits-data" {
-				t.Errorf("volume mount = %+v", m)
-			}
-		default:
-			t.Errorf("unexpected mount %+v", m)
-		}
+	// The only mount is the binary: the volume path is a directory of the
+	// container's own filesystem, under its disk quota.
+	if len(ci.Mounts) != 1 || ci.Mounts[0].Destination != sshd.BinaryPath || ci.Mounts[0].Type != mount.TypeBind || ci.Mounts[0].RW {
+		t.Errorf("mounts = %+v, want only the read-only binary bind", ci.Mounts)
 	}
-	if !sawBinary || !sawVolume {
-		t.Errorf("mounts = %+v", ci.Mounts)
+	if len(hc.Mounts) != 1 || len(hc.Binds) != 0 {
+		t.Errorf("host config mounts = %+v binds %v", hc.Mounts, hc.Binds)
+	}
+	if _, err := e.cli.VolumeInspect(ctx, "nicompute-"+e.instance+"-limits-data", client.VolumeInspectOptions{}); err == nil {
+		t.Errorf("a named volume was created for the volume path")
+	}
+	if _, mode := e.readFile(t, c.ID, "/data"); mode != 0o755 {
+		t.Errorf("volume path /data mode %o, want a 755 directory", mode)
 	}
 	ni, err := e.cli.NetworkInspect(ctx, e.network, client.NetworkInspectOptions{})
 	if err != nil {
@@ -279,16 +273,17 @@ func TestCreateLimits(t *testing.T) {
 	if mode != 0o700 {
 		t.Errorf("%s mode %o, want 700", sshd.Dir, mode)
 	}
+	hostKey, mode := e.readFile(t, c.ID, path.Join(sshd.Dir, sshd.HostKeyFile))
+	if _, err := ssh.ParsePrivateKey(hostKey); err != nil || mode != 0o600 {
+		t.Errorf("host key mode %o: %v", mode, err)
+	}
 
-	// Remove deletes the container and its volume, and is idempotent.
+	// Remove deletes the container, and is idempotent.
 	if err := e.rt.Remove(ctx, "limits"); err != nil {
 		t.Fatalf("Remove: %v", err)
 	}
 	if _, err := e.rt.Inspect(ctx, "limits"); market.ErrorCode(err) != market.ENOTFOUND {
 		t.Errorf("Inspect after Remove = %v, want ENOTFOUND", err)
-	}
-	if _, err := e.cli.VolumeInspect(ctx, "nicompute-"+e.instance+"-limits-data", client.VolumeInspectOptions{}); err == nil {
-		t.Errorf("volume survived Remove")
 	}
 	if err := e.rt.Remove(ctx, "limits"); err != nil {
 		t.Errorf("second Remove: %v", err)

@@ -35,8 +35,10 @@ type Spec struct {
 	// Password, when set, enables SN27-compatible password login; only its
 	// hash is written into the container.
 	Password string
-	// VolumePath, when set, mounts a named volume private to the lease at
-	// this path; Remove deletes it with the container.
+	// VolumePath, when set, is created as a directory (0755, root) in the
+	// container's own filesystem before it starts. It is not a volume: it
+	// lives in the container's writable layer, so the disk quota covers it
+	// and Remove deletes it with the container.
 	VolumePath string
 }
 
@@ -134,8 +136,9 @@ func containerName(instance, lease string) string {
 	return "nicompute-" + instance + "-" + lease
 }
 
-// volumeName is the Docker name of a lease's volume.
-func volumeName(instance, lease string) string {
+// legacyVolumeName is the Docker name of the named volume earlier
+// versions created for a lease's volume path; Remove still deletes it.
+func legacyVolumeName(instance, lease string) string {
 	return containerName(instance, lease) + "-data"
 }
 
@@ -174,22 +177,14 @@ func createOptions(cfg Config, s Spec, image string, quota bool) client.Containe
 		}}
 	}
 
+	// The only mount: the volume path is a directory of the container's
+	// own filesystem (written by Create), so no volume escapes the quota.
 	mounts := []mount.Mount{{
 		Type:     mount.TypeBind,
 		Source:   cfg.BinaryPath,
 		Target:   sshd.BinaryPath,
 		ReadOnly: true,
 	}}
-	if s.VolumePath != "" {
-		mounts = append(mounts, mount.Mount{
-			Type:   mount.TypeVolume,
-			Source: volumeName(cfg.Instance, s.LeaseID),
-			Target: s.VolumePath,
-			VolumeOptions: &mount.VolumeOptions{
-				Labels: labels,
-			},
-		})
-	}
 
 	var storage map[string]string
 	if quota && res.DiskBytes > 0 {

@@ -26,7 +26,7 @@ const (
 	MaxSSHKeyLineLen = 8 << 10
 	// MinRSABits is the smallest RSA key accepted.
 	MinRSABits = 2048
-	// MaxVolumePathLen bounds a volume mount path.
+	// MaxVolumePathLen bounds a lease's volume path.
 	MaxVolumePathLen = 256
 	// MaxLeaseIDLen bounds a lease id (it is part of container names).
 	MaxLeaseIDLen = 64
@@ -133,13 +133,13 @@ func MarshalAuthorizedKeys(keys []ssh.PublicKey) []byte {
 	return b
 }
 
-// reservedPaths are container paths a lease volume may not be mounted on
-// or under: kernel filesystems the runtime provides, and the directories
-// the injected SSH server lives in.
+// reservedPaths are container paths a lease's volume path may not be, be
+// under or contain: kernel filesystems the runtime provides, and the
+// directories the injected SSH server lives in.
 var reservedPaths = []string{"/proc", "/sys", "/dev", path.Dir(sshd.BinaryPath), sshd.Dir}
 
-// ValidateVolumePath checks the container path a lease's volume is mounted
-// at: absolute, already clean (no "..", "//" or trailing "/"), at most
+// ValidateVolumePath checks the container path of a lease's volume (a
+// directory the runtime creates in the container's filesystem): absolute, already clean (no "..", "//" or trailing "/"), at most
 // MaxVolumePathLen bytes of [A-Za-z0-9._-/], not "/" and not on or under
 // /proc, /sys, /dev or the SSH server's directories. Errors are
 // *market.Error with code EINVALID.

@@ -30,8 +30,8 @@ type Runtime interface {
 	// SetAuthorizedKeys replaces the keys that may log in; open sessions
 	// stay open.
 	SetAuthorizedKeys(ctx context.Context, lease string, keys []ssh.PublicKey) error
-	// Remove deletes the container and its volume; a missing container is
-	// not an error.
+	// Remove deletes the container with its filesystem; a missing
+	// container is not an error.
 	Remove(ctx context.Context, lease string) error
 	// Inspect returns the lease's container. Errors: ENOTFOUND.
 	Inspect(ctx context.Context, lease string) (Container, error)
@@ -48,7 +48,8 @@ type Runtime interface {
 	ValidateImage(ref string) (string, error)
 	// ParseSSHKeys parses authorized_keys text.
 	ParseSSHKeys(text string) ([]ssh.PublicKey, error)
-	// ValidateVolumePath checks a container path for the lease volume.
+	// ValidateVolumePath checks a container path for the lease's volume
+	// directory.
 	ValidateVolumePath(path string) error
 	// CheckDockerfile refuses a renter Dockerfile (empty text passes).
 	CheckDockerfile(text string) error
@@ -64,7 +65,8 @@ type ContainerSpec struct {
 	// SN27-compatible password login (the runtime stores only its hash).
 	AuthorizedKeys []ssh.PublicKey
 	Password       string
-	// VolumePath, when set, mounts a volume private to the lease there.
+	// VolumePath, when set, is created as a directory in the container's
+	// own filesystem (not a volume: the lease's disk quota covers it).
 	VolumePath string
 }
 

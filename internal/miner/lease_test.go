@@ -6,15 +6,20 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/nicompute/nicompute/internal/axon"
 	"github.com/nicompute/nicompute/internal/market"
 	"github.com/nicompute/nicompute/internal/protocol"
 	"github.com/nicompute/nicompute/internal/sqlite"
@@ -229,6 +234,7 @@ func TestBadInput(t *testing.T) {
 	r := newRenter(t)
 	_, key := sshPub(t)
 	weak := rsaPEM(t, 1024)
+	e1, e2 := rsaExponentPEM(t, 1), rsaExponentPEM(t, 65536)
 	big := strings.Repeat("A", protocol.MaxBodyBytes)
 	mod := func(f func(*protocol.Allocate)) *protocol.Allocate {
 		a := allocReq(r, key, market.Requirement{})
@@ -260,6 +266,8 @@ func TestBadInput(t *testing.T) {
 		{"no public key", mod(func(a *protocol.Allocate) { a.PublicKey = "" }), 400, "public_key"},
 		{"public key garbage", mod(func(a *protocol.Allocate) { a.PublicKey = "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----" }), 400, "public_key"},
 		{"public key 1024 bits", mod(func(a *protocol.Allocate) { a.PublicKey = weak }), 400, "bits"},
+		{"public key exponent 1", mod(func(a *protocol.Allocate) { a.PublicKey = e1 }), 400, "exponent"},
+		{"public key even exponent", mod(func(a *protocol.Allocate) { a.PublicKey = e2 }), 400, "exponent"},
 		{"image injection", mod(func(a *protocol.Allocate) { a.DockerRequirement.BaseImage = "busybox; rm -rf /" }), 400, "image"},
 		{"image not offered", mod(func(a *protocol.Allocate) { a.DockerRequirement.BaseImage = "evil/miner:latest" }), 400, "not offered"},
 		{"volume traversal", mod(func(a *protocol.Allocate) { a.DockerRequirement.VolumePath = "/data/../../etc" }), 400, "volume"},
@@ -311,4 +319,94 @@ func rsaPEM(tb testing.TB, bits int) string {
 	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
 }
 
+// rsaExponentPEM returns the SPKI PEM of a 2048-bit modulus with public
+// exponent e.
+func rsaExponentPEM(tb testing.TB, e int) string {
+	tb.Helper()
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&rsa.PublicKey{N: k.N, E: e})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+}
+
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestLateAllocationRolledBack delays an allocation past the point where
+// its renter can still be answered — before activation, after it, and
+// after it with the deadline not yet passed but too close to answer. Each
+// time the renter gets no credentials (408, or 503 when the miner gives up
+// first) and the lease is rolled back: ended as create_failed, its
+// container removed, nothing left active.
+func TestLateAllocationRolledBack(t *testing.T) {
+	w := newWorld(t)
+	var step atomic.Pointer[string]
+	var delay atomic.Int64
+	tm := startTestMiner(t, w, func(c *Config, _ *Deps) {
+		c.Failpoint = func(name string) {
+			if s := step.Load(); s != nil && *s == name {
+				time.Sleep(time.Duration(delay.Load()))
+			}
+		}
+	})
+	var leases sync.Map // ids of the leases whose container was created
+	tm.rt.createHook = func(s ContainerSpec) error {
+		leases.Store(s.LeaseID, true)
+		return nil
+	}
+	for _, tc := range []struct {
+		name, step string
+		delay      time.Duration
+		status     []int
+	}{
+		{"deadline passed before activation", "started", 1500 * time.Millisecond, []int{http.StatusRequestTimeout}},
+		{"deadline passed during activation", "activated", 1500 * time.Millisecond, []int{http.StatusRequestTimeout}},
+		{"too little time left after activation", "activated", 900 * time.Millisecond, []int{http.StatusRequestTimeout, http.StatusServiceUnavailable}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			leases.Clear()
+			step.Store(&tc.step)
+			delay.Store(int64(tc.delay))
+			defer step.Store(nil)
+			_, key := sshPub(t)
+			var resp protocol.Allocate
+			_, err := tm.d.Call(context.Background(), tm.target(), protocol.AllocateName,
+				allocReq(newRenter(t), key, market.Requirement{CPUs: 1}), &resp, time.Second)
+			var ae *axon.Error
+			if !errors.As(err, &ae) || !slices.Contains(tc.status, ae.Status) || resp.Output.Info != "" {
+				t.Fatalf("late allocation answered %v (credentials %q), want status %v", err, resp.Output.Info, tc.status)
+			}
+			var id string
+			leases.Range(func(k, _ any) bool { id = k.(string); return false })
+			if id == "" {
+				t.Fatal("no container was created")
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				l, err := tm.store.Lease(context.Background(), id)
+				if err == nil && l.State == market.LeaseEnded && tm.rt.container(id) == nil {
+					if l.EndReason != market.EndCreateFailed {
+						t.Errorf("lease ended as %q, want %q", l.EndReason, market.EndCreateFailed)
+					}
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("lease %s after the renter gave up: %+v, %v; container left: %v; live %s",
+						id, l, err, tm.rt.container(id) != nil, describe(tm.live(t)))
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if live := tm.live(t); len(live) != 0 {
+				t.Fatalf("live leases after a late allocation: %s", describe(live))
+			}
+		})
+	}
+	tm.rt.createHook = nil
+	if out, st := tm.call(t, nil, allocReq(newRenter(t), "", market.Requirement{})); st != 200 || out.Info == "" {
+		t.Fatalf("allocation after late ones: %d %+v", st, out)
+	}
+}

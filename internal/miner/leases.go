@@ -236,8 +236,10 @@ func newLeaseID() string {
 
 // create runs the container of a reserved lease: create, record its id,
 // start, activate. It runs to completion (or rolls back) even when the
-// request's context ends, and rolls back rather than activate a lease
-// whose renter has stopped waiting.
+// request's context ends, and rolls back — before activation, and again
+// after it — a lease whose renter has stopped waiting or will have when
+// the answer is ready (see late), so that the renter never holds an active
+// lease it got no credentials for.
 func (m *leaseManager) create(reqCtx context.Context, l market.Lease, req allocRequest) (market.Lease, error) {
 	unlock := m.lock(l.ID)
 	defer unlock()
@@ -272,13 +274,19 @@ func (m *leaseManager) create(reqCtx context.Context, l market.Lease, req allocR
 		return l, m.rollback(l, market.EndCreateFailed, fmt.Errorf("start container: %w", err))
 	}
 	fp("started")
-	if reqCtx.Err() != nil {
-		return l, m.rollback(l, market.EndCreateFailed, market.Errorf(market.EUNAVAILABLE, "request ended before the lease was ready"))
+	if late(reqCtx) {
+		return l, m.rollback(l, market.EndCreateFailed, errLate)
 	}
 	if err := m.store.ActivateLease(ctx, l.ID); err != nil {
 		return l, m.rollback(l, market.EndCreateFailed, fmt.Errorf("activate lease: %w", err))
 	}
 	fp("activated")
+	// Activation may itself have been slow: a renter that has been told
+	// its request timed out must not be left holding a lease it cannot
+	// use (it never got the credentials).
+	if late(reqCtx) {
+		return l, m.rollback(l, market.EndCreateFailed, errLate)
+	}
 	l.State = market.LeaseActive
 	m.setRuntimeUp(true, nil)
 	m.metrics.leaseAllocated(l.Testing)
@@ -288,11 +296,30 @@ func (m *leaseManager) create(reqCtx context.Context, l market.Lease, req allocR
 	return l, nil
 }
 
+// replyMargin is the least time a request must have left after its lease
+// is activated for the miner to answer it: what remains (encrypting the
+// credentials, writing the answer) takes far less. With less left, the
+// axon may already be answering 408, so the lease is rolled back instead.
+const replyMargin = 250 * time.Millisecond
+
+// errLate is the error of an allocation whose renter stopped waiting.
+var errLate = market.Errorf(market.EUNAVAILABLE, "request ended before the lease was ready")
+
+// late reports whether the request has ended or has too little time left
+// to carry the answer back.
+func late(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	deadline, ok := ctx.Deadline()
+	return ok && time.Until(deadline) < replyMargin
+}
+
 // rollback removes what a failed creation left and ends the lease. It
 // returns cause. If the runtime cannot remove the container now, the lease
 // still ends and reconciliation removes the orphan later.
 func (m *leaseManager) rollback(l market.Lease, reason string, cause error) error {
-	if market.ErrorCode(cause) == market.EUNAVAILABLE {
+	if market.ErrorCode(cause) == market.EUNAVAILABLE && !errors.Is(cause, errLate) {
 		m.setRuntimeUp(false, cause)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.CreateTimeout)

@@ -8,7 +8,10 @@
 // request can never disturb a running lease. The lease is persisted before
 // its container exists and its container id right after creation; it turns
 // "active" only once the container runs and just before the renter is
-// answered. Only its owner — the same hotkey with the same RSA public key —
+// answered. A lease whose request ended (the axon answers 408), or has too
+// little time left to carry the answer, is rolled back instead, even after
+// activation: a renter never holds an active lease whose credentials it did
+// not get. Only its owner — the same hotkey with the same RSA public key —
 // may query, act on or deallocate it. The miner enforces each lease's
 // expiry itself (a timer for the next expiry plus a periodic sweep).
 //
@@ -32,7 +35,9 @@
 // ssh_key is given (SN27 validators send none for Proof-of-GPU and could not
 // log in otherwise); the password is random, returned once inside the
 // encrypted credentials and never logged or stored. A dockerfile is refused.
-// SN27's default volume_path "/tmp" means no volume.
+// SN27's default volume_path "/tmp" means no volume; any other volume_path
+// is a directory of the container's own filesystem (not a Docker volume),
+// so the lease's disk quota covers it.
 package miner
 
 import (

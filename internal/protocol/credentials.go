@@ -30,11 +30,18 @@ const (
 	MaxRSABits = 8192
 	// KeyBits is the size GenerateKey uses (SN27 uses 2048).
 	KeyBits = 2048
+	// MinRSAExponent and MaxRSAExponent bound the public exponent, which
+	// must also be odd: what crypto/rsa encrypts with (e = 65537 in
+	// practice). An exponent of 1 would send the credentials in clear.
+	MinRSAExponent = 3
+	MaxRSAExponent = 1<<31 - 1
 )
 
 // ParsePublicKey parses a renter's RSA public key in PEM: SPKI ("PUBLIC
 // KEY", what SN27 sends) or PKCS#1 ("RSA PUBLIC KEY"). Keys outside
-// [2048, 8192] bits are refused.
+// [2048, 8192] bits, with an even modulus, or with an exponent that is even
+// or outside [MinRSAExponent, MaxRSAExponent] are refused, so every key
+// accepted can be encrypted to. Errors are EINVALID.
 func ParsePublicKey(pemText string) (*rsa.PublicKey, error) {
 	block, rest := pem.Decode([]byte(strings.TrimSpace(pemText)))
 	if block == nil {
@@ -65,6 +72,12 @@ func ParsePublicKey(pemText string) (*rsa.PublicKey, error) {
 	}
 	if bits := pub.N.BitLen(); bits < MinRSABits || bits > MaxRSABits {
 		return nil, market.Errorf(market.EINVALID, "public_key is %d bits; want %d to %d", bits, MinRSABits, MaxRSABits)
+	}
+	if pub.N.Bit(0) == 0 {
+		return nil, market.Errorf(market.EINVALID, "public_key modulus is even")
+	}
+	if pub.E < MinRSAExponent || pub.E > MaxRSAExponent || pub.E%2 == 0 {
+		return nil, market.Errorf(market.EINVALID, "public_key exponent %d is not an odd number from %d to %d", pub.E, MinRSAExponent, MaxRSAExponent)
 	}
 	return pub, nil
 }

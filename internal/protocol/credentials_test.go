@@ -5,8 +5,11 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
+	"math/big"
 	"strings"
 	"testing"
+
+	"github.com/nicompute/nicompute/internal/market"
 )
 
 func TestCredentialsRoundTrip(t *testing.T) {
@@ -64,14 +67,76 @@ func TestParsePublicKeyRefusals(t *testing.T) {
 	}
 }
 
+// TestParsePublicKeyExponent refuses, in both encodings, keys that
+// crypto/rsa cannot encrypt to (even exponent or modulus, exponent 1 or
+// beyond 31 bits) or that would not hide anything (exponent 1): the miner
+// must refuse them before it creates a container, not fail afterwards.
+func TestParsePublicKeyExponent(t *testing.T) {
+	priv, _, err := GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := priv.N
+	evenN := new(big.Int).Add(n, big.NewInt(1))
+	tests := []struct {
+		name string
+		n    *big.Int
+		e    int
+		ok   bool
+	}{
+		{"65537", n, 65537, true},
+		{"3", n, 3, true},
+		{"largest", n, MaxRSAExponent, true},
+		{"1", n, 1, false},
+		{"2", n, 2, false},
+		{"even", n, 65536, false},
+		{"beyond 31 bits", n, 1<<33 + 1, false},
+		{"even modulus", evenN, 65537, false},
+	}
+	for _, tt := range tests {
+		pub := &rsa.PublicKey{N: tt.n, E: tt.e}
+		spki, err := x509.MarshalPKIXPublicKey(pub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for enc, text := range map[string]string{
+			"spki":  string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: spki})),
+			"pkcs1": string(pem.EncodeToMemory(&pem.Block{Type: "RSA PUBLIC KEY", Bytes: x509.MarshalPKCS1PublicKey(pub)})),
+		} {
+			t.Run(tt.name+"/"+enc, func(t *testing.T) {
+				got, err := ParsePublicKey(text)
+				if !tt.ok {
+					if market.ErrorCode(err) != market.EINVALID {
+						t.Fatalf("ParsePublicKey = %v, want EINVALID", err)
+					}
+					return
+				}
+				if err != nil {
+					t.Fatalf("ParsePublicKey: %v", err)
+				}
+				if _, err := EncryptCredentials(got, Credentials{Username: "root", Port: 1}); err != nil {
+					t.Fatalf("accepted key cannot be encrypted to: %v", err)
+				}
+			})
+		}
+	}
+}
+
 func FuzzParsePublicKey(f *testing.F) {
 	_, pubPEM, _ := GenerateKey()
 	f.Add(pubPEM)
 	f.Add("-----BEGIN RSA PUBLIC KEY-----\nMAA=\n-----END RSA PUBLIC KEY-----")
 	f.Fuzz(func(t *testing.T, s string) {
 		pub, err := ParsePublicKey(s)
-		if err == nil && (pub.N.BitLen() < MinRSABits || pub.N.BitLen() > MaxRSABits) {
+		if err != nil {
+			return
+		}
+		if pub.N.BitLen() < MinRSABits || pub.N.BitLen() > MaxRSABits {
 			t.Fatalf("accepted a %d-bit key", pub.N.BitLen())
+		}
+		// Every accepted key can be encrypted to.
+		if _, err := EncryptCredentials(pub, Credentials{Username: "root"}); err != nil {
+			t.Fatalf("accepted key (e=%d) cannot be encrypted to: %v", pub.E, err)
 		}
 	})
 }
