@@ -163,7 +163,10 @@ func TestChainCLI(t *testing.T) {
 	if got := c.ok("val", "stake", "add", "--netuid", "1", "--amount", "20"); got["amount"] != 20.0 || got["stake"] != 20.0 {
 		t.Fatalf("stake add = %v", got)
 	}
-	c.advance(1)
+	// The subnet's first epoch (block 10) grants the staked hotkey its
+	// validator permit; without one only a self-weight is allowed.
+	c.refused("no validator permit", "val", "weights", "set", "--netuid", "1", "--uids", "0,1", "--weights", "0.7,0.3")
+	c.advance(10)
 	if got := c.ok("val", "weights", "set", "--netuid", "1", "--uids", "0,1", "--weights", "0.7,0.3"); !reflect.DeepEqual(got["weights"], []any{65535.0, 28086.0}) || got["version_key"] != 0.0 {
 		t.Fatalf("weights set = %v", got)
 	}

@@ -27,6 +27,15 @@ type CheckConfig struct {
 	ToleranceFactor float64
 	// ProofTimeout bounds the wait for proofs (default 60 s).
 	ProofTimeout time.Duration
+	// HelloTimeout, when positive, bounds the wait for the worker's
+	// complete hello line; a worker that sends nothing, or part of a line
+	// and then stalls, ends the session with an error wrapping ErrNoHello.
+	HelloTimeout time.Duration
+	// GPUs, when positive, is the most GPUs tested and credited (the count
+	// the miner declared for the lease); the default and ceiling is
+	// MaxGPUs. A worker listing more devices than the miner declared gains
+	// nothing by it.
+	GPUs int
 	// Rand is the source of seeds and cells (default crypto/rand).
 	Rand io.Reader
 	// Now is the clock for the wall-clock measurement (default time.Now).
@@ -55,6 +64,13 @@ type Result struct {
 	Count int
 	// Reason explains Model, for logs and the miner.
 	Reason string
+	// Challenged: the challenge named cells of at least one GPU and was
+	// sent. From then on the worker knows which cells are checked (and,
+	// holding the seeds, whether its answers would verify), so any failure
+	// to return valid proofs must count as a failed proof: a worker error,
+	// a protocol violation, an early end or a timeout would otherwise be a
+	// free retry for a worker that computed only part of C.
+	Challenged bool
 }
 
 // GPUResult is one tested GPU.
@@ -65,6 +81,9 @@ type GPUResult struct {
 	Timings Timings
 	// Err is why the GPU failed, "" when every proof held.
 	Err string
+	// Challenged: cells of this GPU were sent; an Err on such a GPU is a
+	// failed proof whatever it says.
+	Challenged bool
 }
 
 // Check runs the validator side of a session with a worker whose stdout is
@@ -77,8 +96,12 @@ type GPUResult struct {
 // simulated worker give a Result with Model "" and the reason. A worker that
 // breaks the protocol (garbage, oversized or truncated lines, wrong counts
 // or sizes) gives an error wrapping ErrProtocol, one that sends an error
-// message a *WorkerError, and I/O failures their own error. When ctx ends
-// Check returns ctx.Err(); the caller must then close r and w (end the SSH
+// message a *WorkerError, one whose hello is not complete within
+// HelloTimeout an error wrapping ErrNoHello, and I/O failures their own
+// error. When ctx ends Check returns ctx.Err(). A failure after the
+// challenge was sent returns, together with the error, the Result so far
+// with Challenged set (see Result.Challenged); earlier failures return a
+// nil Result. After an error the caller must close r and w (end the SSH
 // session) to release Check's reader goroutine.
 func Check(ctx context.Context, r io.Reader, w io.Writer, cfg CheckConfig) (*Result, error) {
 	table := cfg.Table
@@ -103,8 +126,16 @@ func Check(ctx context.Context, r io.Reader, w io.Writer, cfg CheckConfig) (*Res
 	}
 	c := newLineConn(r, w)
 
-	line, err := c.read(ctx, MaxHelloLine)
+	hctx, cancel := ctx, context.CancelFunc(func() {})
+	if cfg.HelloTimeout > 0 {
+		hctx, cancel = context.WithTimeout(ctx, cfg.HelloTimeout)
+	}
+	line, err := c.read(hctx, MaxHelloLine)
+	cancel()
 	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			return nil, fmt.Errorf("%w within %s", ErrNoHello, cfg.HelloTimeout)
+		}
 		return nil, readErr("hello", err)
 	}
 	info, err := DecodeHello(line)
@@ -121,6 +152,9 @@ func Check(ctx context.Context, r io.Reader, w io.Writer, cfg CheckConfig) (*Res
 		return res, nil
 	}
 	g := min(len(info.GPUs), MaxGPUs)
+	if cfg.GPUs > 0 {
+		g = min(g, cfg.GPUs)
+	}
 	res.Claimed = info.GPUs[0].Name
 	minMem := info.GPUs[0].MemoryBytes
 	for _, gi := range info.GPUs[:g] {
@@ -194,24 +228,38 @@ func Check(ctx context.Context, r io.Reader, w io.Writer, cfg CheckConfig) (*Res
 				return nil, err
 			}
 			ch.GPUs[i] = cells
+			gr.Challenged = true
+			res.Challenged = true
 		} else {
 			gr.N = 0
 			ch.GPUs[i] = []Cell{}
 		}
 		res.GPUs[i] = gr
 	}
+	ns := make([]int, g)
+	for i, gr := range res.GPUs {
+		ns[i] = gr.N
+	}
+	// From here on a failure comes with res: the worker may have seen the
+	// challenge (Result.Challenged).
 	pctx, cancel := context.WithTimeout(ctx, proofTimeout)
 	err = c.write(pctx, ch)
 	if err == nil {
-		line, err = c.read(pctx, MaxProofsLine)
+		line, err = c.read(pctx, ProofsLineLimit(ch, ns))
 	}
 	cancel()
 	if err != nil {
-		return nil, readErr("proofs", err)
+		if ctx.Err() != nil {
+			return res, ctx.Err()
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("no proofs within %s: %w", proofTimeout, err)
+		}
+		return res, readErr("proofs", err)
 	}
-	proofs, err := DecodeProofs(line, ch)
+	proofs, err := DecodeProofs(line, ch, ns)
 	if err != nil {
-		return nil, err
+		return res, err
 	}
 	for i := range res.GPUs {
 		gr := &res.GPUs[i]

@@ -40,13 +40,13 @@ const (
 	TypeError     = "error"
 )
 
-// Line limits per message type, in bytes without the newline.
+// Line limits per message type, in bytes without the newline. The proofs
+// line's limit depends on the challenge: ProofsLineLimit.
 const (
 	MaxHelloLine     = 64 << 10
 	MaxComputeLine   = 4 << 10
 	MaxCommitLine    = 64 << 10
 	MaxChallengeLine = 256 << 10
-	MaxProofsLine    = 16 << 20
 	maxErrorMessage  = 1024
 	maxNameLen       = 256
 	maxUUIDLen       = 128
@@ -58,6 +58,9 @@ const (
 // oversized line, a wrong count or size, malformed hex. A validator treats
 // it as a failed proof.
 var ErrProtocol = errors.New("pog protocol violation")
+
+// ErrNoHello is a worker that did not send its complete hello in time.
+var ErrNoHello = errors.New("no complete hello from the worker")
 
 // WorkerError is an error message the worker sent.
 type WorkerError struct{ Message string }
@@ -395,13 +398,56 @@ func DecodeChallenge(line []byte, ns []int) (ChallengeRequest, error) {
 	return r, nil
 }
 
-// DecodeProofs decodes the proofs answering ch: per GPU either an error and
-// no proofs, or one proof per cell, in order, each naming its cell and
-// carrying at most MaxPathLen siblings. Whether a proof is right is
-// VerifyProof's job.
-func DecodeProofs(line []byte, ch ChallengeRequest) (ProofsResponse, error) {
+// Sizes of a proofs line's parts as encoding/json writes them, with room
+// for whitespace between tokens: a proof's fixed part (braces, keys, two
+// indices up to MaxN, the quoted chunk), one path entry (a quoted hash and
+// a comma), one GPU entry without its proofs (an error message JSON may
+// escape to six bytes per byte), and the envelope.
+const (
+	proofFixedBytes  = 2*ChunkBytes + 160
+	pathEntryBytes   = 2*len(Hash{}) + 8
+	gpuEntryBytes    = 6*maxErrorMessage + 64
+	proofsSlackBytes = 4 << 10
+)
+
+// ProofsLineLimit is the longest proofs line a worker may send for ch, the
+// challenge of GPUs that committed sizes ns: per challenged cell the chunk
+// in hex and the Merkle path of a tree of Leaves(n) leaves, plus each GPU's
+// entry and some slack. Everything beyond is refused unread, so a session
+// holds at most about what an honest answer needs (about 2 MiB for 8 GPUs
+// of 80 GB at DefaultChallenges) rather than a fixed worst case.
+func ProofsLineLimit(ch ChallengeRequest, ns []int) int {
+	total := proofsSlackBytes
+	for g, cells := range ch.GPUs {
+		depth := MaxPathLen
+		if g < len(ns) && ns[g] > 0 {
+			depth = treeDepth(Leaves(ns[g]))
+		}
+		total += gpuEntryBytes + len(cells)*(proofFixedBytes+depth*pathEntryBytes)
+	}
+	return total
+}
+
+// treeDepth is the longest Merkle path over leaves leaves: ⌈log2 leaves⌉.
+func treeDepth(leaves int) int {
+	d := 0
+	for m := leaves; m > 1; m = (m + 1) / 2 {
+		d++
+	}
+	return d
+}
+
+// DecodeProofs decodes the proofs answering ch, the challenge of GPUs that
+// committed sizes ns: per GPU either an error and no proofs, or one proof
+// per cell, in order, each naming its cell and carrying no more siblings
+// than the GPU's tree is deep. A line over ProofsLineLimit is refused.
+// Whether a proof is right is VerifyProof's job.
+func DecodeProofs(line []byte, ch ChallengeRequest, ns []int) (ProofsResponse, error) {
+	if len(ns) != len(ch.GPUs) {
+		return ProofsResponse{}, fmt.Errorf("decode proofs: %d sizes for a challenge of %d GPUs", len(ns), len(ch.GPUs))
+	}
 	var r ProofsResponse
-	if err := decodeStrict(line, MaxProofsLine, TypeProofs, &r); err != nil {
+	if err := decodeStrict(line, ProofsLineLimit(ch, ns), TypeProofs, &r); err != nil {
 		return ProofsResponse{}, err
 	}
 	if len(r.GPUs) != len(ch.GPUs) {
@@ -415,6 +461,10 @@ func DecodeProofs(line []byte, ch ChallengeRequest) (ProofsResponse, error) {
 			continue
 		}
 		cells := ch.GPUs[g]
+		depth := MaxPathLen
+		if ns[g] > 0 {
+			depth = treeDepth(Leaves(ns[g]))
+		}
 		if len(gp.Proofs) != len(cells) {
 			return ProofsResponse{}, protoErr("GPU %d: %d proofs for %d cells", g, len(gp.Proofs), len(cells))
 		}
@@ -422,8 +472,8 @@ func DecodeProofs(line []byte, ch ChallengeRequest) (ProofsResponse, error) {
 			if p.I != cells[k].I || p.J != cells[k].J {
 				return ProofsResponse{}, protoErr("GPU %d: proof %d is for (%d, %d), challenged (%d, %d)", g, k, p.I, p.J, cells[k].I, cells[k].J)
 			}
-			if len(p.Path) > MaxPathLen {
-				return ProofsResponse{}, protoErr("GPU %d: proof %d has %d siblings, at most %d", g, k, len(p.Path), MaxPathLen)
+			if len(p.Path) > depth {
+				return ProofsResponse{}, protoErr("GPU %d: proof %d has %d siblings, at most %d", g, k, len(p.Path), depth)
 			}
 		}
 	}

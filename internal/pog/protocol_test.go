@@ -66,7 +66,7 @@ func TestDecodeHonestMessages(t *testing.T) {
 	if err != nil {
 		t.Fatalf("DecodeChallenge: %v", err)
 	}
-	pr, err := DecodeProofs(fx.proofs, ch)
+	pr, err := DecodeProofs(fx.proofs, ch, []int{fx.n})
 	if err != nil {
 		t.Fatalf("DecodeProofs: %v", err)
 	}
@@ -126,20 +126,20 @@ func TestDecodeRejects(t *testing.T) {
 			return err
 		}},
 		{"proofs chunk short", func() error {
-			_, err := DecodeProofs([]byte(strings.Replace(proofs, chunkHex, chunkHex[:2046], 1)), fx.ch)
+			_, err := DecodeProofs([]byte(strings.Replace(proofs, chunkHex, chunkHex[:2046], 1)), fx.ch, []int{fx.n})
 			return err
 		}},
 		{"proofs for another cell", func() error {
-			_, err := DecodeProofs([]byte(strings.Replace(proofs, `"i":3,`, `"i":4,`, 1)), fx.ch)
+			_, err := DecodeProofs([]byte(strings.Replace(proofs, `"i":3,`, `"i":4,`, 1)), fx.ch, []int{fx.n})
 			return err
 		}},
 		{"proofs path too long", func() error {
 			h := `"` + strings.Repeat("00", 32) + `"`
-			_, err := DecodeProofs([]byte(strings.Replace(proofs, `"path":[`, `"path":[`+strings.Repeat(h+",", MaxPathLen), 1)), fx.ch)
+			_, err := DecodeProofs([]byte(strings.Replace(proofs, `"path":[`, `"path":[`+strings.Repeat(h+",", MaxPathLen), 1)), fx.ch, []int{fx.n})
 			return err
 		}},
 		{"proofs error with proofs", func() error {
-			_, err := DecodeProofs([]byte(strings.Replace(proofs, `{"proofs":[`, `{"error":"x","proofs":[`, 1)), fx.ch)
+			_, err := DecodeProofs([]byte(strings.Replace(proofs, `{"proofs":[`, `{"error":"x","proofs":[`, 1)), fx.ch, []int{fx.n})
 			return err
 		}},
 		{"challenge cell outside", func() error {
@@ -232,7 +232,7 @@ func FuzzDecodeProofs(f *testing.F) {
 	f.Add([]byte(`{"type":"proofs","gpus":[{"proofs":[],"error":"lost"}]}`))
 	f.Add(fx.proofs[:len(fx.proofs)/2])
 	f.Fuzz(func(t *testing.T, line []byte) {
-		r, err := DecodeProofs(line, fx.ch)
+		r, err := DecodeProofs(line, fx.ch, []int{fx.n})
 		if err != nil {
 			var we *WorkerError
 			if !errors.Is(err, ErrProtocol) && !errors.As(err, &we) {
@@ -353,4 +353,51 @@ func FuzzDecodeWorkerRequests(f *testing.F) {
 			}
 		}
 	})
+}
+
+// ProofsLineLimit admits the largest honest answer to a challenge and
+// little more: an honest line padded by a few hundred KiB is refused.
+func TestProofsLineLimit(t *testing.T) {
+	fx := newHonestFixture(t)
+	t.Run("padded honest line refused", func(t *testing.T) {
+		padded := strings.Replace(string(fx.proofs), `"gpus":`, strings.Repeat(" ", 256<<10)+`"gpus":`, 1)
+		if _, err := DecodeProofs([]byte(padded), fx.ch, []int{fx.n}); !errors.Is(err, ErrProtocol) {
+			t.Fatalf("padded proofs line: %v, want ErrProtocol", err)
+		}
+	})
+	for _, tc := range []struct {
+		name     string
+		gpus, n  int
+		cells    int
+		maxBytes int
+	}{
+		{"8 × 80 GB at the default challenge", 8, 92160, DefaultChallenges, 3 << 20},
+		{"8 × H200 at the default challenge", 8, 122880, DefaultChallenges, 3 << 20},
+		{"8 GPUs at MaxN and MaxChallenges", 8, MaxN, MaxChallenges, 12 << 20},
+		{"1 GPU at n = 256", 1, 256, DefaultChallenges, 256 << 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ch := ChallengeRequest{Type: TypeChallenge, GPUs: make([][]Cell, tc.gpus)}
+			ns := make([]int, tc.gpus)
+			resp := ProofsResponse{Type: TypeProofs, GPUs: make([]GPUProofs, tc.gpus)}
+			depth := PathLen(Leaves(tc.n), 0)
+			for g := range ch.GPUs {
+				ns[g] = tc.n
+				for k := range tc.cells {
+					c := Cell{I: tc.n - 1 - k, J: tc.n - 1}
+					ch.GPUs[g] = append(ch.GPUs[g], c)
+					resp.GPUs[g].Proofs = append(resp.GPUs[g].Proofs, Proof{I: c.I, J: c.J, Path: make([]Hash, depth)})
+				}
+			}
+			line := mustLine(t, resp)
+			limit := ProofsLineLimit(ch, ns)
+			if _, err := DecodeProofs(line, ch, ns); err != nil {
+				t.Fatalf("honest line of %d bytes refused (limit %d): %v", len(line), limit, err)
+			}
+			if limit > tc.maxBytes || limit > 2*len(line) {
+				t.Fatalf("limit %d bytes for an honest line of %d bytes (at most %d wanted)", limit, len(line), tc.maxBytes)
+			}
+			t.Logf("honest line %d bytes, limit %d", len(line), limit)
+		})
+	}
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -15,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -81,8 +79,8 @@ type PoGConfig struct {
 	MaxWorkers     int
 
 	// Timeouts of each step: the Allocate call, reaching the lease's SSH
-	// server, the upload, the CUDA worker's info probe, the worker's first
-	// output (its hello), the whole attempt, and each deallocation call
+	// server, the upload, the CUDA worker's info probe, the worker's
+	// complete hello line, the whole attempt, and each deallocation call
 	// (DeallocateAttempts calls at most, DeallocateInterval apart).
 	AllocateTimeout    time.Duration
 	SSHTimeout         time.Duration
@@ -181,6 +179,10 @@ type target struct {
 	Axon   subnet.AxonInfo
 	// GPUs is the GPU count the test lease asks for.
 	GPUs int
+	// SpecsGPUs is the GPU count the miner's Specs declared (at most
+	// pog.MaxGPUs), 0 when it did not answer: at most that many are tested
+	// and credited.
+	SpecsGPUs int
 }
 
 // attempt is the outcome of one test.
@@ -313,35 +315,25 @@ func (d *driver) session(ctx context.Context, m target, key *rsa.PrivateKey, out
 		return a
 	}
 	defer x.close()
-	// A worker that never starts talking gives up its slot after
-	// HelloTimeout, not the whole attempt.
-	cctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	first := make(chan struct{})
-	stdout := &firstRead{r: x.stdout, first: first}
-	hello := time.AfterFunc(d.cfg.HelloTimeout, func() {
-		select {
-		case <-first:
-		default:
-			cancel(errNoHello)
-		}
-	})
 	policy := d.policy
-	res, err := pog.Check(cctx, stdout, x.stdin, pog.CheckConfig{
+	res, err := pog.Check(ctx, x.stdout, x.stdin, pog.CheckConfig{
 		Table:        d.cfg.Table,
 		Policy:       &policy,
 		Challenges:   d.cfg.Challenges,
 		SimTimeScale: d.cfg.SimTimeScale,
 		ProofTimeout: d.cfg.ProofTimeout,
+		// A worker that does not complete its hello gives up its slot
+		// after HelloTimeout, not the whole attempt.
+		HelloTimeout: d.cfg.HelloTimeout,
+		GPUs:         m.SpecsGPUs,
 	})
-	hello.Stop()
-	if err != nil && cctx.Err() == nil {
+	if err != nil && ctx.Err() == nil {
 		x.stdin.Close()
 		x.settle(time.Second)
 	}
-	a := classify(cctx, res, err, x.stderr)
-	if errors.Is(context.Cause(cctx), errNoHello) {
-		a = failed("no output from the worker within %s%s", d.cfg.HelloTimeout, x.stderr.suffix())
+	a := classify(ctx, res, err, x.stderr)
+	if errors.Is(err, pog.ErrNoHello) {
+		a = failed("no complete hello from the worker within %s%s", d.cfg.HelloTimeout, x.stderr.suffix())
 	}
 	a.hostKey = hostKey
 	return a
@@ -377,24 +369,6 @@ func (d *driver) prepare(ctx context.Context, c *ssh.Client) (string, error) {
 	return p + " pog compute", nil
 }
 
-// errNoHello cancels a session whose worker said nothing in time.
-var errNoHello = errors.New("no hello from the worker")
-
-// firstRead closes first on the first read that returns data.
-type firstRead struct {
-	r     io.Reader
-	first chan struct{}
-	once  sync.Once
-}
-
-func (f *firstRead) Read(p []byte) (int, error) {
-	n, err := f.r.Read(p)
-	if n > 0 {
-		f.once.Do(func() { close(f.first) })
-	}
-	return n, err
-}
-
 // realGPUs reports whether a worker's `info` output (untrusted) describes
 // at least one real GPU, and why not.
 func realGPUs(b []byte) (bool, string) {
@@ -414,20 +388,34 @@ func realGPUs(b []byte) (bool, string) {
 	return true, ""
 }
 
-// classify turns pog.Check's answer into an attempt.
+// classify turns pog.Check's answer into an attempt. Once the worker was
+// sent a challenge, any failure to prove it is final: the worker holds the
+// seeds, so it can check its proofs before sending them and answer
+// anything else (an error, garbage, end of stream, silence) when they
+// would fail; were that retried, a worker that computed part of C would
+// get RetryLimit draws per sweep. Failures before the challenge (no hello,
+// too slow, an error instead of the commitment) may be transient and are
+// retried.
 func classify(ctx context.Context, res *pog.Result, err error, stderr *tailBuffer) attempt {
+	challenged := res != nil && res.Challenged
 	if err != nil {
 		var we *pog.WorkerError
+		var a attempt
 		switch {
 		case ctx.Err() != nil:
-			return failed("no complete answer from the worker before the attempt timed out")
+			a = failed("no complete answer from the worker before the attempt timed out")
 		case errors.As(err, &we):
-			return failed("worker error: %s", clean(we.Message, 300))
+			a = failed("worker error: %s", clean(we.Message, 300))
 		case errors.Is(err, pog.ErrProtocol):
-			return failed("%s%s", clean(err.Error(), 300), stderr.suffix())
+			a = failed("%s%s", clean(err.Error(), 300), stderr.suffix())
 		default:
-			return failed("session: %s%s", clean(err.Error(), 300), stderr.suffix())
+			a = failed("session: %s%s", clean(err.Error(), 300), stderr.suffix())
 		}
+		if challenged {
+			a.res, a.final = res, true // res: what was claimed and measured, for the record
+			a.reason = "no valid proofs after the challenge: " + a.reason
+		}
+		return a
 	}
 	a := attempt{res: res, reason: res.Reason}
 	if res.Model != "" && res.Count > 0 {
@@ -439,9 +427,11 @@ func classify(ctx context.Context, res *pog.Result, err error, stderr *tailBuffe
 		a.final = true
 	}
 	for _, g := range res.GPUs {
-		// A proof that did not verify, or a commitment at the wrong size, is
-		// final; an error the worker reported for a GPU may be transient.
-		if g.Err != "" && !strings.HasPrefix(g.Err, "worker: ") {
+		// A challenged GPU that did not prove its cells (a proof that did
+		// not verify or an error in its place) and a commitment at the
+		// wrong size are final; an error the worker reported for a GPU
+		// before the challenge may be transient.
+		if g.Err != "" && (g.Challenged || !strings.HasPrefix(g.Err, "worker: ")) {
 			a.final = true
 		}
 	}

@@ -46,6 +46,31 @@ func hello(m market.GPUModel) pog.Hello {
 		GPUs: []pog.GPUInfo{{Index: 0, Name: m.Name, MemoryBytes: m.MemoryBytes}}}}
 }
 
+// afterChallenge plays a worker that claims m, commits at the requested
+// size without computing, reads the challenge and then, instead of
+// proofs, does answer (a worker that checked its proofs against the seeds
+// and found they would fail).
+func afterChallenge(m market.GPUModel, answer func(ctx context.Context, out io.Writer)) workerScript {
+	return func(ctx context.Context, _ string, in io.Reader, out, _ io.Writer) int {
+		writeLine(out, hello(m))
+		br := bufio.NewReader(in)
+		line, err := br.ReadBytes('\n')
+		if err != nil {
+			return 1
+		}
+		var req pog.ComputeRequest
+		if err := json.Unmarshal(line, &req); err != nil {
+			return 1
+		}
+		writeLine(out, pog.ComputeResponse{Type: pog.TypeCommit, GPUs: []pog.Commitment{{N: req.N, Root: pog.Hash{1}}}})
+		if _, err := br.ReadBytes('\n'); err != nil {
+			return 1
+		}
+		answer(ctx, out)
+		return 0
+	}
+}
+
 func TestDriverOutcomes(t *testing.T) {
 	ignore := goleak.IgnoreCurrent()
 	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
@@ -61,6 +86,8 @@ func TestDriverOutcomes(t *testing.T) {
 		model       string
 		deallocErr  string
 		maxDuration time.Duration
+		tgt         func(*target)
+		count       int
 	}{
 		{name: "honest simulated miner", b: minerBehavior{script: simWorker(h100, 2)}, allowSim: true,
 			want: OutcomePass, model: h100.Name, reason: "confirmed"},
@@ -103,7 +130,30 @@ func TestDriverOutcomes(t *testing.T) {
 			<-ctx.Done()
 			return 0
 		}}, mod: func(c *PoGConfig) { c.HelloTimeout = 500 * time.Millisecond },
-			want: OutcomeFail, reason: "no output from the worker within 500ms", maxDuration: 5 * time.Second},
+			want: OutcomeFail, reason: "no complete hello from the worker within 500ms", maxDuration: 5 * time.Second},
+		{name: "worker stalls in the middle of its hello", b: minerBehavior{script: func(ctx context.Context, _ string, in io.Reader, out, _ io.Writer) int {
+			b, _ := json.Marshal(hello(h100))
+			_, _ = out.Write(b[:len(b)/2])
+			<-ctx.Done()
+			return 0
+		}}, mod: func(c *PoGConfig) { c.HelloTimeout = 500 * time.Millisecond },
+			want: OutcomeFail, reason: "no complete hello from the worker within 500ms", maxDuration: 5 * time.Second},
+		{name: "worker error instead of proofs", b: minerBehavior{script: afterChallenge(h100, func(_ context.Context, out io.Writer) {
+			writeLine(out, pog.ErrorMessage{Type: pog.TypeError, Message: "CUDA error: an illegal memory access"})
+		})}, want: OutcomeFail, final: true, reason: "no valid proofs after the challenge: worker error"},
+		{name: "garbage instead of proofs", b: minerBehavior{script: afterChallenge(h100, func(_ context.Context, out io.Writer) {
+			fmt.Fprintln(out, "Segmentation fault")
+		})}, want: OutcomeFail, final: true, reason: "protocol violation"},
+		{name: "end of stream instead of proofs", b: minerBehavior{script: afterChallenge(h100, func(context.Context, io.Writer) {})},
+			want: OutcomeFail, final: true, reason: "stream ended early"},
+		{name: "per-GPU error instead of proofs", b: minerBehavior{script: afterChallenge(h100, func(_ context.Context, out io.Writer) {
+			writeLine(out, pog.ProofsResponse{Type: pog.TypeProofs, GPUs: []pog.GPUProofs{{Proofs: []pog.Proof{}, Error: "lost C"}}})
+		})}, want: OutcomeFail, final: true, reason: "worker: lost C"},
+		{name: "silence instead of proofs", b: minerBehavior{script: afterChallenge(h100, func(ctx context.Context, _ io.Writer) { <-ctx.Done() })},
+			mod:  func(c *PoGConfig) { c.ProofTimeout = 300 * time.Millisecond },
+			want: OutcomeFail, final: true, reason: "no proofs within 300ms", maxDuration: 5 * time.Second},
+		{name: "credit capped at the GPUs the specs declared", b: minerBehavior{script: simWorker(h100, 2)}, allowSim: true,
+			tgt: func(t *target) { t.GPUs, t.SpecsGPUs = 1, 1 }, want: OutcomePass, model: h100.Name, count: 1, reason: "confirmed"},
 		{name: "worker cannot start", b: minerBehavior{script: func(ctx context.Context, _ string, in io.Reader, out, errw io.Writer) int {
 			fmt.Fprintln(errw, "error: libcuda.so.1: cannot open shared object file")
 			return 127
@@ -138,8 +188,12 @@ func TestDriverOutcomes(t *testing.T) {
 				tt.mod(&cfg)
 			}
 			d := newTestDriver(t, cfg)
+			tg := m.target()
+			if tt.tgt != nil {
+				tt.tgt(&tg)
+			}
 			start := time.Now()
-			a := d.test(context.Background(), m.target())
+			a := d.test(context.Background(), tg)
 			took := time.Since(start)
 			if a.outcome != tt.want || a.final != tt.final {
 				t.Fatalf("outcome %s (final %v), want %s (final %v): %s", a.outcome, a.final, tt.want, tt.final, a.reason)
@@ -149,6 +203,9 @@ func TestDriverOutcomes(t *testing.T) {
 			}
 			if tt.model != "" && (a.res == nil || a.res.Model != tt.model) {
 				t.Errorf("model %+v, want %s", a.res, tt.model)
+			}
+			if tt.count > 0 && (a.res == nil || a.res.Count != tt.count) {
+				t.Errorf("credited %+v, want %d GPUs", a.res, tt.count)
 			}
 			if !strings.Contains(a.deallocError, tt.deallocErr) || (tt.deallocErr == "" && a.deallocError != "") {
 				t.Errorf("dealloc error %q, want %q", a.deallocError, tt.deallocErr)

@@ -2,6 +2,7 @@ package validator
 
 import (
 	"fmt"
+	"net/netip"
 	"sort"
 
 	"github.com/nicompute/nicompute/internal/subnet"
@@ -37,7 +38,8 @@ func (s *Service) rules(self subnet.UID) queryRules {
 // (but the validator itself) is not tested.
 //
 // One uid per IP: of the neurons serving on one IP, the one registered
-// earliest keeps it (ties: the lower uid). Uids are reused after pruning,
+// earliest keeps it (ties: the lower uid). Addresses are compared as the
+// host they reach, so ::ffff:a.b.c.d is a.b.c.d. Uids are reused after pruning,
 // so a low uid says nothing about who was there first, and an incumbent
 // cannot be displaced by a newcomer registering on its address.
 //
@@ -51,7 +53,7 @@ func queryable(mg *subnet.Metagraph, r queryRules) ([]subnet.Neuron, map[string]
 	for _, n := range mg.Neurons {
 		switch {
 		case n.UID == r.self:
-		case !n.Axon.Served():
+		case !n.Axon.Served() || unspecified(n.Axon.IP):
 			skipped[n.Hotkey] = "axon not served"
 		case r.blacklistHotkeys[n.Hotkey]:
 			skipped[n.Hotkey] = "hotkey blacklisted"
@@ -71,11 +73,12 @@ func queryable(mg *subnet.Metagraph, r queryRules) ([]subnet.Neuron, map[string]
 	owner := map[string]subnet.UID{}
 	var unique []subnet.Neuron
 	for _, n := range cands {
-		if uid, taken := owner[n.Axon.IP]; taken {
-			skipped[n.Hotkey] = fmt.Sprintf("shares IP %s with uid %d, registered earlier", n.Axon.IP, uid)
+		ip := hostKey(n.Axon.IP)
+		if uid, taken := owner[ip]; taken {
+			skipped[n.Hotkey] = fmt.Sprintf("shares IP %s with uid %d, registered earlier", ip, uid)
 			continue
 		}
-		owner[n.Axon.IP] = n.UID
+		owner[ip] = n.UID
 		unique = append(unique, n)
 	}
 	if r.minVersion > 0 && len(unique) > 0 {
@@ -99,4 +102,23 @@ func queryable(mg *subnet.Metagraph, r queryRules) ([]subnet.Neuron, map[string]
 	}
 	sort.Slice(unique, func(i, j int) bool { return unique[i].UID < unique[j].UID })
 	return unique, skipped
+}
+
+// hostKey is the address an axon IP reaches, for the one-uid-per-IP rule:
+// the canonical form of the address, an IPv4-mapped IPv6 address
+// (::ffff:a.b.c.d) as the IPv4 address it dials, and without a zone.
+// Anything that does not parse is kept as it is.
+func hostKey(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	return a.WithZone("").Unmap().String()
+}
+
+// unspecified reports whether ip is an unspecified address in any form
+// (0.0.0.0, ::, ::ffff:0.0.0.0): no axon serves there.
+func unspecified(ip string) bool {
+	a, err := netip.ParseAddr(ip)
+	return err == nil && a.Unmap().IsUnspecified()
 }

@@ -3,6 +3,7 @@ package validator
 import (
 	"context"
 	"fmt"
+	"math"
 	"sort"
 
 	"github.com/nicompute/nicompute/internal/market"
@@ -76,6 +77,28 @@ func (s *Service) scores() []minerScore {
 	return out
 }
 
+// padWeights gives every uid of all a base weight of 1/65535 of the
+// largest weight and adds the real weights of uids on top: once max
+// upscaled, every uid has at least the smallest u16 weight, so a row with
+// fewer scored miners than the subnet's min_allowed_weights is still
+// accepted, while the base takes almost nothing from the scored miners
+// (Bittensor's SDK pads such rows the same way).
+func padWeights(all, uids []subnet.UID, weights []float64) ([]subnet.UID, []float64) {
+	maxW := 0.0
+	own := make(map[subnet.UID]float64, len(uids))
+	for i, u := range uids {
+		own[u] += weights[i]
+		maxW = max(maxW, weights[i])
+	}
+	base := maxW / math.MaxUint16
+	outU := make([]subnet.UID, len(all))
+	outW := make([]float64, len(all))
+	for i, u := range all {
+		outU[i], outW[i] = u, base+own[u]
+	}
+	return outU, outW
+}
+
 // setWeights submits the current scores as weights when any is positive.
 func (s *Service) setWeights(ctx context.Context, head uint64) {
 	next := head + s.cfg.WeightsRetry
@@ -102,6 +125,16 @@ func (s *Service) setWeights(ctx context.Context, head uint64) {
 		log("no miner has a score yet; weights not set", "block", head)
 		return
 	}
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.ChainTimeout)
+	hp, err := s.deps.Chain.Hyperparameters(cctx, s.cfg.NetUID)
+	cancel()
+	if err != nil {
+		s.log.Warn("weights not set: read the subnet's hyperparameters", "err", err, "retry_in_blocks", s.cfg.WeightsRetry)
+		return
+	}
+	if hp.CommitRevealEnabled {
+		s.log.Warn("the subnet has commit-reveal weights enabled; the chain may refuse plain weights", "netuid", s.cfg.NetUID)
+	}
 	uids := make([]subnet.UID, len(ms))
 	weights := make([]float64, len(ms))
 	for i, m := range ms {
@@ -112,15 +145,21 @@ func (s *Service) setWeights(ctx context.Context, head uint64) {
 		s.log.Error("weights not set: invalid scores", "err", err)
 		return
 	}
-	cctx, cancel := context.WithTimeout(ctx, s.cfg.ChainTimeout)
-	hp, err := s.deps.Chain.Hyperparameters(cctx, s.cfg.NetUID)
-	cancel()
-	if err != nil {
-		s.log.Warn("weights not set: read the subnet's hyperparameters", "err", err, "retry_in_blocks", s.cfg.WeightsRetry)
-		return
+	s.mu.Lock()
+	all := make([]subnet.UID, 0, len(s.mg.Neurons))
+	for _, n := range s.mg.Neurons {
+		all = append(all, n.UID)
 	}
-	if hp.CommitRevealEnabled {
-		s.log.Warn("the subnet has commit-reveal weights enabled; the chain may refuse plain weights", "netuid", s.cfg.NetUID)
+	s.mu.Unlock()
+	if need := min(int(hp.MinAllowedWeights), len(all)); len(upUIDs) < need {
+		scored := len(upUIDs)
+		pUIDs, pWeights := padWeights(all, uids, weights)
+		if upUIDs, upWeights, err = subnet.MaxUpscale(pUIDs, pWeights); err != nil {
+			s.log.Error("weights not set: invalid scores", "err", err)
+			return
+		}
+		s.log.Info("fewer scored miners than the subnet's min_allowed_weights: every uid gets the smallest weight",
+			"scored", scored, "min_allowed_weights", hp.MinAllowedWeights, "uids", len(all))
 	}
 	cctx, cancel = context.WithTimeout(ctx, s.cfg.ChainTimeout)
 	err = s.deps.Chain.SetWeights(cctx, s.cfg.Hotkey, s.cfg.NetUID, upUIDs, upWeights, hp.WeightsVersionKey)

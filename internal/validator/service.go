@@ -21,9 +21,16 @@
 // at once: it allocates a short test lease with an ephemeral RSA key and an
 // ephemeral ed25519 SSH key, logs in, uploads its own worker over SFTP,
 // drives one `pog compute` session with pog.Check and deallocates the lease
-// whatever happened. A test that could not be completed is retried up to
-// RetryLimit times, RetryInterval apart; a proof that fails is final.
-// Miners this validator rented out (its allocation records) are not tested.
+// whatever happened. At most the GPU count the miner's Specs declared is
+// tested and credited. A test that could not be completed is retried up to
+// RetryLimit times, RetryInterval apart; once the worker has been sent the
+// challenge, any failure to return valid proofs (a wrong proof, an error,
+// garbage, end of stream, a timeout) is final for the sweep, since the
+// worker holds the seeds and could otherwise check its proofs and retry
+// until lucky. Miners this validator rented out (its allocation records)
+// are not tested; miners whose Specs name no GPU of the table (unless
+// WhitelistUnrecognized) are not tested and get a fail result, so an
+// earlier pass stops counting.
 //
 // Scoring. Each finished test is a result: pass (a model and a count
 // identified), fail (the miner was reached and logged into but did not
@@ -38,7 +45,9 @@
 // score 0; a hotkey that leaves the subnet loses its results.
 //
 // Weights. Every WeightsInterval blocks the scores are normalised, max
-// upscaled to u16 and set with the subnet's weights version key. Refusals
+// upscaled to u16 and set with the subnet's weights version key. When
+// fewer miners score than the subnet's min_allowed_weights, every uid gets
+// at least the smallest u16 weight, so the chain accepts the row. Refusals
 // (rate limit, commit-reveal) are logged each time and retried after
 // WeightsRetry blocks. Results, specs, the scores behind each submission
 // and the sweep schedule live in the Store, so a restarted validator sets

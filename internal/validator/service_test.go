@@ -312,6 +312,10 @@ func TestServiceRentedUnrecognizedAndRetries(t *testing.T) {
 	store := newMemStore()
 	rented := l.Miners[0].Hotkey.SS58()
 	_ = store.AddResult(context.Background(), Result{Hotkey: rented, UID: l.Miners[0].UID, Outcome: "pass", Model: h100.Name, Count: 1, Block: 1}, 16)
+	// The unrecognized miner passed once before its specs changed: that
+	// pass must stop counting now that it is no longer tested.
+	unknown := l.Miners[1].Hotkey.SS58()
+	_ = store.AddResult(context.Background(), Result{Hotkey: unknown, UID: l.Miners[1].UID, Outcome: "pass", Model: h100.Name, Count: 1, Block: 1}, 16)
 	report := &lockedBuffer{}
 	dd := axon.NewDendrite(l.Validator.Hotkey)
 	defer dd.Close()
@@ -346,11 +350,51 @@ func TestServiceRentedUnrecognizedAndRetries(t *testing.T) {
 	if n, _, _, _ := miners[1].counts(); n != 0 {
 		t.Errorf("unrecognized miner tested %d times", n)
 	}
+	// Also after a restart, from the stored results alone.
+	if r, _ := store.Results(context.Background(), 1); len(r[unknown]) != 1 || r[unknown][0].Outcome != OutcomeFail {
+		t.Errorf("unrecognized miner's stored result: %+v, want a fail", r[unknown])
+	}
 	if r := rows[l.Miners[2].UID]; r.Score != want || r.LastResult != "pass" {
 		t.Errorf("flaky miner: %+v", r)
 	}
 	got, _ := store.Results(context.Background(), 1)
 	if r := got[l.Miners[2].Hotkey.SS58()]; len(r) != 1 || r[0].Attempts != 3 {
 		t.Errorf("flaky miner's result: %+v, want 3 attempts", r)
+	}
+}
+
+// With fewer scored miners than the subnet's min_allowed_weights the chain
+// refuses a row of only the scored ones; the validator pads the row with
+// the smallest weight for every uid and the chain accepts it.
+func TestServiceWeightsPadToMinAllowed(t *testing.T) {
+	c, l := testSubnet(t, 3)
+	ctx := context.Background()
+	all := uint16(len(l.Miners) + 1) // the miners and the validator
+	if err := c.SetHyperparameters(ctx, l.Owner.Coldkey, l.NetUID, local.HyperparameterUpdate{MinAllowedWeights: &all}); err != nil {
+		t.Fatal(err)
+	}
+	h100 := model(t, "NVIDIA H100 80GB HBM3")
+	miners := []*fakeMiner{
+		startFakeMinerAs(t, "127.0.0.2", l.Miners[0], minerBehavior{script: simWorker(h100, 1)}),
+		startFakeMinerAs(t, "127.0.0.3", l.Miners[1], minerBehavior{refuse: true}),
+	}
+	for i, m := range miners {
+		serve(t, c, l.NetUID, l.Miners[i], m)
+	}
+	store := newMemStore()
+	_, report := testService(t, c, l, store, nil)
+	waitFor(t, 30*time.Second, "the sweep", func() bool { return strings.Contains(report.String(), "sweep finished") })
+	waitFor(t, 30*time.Second, "weights accepted by the chain", func() bool { return store.submissions() > 0 })
+	store.mu.Lock()
+	defer store.mu.Unlock()
+	for _, entries := range store.scores {
+		for _, e := range entries {
+			switch {
+			case e.UID == l.Miners[0].UID && e.Weight != 65535:
+				t.Errorf("scored miner weight %d, want 65535", e.Weight)
+			case e.UID != l.Miners[0].UID && e.Weight != 1:
+				t.Errorf("uid %d weight %d, want the base weight 1", e.UID, e.Weight)
+			}
+		}
 	}
 }

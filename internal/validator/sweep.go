@@ -45,24 +45,35 @@ func (s *Service) sweep(ctx context.Context, block uint64) {
 			s.log.Warn("save specs", "err", err)
 		}
 	}
-	var targets []target
+	var targets, unrecognized []target
 	for _, n := range miners {
 		sp, ok := specs[n.Hotkey]
+		t := target{UID: n.UID, Hotkey: n.Hotkey, Axon: n.Axon, GPUs: testGPUs(sp, ok)}
+		if ok {
+			t.SpecsGPUs = t.GPUs
+		}
 		switch {
 		case rented[n.Hotkey]:
 			skipped[n.Hotkey] = "rented out by this validator: keeps its last score"
 		case ok && !s.cfg.WhitelistUnrecognized && !recognized(s.cfg.PoG.Table, sp):
-			skipped[n.Hotkey] = "specs name no GPU of the GPU table (--validator.whitelist.unrecognized tests it anyway)"
+			unrecognized = append(unrecognized, t)
 		default:
-			targets = append(targets, target{UID: n.UID, Hotkey: n.Hotkey, Axon: n.Axon, GPUs: testGPUs(sp, ok)})
+			targets = append(targets, t)
 		}
 	}
 	s.mu.Lock()
 	s.status, s.rented = skipped, rented
 	s.mu.Unlock()
+	// A miner skipped for its specs is recorded as failed, so an earlier
+	// pass stops counting from this sweep on (also after a restart) rather
+	// than forever: such a miner is never tested again until its specs
+	// name a known GPU.
+	for _, t := range unrecognized {
+		s.record(ctx, t, block, failed("not tested: %s", reasonUnrecognized), 0)
+	}
 
 	start := s.cfg.Now()
-	s.log.Info("proof-of-GPU sweep started", "block", block, "miners", len(targets), "skipped", len(skipped), "workers", s.cfg.PoG.MaxWorkers)
+	s.log.Info("proof-of-GPU sweep started", "block", block, "miners", len(targets), "skipped", len(skipped)+len(unrecognized), "workers", s.cfg.PoG.MaxWorkers)
 	sem := make(chan struct{}, s.cfg.PoG.MaxWorkers)
 	var wg sync.WaitGroup
 	for _, t := range targets {
@@ -94,6 +105,10 @@ func (s *Service) sweep(ctx context.Context, block uint64) {
 	s.log.Info("proof-of-GPU sweep finished", "block", block, "miners", len(targets), "took", s.cfg.Now().Sub(start).Round(time.Millisecond))
 	s.report("proof-of-GPU sweep finished")
 }
+
+// reasonUnrecognized is why a miner whose specs name no known GPU is not
+// tested.
+const reasonUnrecognized = "specs name no GPU of the GPU table (--validator.whitelist.unrecognized tests it anyway)"
 
 // testMiner tests t until it passes, fails conclusively or runs out of
 // attempts, and records the result. A test cut short by shutdown records

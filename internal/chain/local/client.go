@@ -348,7 +348,8 @@ func (c *Client) Transfer(ctx context.Context, from subnet.Signer, dest string, 
 
 // Faucet credits amount to ss58 (a development convenience: the TAO is
 // minted) and returns the new balance. Errors: EINVALID (address, amount
-// zero or above the genesis faucet limit).
+// zero or above the genesis faucet limit), EINSUFFICIENTBALANCE (the
+// faucet has minted its lifetime cap).
 func (c *Client) Faucet(ctx context.Context, ss58 string, amount subnet.Balance) (subnet.Balance, error) {
 	var r amountResult
 	err := c.call(ctx, "faucet", faucetParams{Address: ss58, Amount: amount}, &r, 0)

@@ -46,8 +46,9 @@ func mulFrac(v, num, den uint64) uint64 {
 // last epoch paid out — the owner cut to the owner's coldkey balance, the
 // rest by each uid's Yuma emission share as stake on its hotkey (held by
 // the hotkey's coldkey). Emission that no uid earns (no neurons, no stake)
-// is not minted. A Yuma failure is logged and skips the payout, so a bad
-// subnet never stops block production.
+// is not minted. A Yuma failure or a payout that cannot be made (an amount
+// would leave its range) is logged and skips the payout, so a bad subnet
+// never stops block production.
 func runEpoch(ctx context.Context, q queryer, log *slog.Logger, s *subnetState, block uint64) error {
 	total := s.epochEmission(block)
 	neurons, err := loadNeurons(ctx, q, s.NetUID)
@@ -78,9 +79,37 @@ func runEpoch(ctx context.Context, q queryer, log *slog.Logger, s *subnetState, 
 		return markEpoch(false)
 	}
 
-	cut := subnet.Balance(mulFrac(uint64(total), uint64(s.OwnerCut), math.MaxUint16))
+	// The payout runs in a savepoint: when it cannot be made (an amount
+	// would leave its range), it is undone, logged and skipped like a Yuma
+	// failure, and the block is still sealed. Otherwise one subnet's
+	// overflow would abort every block from then on.
+	if _, err := q.ExecContext(ctx, `SAVEPOINT epoch_payout`); err != nil {
+		return fmt.Errorf("epoch of subnet %d: %w", s.NetUID, err)
+	}
+	paid, cut, err := payout(ctx, q, s, neurons, out, total)
+	if err != nil {
+		if _, rerr := q.ExecContext(ctx, `ROLLBACK TO epoch_payout`); rerr != nil {
+			return fmt.Errorf("epoch of subnet %d: undo the payout after %v: %w", s.NetUID, err, rerr)
+		}
+		if _, rerr := q.ExecContext(ctx, `RELEASE epoch_payout`); rerr != nil {
+			return fmt.Errorf("epoch of subnet %d: %w", s.NetUID, rerr)
+		}
+		log.Error("epoch payout failed; no emission paid", "netuid", s.NetUID, "block", block, "err", err)
+		return markEpoch(false)
+	}
+	if _, err := q.ExecContext(ctx, `RELEASE epoch_payout`); err != nil {
+		return fmt.Errorf("epoch of subnet %d: %w", s.NetUID, err)
+	}
+	log.Info("epoch", "netuid", s.NetUID, "block", block, "uids", len(neurons), "emission", paid.String(), "owner_cut", cut.String())
+	return markEpoch(true)
+}
+
+// payout stores Yuma's outputs on each neuron and pays total: the owner
+// cut to the owner's coldkey and the rest by emission share as stake. It
+// returns what was minted and the cut.
+func payout(ctx context.Context, q queryer, s *subnetState, neurons []neuronState, out *yuma.Output, total subnet.Balance) (paid, cut subnet.Balance, err error) {
+	cut = subnet.Balance(mulFrac(uint64(total), uint64(s.OwnerCut), math.MaxUint16))
 	rest := total - cut
-	var paid subnet.Balance
 	for i, n := range neurons {
 		amount := subnet.Balance(math.Floor(float64(rest) * unit(out.Emission[i])))
 		if amount > rest-paid {
@@ -88,16 +117,16 @@ func runEpoch(ctx context.Context, q queryer, log *slog.Logger, s *subnetState, 
 		}
 		paid += amount
 		if err := addStake(ctx, q, s.NetUID, n.Hotkey, n.Coldkey, amount); err != nil {
-			return err
+			return 0, 0, err
 		}
-		var bonds []byte = []byte("[]")
+		var bonds = []byte("[]")
 		if i < len(out.Bonds) && out.Bonds[i] != nil {
 			row := make([]float64, len(out.Bonds[i]))
 			for j, b := range out.Bonds[i] {
 				row[j] = unit(b)
 			}
 			if bonds, err = json.Marshal(row); err != nil {
-				return fmt.Errorf("encode bonds: %w", err)
+				return 0, 0, fmt.Errorf("encode bonds: %w", err)
 			}
 		}
 		_, err = q.ExecContext(ctx, `UPDATE neurons SET active = ?, validator_permit = ?, rank = ?, trust = ?,
@@ -106,20 +135,19 @@ func runEpoch(ctx context.Context, q queryer, log *slog.Logger, s *subnetState, 
 			out.Active[i], out.ValidatorPermit[i], unit(out.Rank[i]), unit(out.Trust[i]), unit(out.Consensus[i]),
 			unit(out.Incentive[i]), unit(out.Dividends[i]), unit(out.ValidatorTrust[i]), int64(amount), string(bonds), s.NetUID, n.UID)
 		if err != nil {
-			return fmt.Errorf("store epoch of uid %d: %w", n.UID, err)
+			return 0, 0, fmt.Errorf("store epoch of uid %d: %w", n.UID, err)
 		}
 	}
 	if paid > 0 && cut > 0 {
 		if err := credit(ctx, q, s.Owner, cut); err != nil {
-			return err
+			return 0, 0, err
 		}
 		paid += cut
 	}
 	if err := changeIssuance(ctx, q, int64(paid)); err != nil {
-		return err
+		return 0, 0, err
 	}
-	log.Info("epoch", "netuid", s.NetUID, "block", block, "uids", len(neurons), "emission", paid.String(), "owner_cut", cut.String())
-	return markEpoch(true)
+	return paid, cut, nil
 }
 
 func epochParams(s *subnetState) yuma.Params {

@@ -40,9 +40,12 @@ func TestEpoch(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Weights set in the block that registered their targets are outdated
-	// (subtensor: last_update ≤ registered_at), so seal one first.
-	advance(t, w.n, 1)
+	// Validator permits come with the subnet's first epoch (the staked
+	// uids); until then a hotkey may set only its self-weight.
+	advance(t, w.n, created+tempo-must[uint64](t)(w.c.CurrentBlock(ctx)))
+	if m := must[*subnet.Metagraph](t)(w.c.Metagraph(ctx, w.netuid)); !m.Neurons[0].ValidatorPermit || !m.Neurons[1].ValidatorPermit {
+		t.Fatal("the first epoch granted no permits")
+	}
 	setWeights("v1", []float64{0.6, 0.3, 0.1})
 	setWeights("v2", []float64{0.5, 0.35, 0.15})
 
@@ -51,11 +54,11 @@ func TestEpoch(t *testing.T) {
 	issBefore := checkIssuance(t, w.n)
 
 	// One block short of the epoch: nothing is paid.
-	advance(t, w.n, created+tempo-1-must[uint64](t)(w.c.CurrentBlock(ctx)))
+	advance(t, w.n, created+2*tempo-1-must[uint64](t)(w.c.CurrentBlock(ctx)))
 	if m := must[*subnet.Metagraph](t)(w.c.Metagraph(ctx, w.netuid)); m.Neurons[2].Incentive != 0 {
 		t.Fatal("epoch ran early")
 	}
-	if b := advance(t, w.n, 1); b != created+tempo {
+	if b := advance(t, w.n, 1); b != created+2*tempo {
 		t.Fatalf("block = %d", b)
 	}
 	m := must[*subnet.Metagraph](t)(w.c.Metagraph(ctx, w.netuid))
@@ -153,4 +156,41 @@ func TestAdvanceLargeJump(t *testing.T) {
 		t.Fatalf("epochs = %d, last = %d; want 10 at 3600", epochs, last)
 	}
 	checkIssuance(t, w.n)
+}
+
+// An epoch whose payout cannot be made (the issuance would leave its range)
+// is skipped and logged; blocks keep being sealed.
+func TestEpochPayoutOverflowKeepsSealing(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t, func(g *Genesis) {
+		g.Tempo = 1
+		g.EmissionPerBlock = maxAmount / 4
+	})
+	cold, hot := key(t, "//Bob"), key(t, "//Bob/h")
+	w.register(t, cold, hot, 10)
+	if err := w.c.AddStake(ctx, cold, w.netuid, hot.SS58(), subnet.TAO(5)); err != nil {
+		t.Fatal(err)
+	}
+	head := w.n.Head()
+	for i := range 10 {
+		b, err := w.n.Advance(ctx, 1)
+		if err != nil || b != head+uint64(i)+1 {
+			t.Fatalf("advance %d: block %d, %v", i, b, err)
+		}
+	}
+	iss := checkIssuance(t, w.n)
+	if iss < maxAmount/2 {
+		t.Fatalf("issuance %s: the payouts before the overflow did not run", iss)
+	}
+	// Many more epochs, all of whose payouts overflow.
+	if b := advance(t, w.n, 50); b != head+60 {
+		t.Fatalf("block = %d, want %d", b, head+60)
+	}
+	if got := checkIssuance(t, w.n); got != iss {
+		t.Fatalf("issuance moved from %s to %s with every payout refused", iss, got)
+	}
+	// Extrinsics still apply.
+	if err := w.c.Transfer(ctx, cold, w.owner.SS58(), subnet.TAO(1)); err != nil {
+		t.Fatal(err)
+	}
 }

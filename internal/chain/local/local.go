@@ -14,8 +14,9 @@
 // encoding of (genesis hash, call, arguments, signer, nonce, era block) with
 // the signing account's sr25519 key, and the node checks the signature, that
 // the nonce is the account's next one and that the era is recent before it
-// applies the call in one SQLite transaction together with all its checks,
-// so a refused call leaves no trace. Extrinsics take effect on receipt, in
+// applies the call in one SQLite transaction together with all its checks.
+// A call the rules refuse changes nothing but the signer's nonce, which it
+// uses up as on Substrate so that it cannot be replayed later. Extrinsics take effect on receipt, in
 // the state of the best block, and are stamped with its number; sealing a
 // block only advances the number and runs the epochs that are due.
 package local
@@ -78,11 +79,29 @@ type Genesis struct {
 	OwnerCut uint16 `json:"owner_cut"`
 	// FaucetLimit is the most the faucet credits in one call.
 	FaucetLimit subnet.Balance `json:"faucet_limit"`
+	// FaucetCap is the most the faucet mints over the chain's life
+	// (0: DefaultFaucetCap). It keeps the total issuance far below the
+	// range of an amount, so that no caller can fill it and make the
+	// epochs' emission overflow.
+	FaucetCap subnet.Balance `json:"faucet_cap,omitempty"`
+}
+
+// DefaultFaucetCap is the faucet's lifetime minting cap when the genesis
+// sets none: one billion TAO, about a ninth of the range of an amount.
+const DefaultFaucetCap = 1_000_000_000 * subnet.RaoPerTAO
+
+// faucetCap returns g's effective faucet cap.
+func (g Genesis) faucetCap() subnet.Balance {
+	if g.FaucetCap == 0 {
+		return DefaultFaucetCap
+	}
+	return g.FaucetCap
 }
 
 // DefaultGenesis returns the parameters of a new chain: Bittensor's
 // defaults where they exist, a fixed burn of 1 TAO, a fee of 0.0001 TAO,
-// 64 validator permits and at least 1 weight per row.
+// 64 validator permits, at least 1 weight per row and a faucet of at most
+// one million TAO per call and DefaultFaucetCap in all.
 func DefaultGenesis() Genesis {
 	return Genesis{
 		Burn:                     subnet.RaoPerTAO,
@@ -101,6 +120,7 @@ func DefaultGenesis() Genesis {
 		EmissionPerBlock:         subnet.RaoPerTAO,
 		OwnerCut:                 11796,
 		FaucetLimit:              1_000_000 * subnet.RaoPerTAO,
+		FaucetCap:                DefaultFaucetCap,
 	}
 }
 
@@ -122,7 +142,7 @@ func (g Genesis) validate() error {
 	if g.BondsMovingAverage > 1_000_000 {
 		errs = append(errs, errors.New("bonds moving average must be at most 1000000"))
 	}
-	for _, v := range []subnet.Balance{g.Burn, g.Fee, g.EmissionPerBlock, g.FaucetLimit} {
+	for _, v := range []subnet.Balance{g.Burn, g.Fee, g.EmissionPerBlock, g.FaucetLimit, g.FaucetCap} {
 		if v > maxAmount/4 {
 			errs = append(errs, fmt.Errorf("amount %s is too large", v))
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net/netip"
@@ -17,24 +18,59 @@ import (
 // the whole call back. head is the best block, c the chain row.
 
 // apply runs an extrinsic whose signature has been checked: nonce and era
-// first, then the call, then the nonce bump. The result is what the call
-// returns to the client.
-func apply(ctx context.Context, q queryer, c *chainState, x *extrinsic, args any) (any, error) {
+// first, then the call, then the nonce bump. It returns what the call
+// returns to the client, the call's refusal by a rule (refused), and err
+// for anything that must abort the transaction (a stale, future or expired
+// extrinsic, a storage failure).
+//
+// A refused call changes nothing but the signer's nonce, which it uses up
+// as a dispatch error does on Substrate: the nonce is the replay
+// protection, and an extrinsic refused now (too early, too poor, not yet
+// registered) must not be replayable by whoever saw it once the
+// circumstances change within its mortality. The call runs in a savepoint
+// that a refusal rolls back, so balances, stakes and everything else stay
+// as they were.
+func apply(ctx context.Context, q queryer, c *chainState, x *extrinsic, args any) (res any, refused, err error) {
 	_, nonce, err := account(ctx, q, x.Signer)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	switch {
 	case x.Nonce < nonce:
-		return nil, subnet.Errorf(subnet.EUNAUTHORIZED, "stale nonce %d for %s (next is %d): the call was already applied or replayed", x.Nonce, x.Signer, nonce)
+		return nil, nil, subnet.Errorf(subnet.EUNAUTHORIZED, "stale nonce %d for %s (next is %d): already used by an applied or refused call (a replay, or another client signing with this key)", x.Nonce, x.Signer, nonce)
 	case x.Nonce > nonce:
-		return nil, subnet.Errorf(subnet.EUNAUTHORIZED, "future nonce %d for %s (next is %d)", x.Nonce, x.Signer, nonce)
+		return nil, nil, subnet.Errorf(subnet.EUNAUTHORIZED, "future nonce %d for %s (next is %d)", x.Nonce, x.Signer, nonce)
 	case x.Era > c.block:
-		return nil, subnet.Errorf(subnet.EUNAUTHORIZED, "era block %d is ahead of the best block %d", x.Era, c.block)
+		return nil, nil, subnet.Errorf(subnet.EUNAUTHORIZED, "era block %d is ahead of the best block %d", x.Era, c.block)
 	case c.block-x.Era > Mortality:
-		return nil, subnet.Errorf(subnet.EUNAUTHORIZED, "extrinsic expired: signed at block %d, best block is %d (mortality %d blocks)", x.Era, c.block, Mortality)
+		return nil, nil, subnet.Errorf(subnet.EUNAUTHORIZED, "extrinsic expired: signed at block %d, best block is %d (mortality %d blocks)", x.Era, c.block, Mortality)
 	}
-	var res any
+	if _, err := q.ExecContext(ctx, `SAVEPOINT extrinsic_call`); err != nil {
+		return nil, nil, fmt.Errorf("begin call: %w", err)
+	}
+	res, callErr := dispatchCall(ctx, q, c, x, args)
+	var rule *subnet.Error
+	switch {
+	case callErr == nil:
+	case errors.As(callErr, &rule):
+		if _, err := q.ExecContext(ctx, `ROLLBACK TO extrinsic_call`); err != nil {
+			return nil, nil, fmt.Errorf("undo refused call: %w", err)
+		}
+		refused = callErr
+	default:
+		return nil, nil, callErr
+	}
+	if _, err := q.ExecContext(ctx, `RELEASE extrinsic_call`); err != nil {
+		return nil, nil, fmt.Errorf("end call: %w", err)
+	}
+	if err := bumpNonce(ctx, q, x.Signer); err != nil {
+		return nil, nil, err
+	}
+	return res, refused, nil
+}
+
+// dispatchCall runs the call of x.
+func dispatchCall(ctx context.Context, q queryer, c *chainState, x *extrinsic, args any) (res any, err error) {
 	switch a := args.(type) {
 	case *createSubnetArgs:
 		res, err = createSubnet(ctx, q, c, x.Signer, a)
@@ -53,10 +89,7 @@ func apply(ctx context.Context, q queryer, c *chainState, x *extrinsic, args any
 	default:
 		err = subnet.Errorf(subnet.EINVALID, "unknown call %q", truncate(x.Call))
 	}
-	if err != nil {
-		return res, err
-	}
-	return res, bumpNonce(ctx, q, x.Signer)
+	return res, err
 }
 
 type netuidResult struct {
@@ -365,8 +398,9 @@ func serveAxon(ctx context.Context, q queryer, c *chainState, hotkey string, a *
 // setWeights stores the signing hotkey's weights row. Checks, in order:
 // subnet, registration, equal lengths, version key ≥ the subnet's weights
 // version, rate limit (the first set is always allowed), distinct uids
-// below the subnet size, and at least min(min_allowed_weights, n) entries
-// unless the row is only the setter's own uid.
+// below the subnet size, at least min(min_allowed_weights, n) entries and
+// a validator permit, unless the row is only the setter's own uid (as on
+// subtensor, a hotkey without a permit may set only its self-weight).
 func setWeights(ctx context.Context, q queryer, c *chainState, hotkey string, a *setWeightsArgs) error {
 	s, err := loadSubnet(ctx, q, a.NetUID)
 	if err != nil {
@@ -413,6 +447,16 @@ func setWeights(ctx context.Context, q queryer, c *chainState, hotkey string, a 
 	if len(a.UIDs) < int(minLen) && !selfOnly {
 		return subnet.Errorf(subnet.EINVALIDWEIGHTS, "%d weights given, subnet %d needs at least %d", len(a.UIDs), a.NetUID, minLen)
 	}
+	if !selfOnly {
+		var permit bool
+		if err := q.QueryRowContext(ctx, `SELECT validator_permit FROM neurons WHERE netuid = ? AND uid = ?`, a.NetUID, uid).Scan(&permit); err != nil {
+			return fmt.Errorf("read validator permit: %w", err)
+		}
+		if !permit {
+			return subnet.Errorf(subnet.EINVALIDWEIGHTS, "hotkey %s (uid %d) has no validator permit on subnet %d: only a weight on its own uid is allowed until an epoch grants one (permits go to the top %d uids by stake)",
+				hotkey, uid, a.NetUID, s.MaxValidators)
+		}
+	}
 	entries := make([]weightEntry, len(a.UIDs))
 	for i := range a.UIDs {
 		entries[i] = weightEntry{uint16(a.UIDs[i]), a.Weights[i]}
@@ -429,13 +473,26 @@ func setWeights(ctx context.Context, q queryer, c *chainState, hotkey string, a 
 	return nil
 }
 
-// faucet credits amount to address, minting it.
+// faucet credits amount to address, minting it, within the per-call limit
+// and the chain's lifetime faucet cap.
 func faucet(ctx context.Context, q queryer, c *chainState, address string, amount subnet.Balance) (subnet.Balance, error) {
 	if !keys.ValidSS58(address) {
 		return 0, subnet.Errorf(subnet.EINVALID, "%q is not an SS58 address", truncate(address))
 	}
 	if amount == 0 || amount > c.genesis.FaucetLimit {
 		return 0, subnet.Errorf(subnet.EINVALID, "faucet amount must be between 1 rao and %s", c.genesis.FaucetLimit)
+	}
+	var minted subnet.Balance
+	if err := q.QueryRowContext(ctx, `SELECT faucet_minted FROM chain WHERE id = 1`).Scan(&minted); err != nil {
+		return 0, fmt.Errorf("read faucet total: %w", err)
+	}
+	capacity := c.genesis.faucetCap()
+	if minted >= capacity || amount > capacity-minted {
+		return 0, subnet.Errorf(subnet.EINSUFFICIENTBALANCE, "the faucet is exhausted: it has minted %s of its lifetime cap of %s (genesis faucet_cap), %s left",
+			minted, capacity, capacity-min(minted, capacity))
+	}
+	if _, err := q.ExecContext(ctx, `UPDATE chain SET faucet_minted = ? WHERE id = 1`, int64(minted+amount)); err != nil {
+		return 0, fmt.Errorf("record faucet total: %w", err)
 	}
 	if err := changeIssuance(ctx, q, int64(amount)); err != nil {
 		return 0, err

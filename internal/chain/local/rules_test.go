@@ -3,6 +3,7 @@ package local
 import (
 	"context"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/nicompute/nicompute/internal/keys"
@@ -268,6 +269,7 @@ func TestPruning(t *testing.T) {
 	if err := w.c.AddStake(ctx, cC, w.netuid, hC.SS58(), subnet.TAO(1)); err != nil {
 		t.Fatal(err)
 	}
+	w.grantPermits(t)
 	if err := w.c.SetWeights(ctx, hA, w.netuid, []subnet.UID{1}, []uint16{65535}, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -302,7 +304,11 @@ func TestPruning(t *testing.T) {
 		t.Fatal(err)
 	}
 	balC := must[subnet.Balance](t)(w.c.Balance(ctx, cC.SS58()))
-	stakeC := subnet.TAO(1)
+	nC, _ := must[*subnet.Metagraph](t)(w.c.Metagraph(ctx, w.netuid)).ByUID(2)
+	stakeC := nC.Stake // 1 TAO and what the permits' epoch paid on it
+	if stakeC < subnet.TAO(1) {
+		t.Fatalf("C's stake %s, want at least 1 TAO", stakeC)
+	}
 
 	uid := must[subnet.UID](t)(w.c.BurnedRegister(ctx, cD, w.netuid, hD.SS58()))
 	if uid != 2 {
@@ -365,6 +371,21 @@ func TestPrunableOrder(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// grantPermits runs one epoch of w's subnet now (tempo 1 for one block,
+// then tempo back), so the staked uids get their validator permits.
+func (w *world) grantPermits(tb testing.TB) {
+	tb.Helper()
+	ctx := context.Background()
+	hp := must[subnet.Hyperparameters](tb)(w.c.Hyperparameters(ctx, w.netuid))
+	if err := w.c.SetHyperparameters(ctx, w.owner, w.netuid, HyperparameterUpdate{Tempo: ptr[uint16](1)}); err != nil {
+		tb.Fatal(err)
+	}
+	advance(tb, w.n, 1)
+	if err := w.c.SetHyperparameters(ctx, w.owner, w.netuid, HyperparameterUpdate{Tempo: ptr(hp.Tempo)}); err != nil {
+		tb.Fatal(err)
+	}
+}
 
 func TestAddStake(t *testing.T) {
 	ctx := context.Background()
@@ -477,6 +498,16 @@ func TestSetWeights(t *testing.T) {
 	if err := w.c.SetHyperparameters(ctx, w.owner, w.netuid, HyperparameterUpdate{WeightsVersion: ptr[uint64](5)}); err != nil {
 		t.Fatal(err)
 	}
+	// Before its first epoch the subnet has granted no validator permit:
+	// a hotkey may set only its self-weight.
+	wantCode(t, w.c.SetWeights(ctx, v, w.netuid, []subnet.UID{1, 2}, []uint16{65535, 100}, 5), subnet.EINVALIDWEIGHTS)
+	if err := w.c.AddStake(ctx, cold, w.netuid, v.SS58(), subnet.TAO(1)); err != nil {
+		t.Fatal(err)
+	}
+	w.grantPermits(t)
+	if nr := must[subnet.Neuron](t)(w.c.Neuron(ctx, w.netuid, v.SS58())); !nr.ValidatorPermit {
+		t.Fatal("the staked hotkey got no permit at the epoch")
+	}
 	uids, weights, err := subnet.MaxUpscale([]subnet.UID{1, 2}, []float64{0.7, 0.3})
 	if err != nil {
 		t.Fatal(err)
@@ -502,6 +533,7 @@ func TestSetWeights(t *testing.T) {
 		{"unknown uid", with(func(c *call) { c.uids = []subnet.UID{1, 3} }), subnet.EINVALIDWEIGHTS},
 		{"duplicate uid", with(func(c *call) { c.uids = []subnet.UID{1, 1} }), subnet.EINVALIDWEIGHTS},
 		{"too few weights", with(func(c *call) { c.uids, c.weights = []subnet.UID{1}, []uint16{9} }), subnet.EINVALIDWEIGHTS},
+		{"no validator permit", with(func(c *call) { c.hotkey, c.uids = m1, []subnet.UID{0, 2} }), subnet.EINVALIDWEIGHTS},
 	}
 	run := func(t *testing.T, c call) error {
 		return w.c.SetWeights(ctx, c.hotkey, c.netuid, c.uids, c.weights, c.version)
@@ -531,9 +563,57 @@ func TestSetWeights(t *testing.T) {
 	if err := run(t, ok); err != nil {
 		t.Fatalf("after the rate limit: %v", err)
 	}
-	// A row holding only the setter's own uid passes the minimum.
+	// A row holding only the setter's own uid passes the minimum, and needs
+	// no permit.
 	advance(t, w.n, 100)
 	if err := w.c.SetWeights(ctx, v, w.netuid, []subnet.UID{0}, []uint16{65535}, 5); err != nil {
 		t.Fatalf("self weight: %v", err)
+	}
+	if err := w.c.SetWeights(ctx, m1, w.netuid, []subnet.UID{1}, []uint16{65535}, 5); err != nil {
+		t.Fatalf("self weight without a permit: %v", err)
+	}
+}
+
+// The faucet mints at most the genesis faucet cap over the chain's life,
+// across restarts; beyond it it refuses with a clear error and mints
+// nothing.
+func TestFaucetCap(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	capped := func(g *Genesis) { g.FaucetLimit, g.FaucetCap = subnet.TAO(10), subnet.TAO(25) }
+	n := openNode(t, dir, 0, capped)
+	c := dialNode(t, n)
+	a, b := key(t, "//Alice"), key(t, "//Bob")
+	must[subnet.Balance](t)(c.Faucet(ctx, a.SS58(), subnet.TAO(10)))
+	must[subnet.Balance](t)(c.Faucet(ctx, b.SS58(), subnet.TAO(10)))
+	_, err := c.Faucet(ctx, a.SS58(), subnet.TAO(10))
+	wantCode(t, err, subnet.EINSUFFICIENTBALANCE)
+	if !strings.Contains(err.Error(), "faucet is exhausted") || !strings.Contains(err.Error(), "5 τ left") {
+		t.Errorf("refusal %q does not say the faucet is exhausted and what is left", err)
+	}
+	if got := checkIssuance(t, n); got != subnet.TAO(20) {
+		t.Fatalf("issuance %s after a refused faucet call, want 20 τ", got)
+	}
+	must[subnet.Balance](t)(c.Faucet(ctx, a.SS58(), subnet.TAO(5))) // exactly to the cap
+	c.Close()
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	n = openNode(t, dir, 0, capped)
+	c = dialNode(t, n)
+	_, err = c.Faucet(ctx, b.SS58(), 1)
+	wantCode(t, err, subnet.EINSUFFICIENTBALANCE)
+	if got := checkIssuance(t, n); got != subnet.TAO(25) {
+		t.Fatalf("issuance %s, want the cap 25 τ", got)
+	}
+
+	// The default cap keeps the faucet's total far inside the range of an
+	// amount, leaving room for emission.
+	if g := DefaultGenesis(); g.FaucetCap == 0 || g.FaucetCap > maxAmount/8 || g.faucetCap() != g.FaucetCap {
+		t.Errorf("default faucet cap %s, want a positive cap below %s", g.FaucetCap, subnet.Balance(maxAmount/8))
+	}
+	if g := (Genesis{}); g.faucetCap() != DefaultFaucetCap {
+		t.Errorf("a genesis without a cap (an older chain file) gets %s, want the default", g.faucetCap())
 	}
 }

@@ -85,5 +85,7 @@ CREATE TABLE stakes (
 	amount  INTEGER NOT NULL CHECK (amount >= 0),
 	PRIMARY KEY (netuid, hotkey, coldkey)
 );
+`, `
+ALTER TABLE chain ADD COLUMN faucet_minted INTEGER NOT NULL DEFAULT 0 CHECK (faucet_minted >= 0);
 `},
 }

@@ -393,17 +393,22 @@ func netuidsForHotkey(ctx context.Context, q queryer, hotkey string) (netuidsRes
 	return out, rows.Err()
 }
 
-// submit verifies and applies an extrinsic in one transaction.
+// submit verifies and applies an extrinsic in one transaction. A call a
+// rule refuses uses up the nonce and changes nothing else (see apply).
 func (n *Node) submit(ctx context.Context, x *extrinsic, args any) (any, error) {
 	if err := x.verify(n.genesis); err != nil {
 		return nil, err
 	}
 	var res any
+	var refused error
 	err := n.write(ctx, func(q queryer, c *chainState) error {
 		var err error
-		res, err = apply(ctx, q, c, x, args)
+		res, refused, err = apply(ctx, q, c, x, args)
 		return err
 	})
+	if err == nil {
+		err = refused
+	}
 	if err != nil {
 		n.log.Debug("extrinsic refused", "call", x.Call, "signer", x.Signer, "code", subnet.ErrorCode(err), "err", err)
 		return res, err

@@ -208,3 +208,50 @@ func FuzzParseRequest(f *testing.F) {
 		}
 	})
 }
+
+// A validly signed extrinsic that a rule refuses uses up its nonce (and
+// changes nothing else), so whoever saw it cannot replay it once it would
+// succeed; the client signs its next call with the following nonce.
+func TestRefusedExtrinsicUsesItsNonce(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t, nil)
+	alice, bob := key(t, "//Alice"), key(t, "//Bob")
+	nonce := must[uint64](t)(w.c.Nonce(ctx, alice.SS58()))
+	have := must[subnet.Balance](t)(w.c.Balance(ctx, alice.SS58()))
+	x, err := sign(w.n.GenesisHash(), alice, callTransfer, transferArgs{Dest: bob.SS58(), Amount: have}, nonce, w.n.Head())
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss := checkIssuance(t, w.n)
+	if r := submitRaw(t, w.n, x); r.Error == nil || r.Error.Code != subnet.EINSUFFICIENTBALANCE {
+		t.Fatalf("transfer of the whole balance (fee not covered): %+v", r.Error)
+	}
+	if got := must[uint64](t)(w.c.Nonce(ctx, alice.SS58())); got != nonce+1 {
+		t.Fatalf("nonce %d after a refused extrinsic, want %d", got, nonce+1)
+	}
+	if must[subnet.Balance](t)(w.c.Balance(ctx, alice.SS58())) != have || must[subnet.Balance](t)(w.c.Balance(ctx, bob.SS58())) != 0 ||
+		checkIssuance(t, w.n) != iss {
+		t.Fatal("a refused extrinsic changed balances")
+	}
+
+	// Alice receives enough to cover it: the observed extrinsic must not
+	// apply now.
+	must[subnet.Balance](t)(w.c.Faucet(ctx, alice.SS58(), subnet.TAO(1)))
+	if r := submitRaw(t, w.n, x); r.Error == nil || r.Error.Code != subnet.EUNAUTHORIZED || !strings.Contains(r.Error.Message, "stale nonce") {
+		t.Fatalf("replayed refused extrinsic: %+v", r.Error)
+	}
+	if got := must[subnet.Balance](t)(w.c.Balance(ctx, bob.SS58())); got != 0 {
+		t.Fatalf("the replay moved %s", got)
+	}
+	// The client picks up the next nonce.
+	if err := w.c.Transfer(ctx, alice, bob.SS58(), subnet.TAO(1)); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, w.c.Transfer(ctx, alice, bob.SS58(), subnet.TAO(1_000_000)), subnet.EINSUFFICIENTBALANCE)
+	if err := w.c.Transfer(ctx, alice, bob.SS58(), subnet.TAO(1)); err != nil {
+		t.Fatalf("after a refusal: %v", err)
+	}
+	if got := must[uint64](t)(w.c.Nonce(ctx, alice.SS58())); got != nonce+4 {
+		t.Fatalf("nonce %d, want %d", got, nonce+4)
+	}
+}

@@ -372,6 +372,31 @@ func TestIPToU128(t *testing.T) {
 	}
 }
 
+// An IPv4-mapped IPv6 axon (ip_type 6, ::ffff:a.b.c.d) reaches the IPv4
+// host and is rendered as it, so the one-uid-per-IP rule sees one address.
+func TestAxonIPMappedIPv4(t *testing.T) {
+	mapped := func(a, b, c, d byte) *big.Int {
+		return new(big.Int).SetBytes([]byte{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a, b, c, d})
+	}
+	tests := []struct {
+		ip     *big.Int
+		ipType uint64
+		want   string
+	}{
+		{mapped(127, 0, 0, 1), 6, "127.0.0.1"},
+		{mapped(1, 2, 3, 4), 6, "1.2.3.4"},
+		{mapped(0, 0, 0, 0), 6, "0.0.0.0"},
+		{big.NewInt(0x01020304), 4, "1.2.3.4"},
+		{new(big.Int).SetBytes([]byte{0x20, 0x01, 0x0d, 0xb8, 15: 1}), 6, "2001:db8::1"},
+	}
+	for _, tt := range tests {
+		got, err := axonIP(tt.ip, tt.ipType)
+		if err != nil || got != tt.want {
+			t.Errorf("axonIP(%x, %d) = %q, %v; want %q", tt.ip, tt.ipType, got, err, tt.want)
+		}
+	}
+}
+
 // TestExtensionsOfNewerRuntime rebuilds the extension list of subtensor's
 // current source (runtime/src/lib.rs TxExtension), which the recorded
 // runtime 343 predates: CheckMortality becomes a struct of (Era,

@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/big"
 	"net/netip"
+	"strings"
 
 	"github.com/nicompute/nicompute/internal/keys"
 	"github.com/nicompute/nicompute/internal/subnet"
@@ -27,8 +28,9 @@ func accountSS58(b []byte) (string, error) {
 	return keys.SS58Encode(b), nil
 }
 
-// axonIP renders the u128 ip of an AxonInfo of ip_type 4 or 6. A zero ip
-// is "0.0.0.0", which Bittensor treats as not serving.
+// axonIP renders the u128 ip of an AxonInfo of ip_type 4 or 6; an
+// IPv4-mapped IPv6 address is rendered as the IPv4 address it reaches. A
+// zero ip is "0.0.0.0", which Bittensor treats as not serving.
 func axonIP(ip *big.Int, ipType uint64) (string, error) {
 	if ip.Sign() == 0 {
 		return "0.0.0.0", nil
@@ -45,7 +47,9 @@ func axonIP(ip *big.Int, ipType uint64) (string, error) {
 		}
 		return netip.AddrFrom4([4]byte(b[12:])).String(), nil
 	case 6:
-		return netip.AddrFrom16(b).String(), nil
+		// An IPv4-mapped address (::ffff:a.b.c.d) dials the IPv4 host:
+		// render it as that host, so one host has one spelling.
+		return netip.AddrFrom16(b).Unmap().String(), nil
 	}
 	return "", fmt.Errorf("unknown ip_type %d", ipType)
 }
@@ -111,6 +115,9 @@ func neuronFromLite(v any, netuid subnet.NetUID) (subnet.Neuron, error) {
 	}
 	n.Axon.Version, n.Axon.Port = uint32(version), uint16(port)
 	n.Axon.IPType, n.Axon.Protocol = uint8(ipType), uint8(protocol)
+	if ipType == 6 && !strings.Contains(n.Axon.IP, ":") {
+		n.Axon.IPType = 4 // an IPv4-mapped address, rendered as IPv4
+	}
 	for i, s := range stakes {
 		pair, ok := s.([]any)
 		if !ok || len(pair) != 2 {
