@@ -35,6 +35,9 @@ func BenchmarkEpoch256(b *testing.B) {
 		if err := w.c.AddStake(ctx, cold, w.netuid, hot[v].SS58(), subnet.TAO(float64(100+v))); err != nil {
 			b.Fatal(err)
 		}
+	}
+	w.grantPermits(b) // only permitted validators may weight other uids
+	for v := range 64 {
 		weights := make([]uint16, 256)
 		for j := range weights {
 			weights[j] = uint16(1 + (j*7+v*13)%65535)
