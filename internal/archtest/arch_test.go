@@ -31,6 +31,7 @@ var allowed = map[string][]string{
 	"internal/nictest":  {"scratch"},
 	"internal/scratch":  nil,
 	"internal/archtest": nil,
+	"internal/tlock":    nil,
 
 	"internal/allocations":                   nil,
 	"internal/wallet":                        {"keys", "subnet"},
