@@ -174,6 +174,6 @@ type Hyperparameters struct {
 	CommitRevealEnabled  bool    `json:"commit_reveal_weights_enabled"`
 	// RevealPeriodEpochs is the number of epochs after which the chain
 	// reveals a timelocked weights commit (commit-reveal on).
-	RevealPeriodEpochs uint64 `json:"commit_reveal_period"`
-	RegistrationAllowed  bool    `json:"registration_allowed"`
+	RevealPeriodEpochs  uint64 `json:"commit_reveal_period"`
+	RegistrationAllowed bool   `json:"registration_allowed"`
 }
