@@ -74,8 +74,10 @@ there are more miners): its specs report them, and its lease containers
 tell the Proof-of-GPU worker to simulate them. Without a Docker engine no
 miner is started (devnet says so).
 
-Validator. It tests each miner every 5 tempos and sets weights every half
-tempo; only a validator started by devnet accepts simulated GPUs. Within a
+Validator. It tests each miner every 5 tempos and submits weights every half
+tempo; the devnet subnet has commit-reveal weights on, as Bittensor's do, so
+the weights are committed to the chain's beacon and revealed by the chain one
+epoch later. Only a validator started by devnet accepts simulated GPUs. Within a
 few tempos the miners' incentives follow their models' scores:
 
   nicompute subnet metagraph --netuid 1 --subtensor.chain_endpoint URL --json

@@ -31,6 +31,7 @@ var allowed = map[string][]string{
 	"internal/nictest":  {"scratch"},
 	"internal/scratch":  nil,
 	"internal/archtest": nil,
+	"internal/tlock":    nil,
 
 	"internal/allocations":                   nil,
 	"internal/wallet":                        {"keys", "subnet"},
@@ -42,12 +43,13 @@ var allowed = map[string][]string{
 	"internal/sqlite":                        {"market", "subnet"},
 	"internal/hostinfo":                      {"market"},
 	"internal/docker":                        {"market", "sshd"},
-	"internal/chain/local":                   {"subnet", "yuma", "sqlite", "keys"},
-	"internal/chain/subtensor":               {"subnet", "keys"},
+	"internal/chain/local":                   {"subnet", "yuma", "sqlite", "keys", "tlock"},
+	"internal/chain/subtensor":               {"subnet", "keys", "tlock"},
+	"internal/weights":                       {"subnet", "tlock"},
 	"internal/chain/subtensor/subtensortest": nil,
 
 	"internal/miner":     {"axon", "market", "protocol", "subnet"},
-	"internal/validator": {"axon", "market", "pog", "protocol", "subnet"},
+	"internal/validator": {"axon", "market", "pog", "protocol", "subnet", "weights"},
 
 	"internal/devnet": {"chain/local", "keys", "market", "pog", "subnet", "wallet", "sqlite", "docker", "hostinfo", "protocol", "axon", "allocations", "scratch"},
 }

@@ -85,6 +85,9 @@ func (s *Service) report(why string) {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "validator uid %d, subnet %d: %s\n", s.UID(), s.cfg.NetUID, why)
+	if st := s.WeightsStatus(); st != "" {
+		fmt.Fprintf(&b, "%s\n", st)
+	}
 	_ = WriteTable(&b, rows)
 	_, _ = io.WriteString(s.cfg.Report, b.String())
 }

@@ -179,10 +179,10 @@ func TestReplayHyperparameters(t *testing.T) {
 	// MaxWeightsLimit 0xffff, MinAllowedWeights 0x0100 = 1, Burn 1 rao,
 	// NetworksAdded 0x01. Not recorded, so the metadata default applies:
 	// WeightsSetRateLimit 100 (0x6400…), Kappa 32767 (0xff7f),
-	// CommitRevealWeightsEnabled true (0x01).
+	// CommitRevealWeightsEnabled true (0x01), RevealPeriodEpochs 1.
 	want := subnet.Hyperparameters{
 		Tempo: 1000, ImmunityPeriod: 5000, MaxWeightLimit: 65535, MinAllowedWeights: 1, Burn: 1,
-		WeightsRateLimit: 100, Kappa: 32767, CommitRevealEnabled: true,
+		WeightsRateLimit: 100, Kappa: 32767, CommitRevealEnabled: true, RevealPeriodEpochs: 1,
 	}
 	got := h
 	got.WeightsVersionKey, got.MaxAllowedUIDs, got.MaxAllowedValidators, got.ActivityCutoff = 0, 0, 0, 0
