@@ -131,7 +131,7 @@ func (a *app) openAlloc(ctx context.Context, f *allocFlags) (*allocSession, erro
 // miner's reason; resp holds the answer either way.
 func (s *allocSession) call(ctx context.Context, req *protocol.Allocate, resp *protocol.Allocate, timeout time.Duration) error {
 	target := axon.Target{Addr: s.miner.Axon.Addr(), Hotkey: s.miner.Hotkey}
-	_, err := s.d.Call(ctx, target, protocol.AllocateName, req, resp, timeout)
+	_, err := protocol.CallAllocate(ctx, s.d, target, req, resp, timeout)
 	if err == nil {
 		return nil
 	}
@@ -172,11 +172,12 @@ func definiteRefusal(err error) bool {
 	return st >= 400 && st < 500 && st != http.StatusRequestTimeout
 }
 
-// leaseCommands names the commands that check or release the allocation
-// of (netuid, miner hotkey), for messages.
-func leaseCommands(netuid uint16, hotkey string) (status, deallocate string) {
-	sel := fmt.Sprintf("--netuid %d --hotkey %s", netuid, hotkey)
-	return "nicompute allocation status " + sel, "nicompute deallocate " + sel
+// leaseCommands names the commands that check or release this wallet's
+// allocation on the miner with hotkey, for messages: with the flags that
+// select the same wallet, chain and subnet.
+func (f *allocFlags) leaseCommands(hotkey string) (status, deallocate string) {
+	return commandLine("allocation status", f.netuid, f.w, f.sf, "--hotkey", hotkey),
+		commandLine("deallocate", f.netuid, f.w, f.sf, "--hotkey", hotkey)
 }
 
 // openOwnLease opens a session to the flags' miner and loads this hotkey's
@@ -302,7 +303,7 @@ func (a *app) runAllocate(ctx context.Context, f *allocFlags, r market.Requireme
 		return err
 	}
 	defer s.close()
-	statusCmd, deallocCmd := leaseCommands(f.netuid, s.miner.Hotkey)
+	statusCmd, deallocCmd := f.leaseCommands(s.miner.Hotkey)
 	// An existing record, pending or not, holds the key of a lease the
 	// miner may have: never replace it.
 	existing := func(old allocations.Record) error {
@@ -462,7 +463,7 @@ func newAllocationStatusCmd(a *app) *cobra.Command {
 			var resp protocol.Allocate
 			if err := s.call(ctx, req, &resp, f.timeout); err != nil {
 				if rec.Pending && refusalStatus(err) == http.StatusNotFound {
-					_, deallocCmd := leaseCommands(f.netuid, s.miner.Hotkey)
+					_, deallocCmd := f.leaseCommands(s.miner.Hotkey)
 					return fmt.Errorf("%w\nthe pending allocation has no lease on miner uid %d; run `%s` to remove its record", err, rec.UID, deallocCmd)
 				}
 				return err

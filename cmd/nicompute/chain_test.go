@@ -9,32 +9,17 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nicompute/nicompute/internal/chain/local"
 	"github.com/nicompute/nicompute/internal/keys"
+	"github.com/nicompute/nicompute/internal/nictest"
 )
 
 // lockedBuffer is a bytes.Buffer safe for a command writing while the test
 // reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type lockedBuffer = nictest.SyncBuffer
 
 // chainCLI runs nicompute commands against one embedded chain node with
 // wallets in a temporary directory.

@@ -57,6 +57,8 @@ type minerOptions struct {
 	// SSHPorts and SSHHostIP: where lease SSH servers are published.
 	SSHPorts  miner.PortRange
 	SSHHostIP string
+	// DisableSSHForwarding refuses ssh -L, -R and -D in leases.
+	DisableSSHForwarding bool
 	// Image is the default lease image, Images the others renters may pick.
 	Image  string
 	Images []string
@@ -189,6 +191,8 @@ func startMiner(ctx context.Context, o minerOptions) (rm *runningMiner, err erro
 		HostIP:       o.SSHHostIP,
 		Host:         o.DockerHost,
 		Logger:       log,
+
+		DisableSSHForwarding: o.DisableSSHForwarding,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start miner: %w", err)
@@ -300,6 +304,18 @@ func (d dockerRuntime) Remove(ctx context.Context, lease string) error {
 }
 func (d dockerRuntime) Ping(ctx context.Context) error { return d.rt.Ping(ctx) }
 
+func (d dockerRuntime) HasImage(ctx context.Context, image string) (bool, error) {
+	return d.rt.HasImage(ctx, image)
+}
+
+func (d dockerRuntime) PullImage(ctx context.Context, image string, progress func(miner.PullProgress)) error {
+	return d.rt.PullImage(ctx, image, func(p docker.PullProgress) {
+		if progress != nil {
+			progress(miner.PullProgress(p))
+		}
+	})
+}
+
 func (d dockerRuntime) SetAuthorizedKeys(ctx context.Context, lease string, keys []ssh.PublicKey) error {
 	return d.rt.SetAuthorizedKeys(ctx, lease, keys)
 }
@@ -342,6 +358,7 @@ type minerFlags struct {
 	sshPort        int
 	sshPortRange   string
 	sshIP          string
+	sshForwarding  bool
 	notEnough      bool
 	requireBodySig bool
 	notUpdated     bool
@@ -384,8 +401,14 @@ miner stops and are reconciled with the lease records when it starts.
 
 Renters get --miner.image unless they name one of --miner.images ("*" allows
 any image the engine can pull); SN27's placeholder "ubuntu" means the
-default. Password login is enabled only when the request sets
-docker_requirement.password or sends no ssh_key.`,
+default. --miner.images offers by default the PyTorch images SN27's Python
+validators and register_api ask for. The miner pulls the offered images
+that are missing in the background when it starts (progress in the log) and
+reuses them; a request for an image still being pulled, or that the engine
+cannot pull, is refused with the reason. Password login is enabled only
+when the request sets docker_requirement.password or sends no ssh_key.
+Renters may forward ports over SSH inside their lease (ssh -L, -R, -D)
+unless --ssh.forwarding=false.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return a.runMiner(cmd.Context(), f) },
 	}
@@ -400,6 +423,7 @@ docker_requirement.password or sends no ssh_key.`,
 	fs.IntVar(&f.sshPort, "ssh.port", defaultSSHPort, "SSH port of the first lease")
 	fs.StringVar(&f.sshPortRange, "ssh.port-range", "", "SSH ports for leases, FIRST-LAST (default: --ssh.port and the next 99)")
 	fs.StringVar(&f.sshIP, "ssh.ip", "0.0.0.0", "address lease SSH ports are published on")
+	fs.BoolVar(&f.sshForwarding, "ssh.forwarding", true, "let renters forward ports over SSH inside their lease (ssh -L, -R on its loopback, -D); false refuses it in leases created from now on")
 	fs.BoolVar(&f.notEnough, "miner.whitelist.not.enough.stake", false, "admit registered callers whose stake is below the validator permit")
 	fs.BoolVar(&f.requireBodySig, "miner.require.body.signature", false, "admit only callers that also sign the request body (nicompute validators); Bittensor's signature does not cover SN27 bodies, so this refuses SN27's Python validators")
 	fs.BoolVar(&f.notUpdated, "miner.whitelist.not.updated", false, "admit validators whose axon version is below the minimum")
@@ -409,7 +433,7 @@ docker_requirement.password or sends no ssh_key.`,
 	fs.StringSliceVar(&f.blackColdkeys, "blacklist.coldkeys", nil, "coldkeys whose hotkeys are always refused")
 	fs.StringSliceVar(&f.whiteHotkeys, "whitelist.hotkeys", nil, "hotkeys always admitted")
 	fs.StringVar(&f.image, "miner.image", defaultMinerImage, "default lease image (also used for SN27's placeholder \"ubuntu\")")
-	fs.StringSliceVar(&f.images, "miner.images", nil, "other images renters may ask for (\"*\": any)")
+	fs.StringSliceVar(&f.images, "miner.images", miner.SN27Images(), "other images renters may ask for (the default: the ones SN27's validators and register_api ask for); setting it replaces the list: \"\" for none, \"*\" for any")
 	fs.StringVar(&f.dataDir, "miner.data", "", "state directory for leases.db (default ~/.nicompute/miner/WALLET-HOTKEY-netuidN)")
 	fs.IntVar(&f.reserveCPUs, "miner.reserve.cpus", 0, "CPUs kept for the host, never leased")
 	fs.StringVar(&f.reserveRAM, "miner.reserve.ram", "2GiB", "memory kept for the host")
@@ -433,13 +457,14 @@ docker_requirement.password or sends no ssh_key.`,
 // hotkey and chain).
 func (f minerFlags) options() (minerOptions, error) {
 	o := minerOptions{
-		NetUID:        subnet.NetUID(f.netuid),
-		SSHHostIP:     f.sshIP,
-		Image:         f.image,
-		Images:        f.images,
-		BinaryPath:    f.binary,
-		DockerHost:    f.dockerHost,
-		DockerNetwork: f.dockerNetwork,
+		NetUID:               subnet.NetUID(f.netuid),
+		SSHHostIP:            f.sshIP,
+		DisableSSHForwarding: !f.sshForwarding,
+		Image:                f.image,
+		Images:               f.images,
+		BinaryPath:           f.binary,
+		DockerHost:           f.dockerHost,
+		DockerNetwork:        f.dockerNetwork,
 		Policy: miner.PolicyConfig{
 			AllowLowStake:     f.notEnough,
 			AllowOutdated:     f.notUpdated,
@@ -607,6 +632,9 @@ func (a *app) runMiner(ctx context.Context, f minerFlags) error {
 		}
 	}
 	m, err := startMiner(ctx, o)
+	if errors.Is(err, miner.ErrNotRegistered) {
+		return chainErr("%w; register it first: %s", err, commandLine("subnet register", f.netuid, f.w, f.sf))
+	}
 	if err != nil {
 		return err
 	}

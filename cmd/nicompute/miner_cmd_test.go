@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,15 +16,19 @@ import (
 // usage errors.
 func TestMinerFlags(t *testing.T) {
 	base := func() minerFlags {
-		return minerFlags{netuid: 27, axonPort: 8091, sshPort: 4444, sshIP: "0.0.0.0", threshold: 60, image: "img",
+		return minerFlags{netuid: 27, axonPort: 8091, sshPort: 4444, sshIP: "0.0.0.0", sshForwarding: true, threshold: 60, image: "img",
 			reserveRAM: "2GiB", reserveDisk: "20GiB", leaseMemory: "1GiB"}
+	}
+	// SN27's validators and register_api get the images they ask for.
+	if got, err := newMinerCmd(&app{}).Flags().GetStringSlice("miner.images"); err != nil || !slices.Equal(got, miner.SN27Images()) {
+		t.Fatalf("--miner.images default %q, %v; want SN27's images", got, err)
 	}
 	o, err := base().options()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if o.AxonListen != ":8091" || o.ExternalIP != "" || o.ExternalPort != 8091 || o.SSHPorts != (miner.PortRange{First: 4444, Last: 4543}) ||
-		o.Reserve.MemoryBytes != 2<<30 || o.LeaseMemory != 1<<30 || o.Policy.MinValidatorVersion != version.Int()/1000*1000 {
+		o.Reserve.MemoryBytes != 2<<30 || o.LeaseMemory != 1<<30 || o.Policy.MinValidatorVersion != version.Int()/1000*1000 || o.DisableSSHForwarding {
 		t.Fatalf("defaults: %+v", o)
 	}
 	for _, tc := range []struct {
@@ -41,6 +46,7 @@ func TestMinerFlags(t *testing.T) {
 		{"version check off", func(f *minerFlags) { f.minValidator = "0" }, func(o minerOptions) bool { return o.Policy.MinValidatorVersion == 0 }},
 		{"version", func(f *minerFlags) { f.minValidator = "1.8.3" }, func(o minerOptions) bool { return o.Policy.MinValidatorVersion == 1_008_003 }},
 		{"body signatures", func(f *minerFlags) { f.requireBodySig = true }, func(o minerOptions) bool { return o.RequireBodySignature }},
+		{"ssh forwarding off", func(f *minerFlags) { f.sshForwarding = false }, func(o minerOptions) bool { return o.DisableSSHForwarding }},
 		{"lists", func(f *minerFlags) {
 			f.blackHotkeys, f.whiteHotkeys, f.notEnough, f.notUpdated = []string{"a"}, []string{"b"}, true, true
 		}, func(o minerOptions) bool {
@@ -88,8 +94,10 @@ func TestMinerUnregistered(t *testing.T) {
 	var out, errb lockedBuffer
 	code := Run(context.Background(), []string{"miner", "--subtensor.chain_endpoint", w.node.Endpoint(), "--wallet.path", w.wallets,
 		"--wallet.name", "stranger", "--netuid", strconv.Itoa(int(w.netuid)), "--axon.ip", "127.0.0.1", "--axon.port", "1",
-		"--miner.data", t.TempDir(), "--miner.image", "busybox"}, Stdio{In: strings.NewReader(""), Out: &out, Err: &errb})
-	if code != 1 || !strings.Contains(errb.String(), "is not registered on subnet") || !strings.Contains(errb.String(), "subnet register") {
-		t.Fatalf("exit %d: %s", code, errb.String())
+		"--miner.data", t.TempDir(), "--miner.image", "busybox", "--miner.images="}, Stdio{In: strings.NewReader(""), Out: &out, Err: &errb})
+	hint := "nicompute subnet register --netuid " + strconv.Itoa(int(w.netuid)) + " --wallet.path " + w.wallets +
+		" --wallet.name stranger --subtensor.chain_endpoint " + w.node.Endpoint()
+	if code != 1 || !strings.Contains(errb.String(), "is not registered on subnet") || !strings.Contains(errb.String(), hint) {
+		t.Fatalf("exit %d: %s; want the hint %q", code, errb.String(), hint)
 	}
 }

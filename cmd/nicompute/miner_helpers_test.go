@@ -190,10 +190,11 @@ func newLeaseClient(tb testing.TB, signer *keys.Keypair, addr, hotkey string) *l
 }
 
 // call sends req and returns the output and the status (200 on success,
-// 0 when no answer came).
+// the status of the refusal's code for a refusal answered with 200 — see
+// protocol.CallAllocate — 0 when no answer came).
 func (c *leaseClient) call(ctx context.Context, req *protocol.Allocate, timeout time.Duration) (protocol.Output, int, error) {
-	var resp struct{ Output protocol.Output }
-	_, err := c.d.Call(ctx, c.target, protocol.AllocateName, req, &resp, timeout)
+	var resp protocol.Allocate
+	_, err := protocol.CallAllocate(ctx, c.d, c.target, req, &resp, timeout)
 	if err == nil {
 		return resp.Output, 200, nil
 	}

@@ -119,6 +119,10 @@ type Config struct {
 	CallTimeout time.Duration
 	// PullTimeout bounds an image pull (default 15 min).
 	PullTimeout time.Duration
+	// DisableSSHForwarding starts lease SSH servers with port forwarding
+	// refused (by default renters may use ssh -L, -R and -D inside their
+	// lease).
+	DisableSSHForwarding bool
 	// StopTimeout is the grace period between SIGTERM and SIGKILL on stop
 	// and restart (default 10 s).
 	StopTimeout time.Duration

@@ -37,6 +37,13 @@ type Runtime interface {
 	Inspect(ctx context.Context, lease string) (Container, error)
 	// List returns every container of this miner, in any state.
 	List(ctx context.Context) ([]Container, error)
+	// HasImage reports whether image (a canonical reference) is present.
+	// Errors: EUNAVAILABLE.
+	HasImage(ctx context.Context, image string) (bool, error)
+	// PullImage pulls image, calling progress (when not nil) as it goes;
+	// it may take minutes. Errors: ENOTFOUND (the registry does not have
+	// it), EUNAVAILABLE (engine or registry unreachable).
+	PullImage(ctx context.Context, image string, progress func(PullProgress)) error
 	// Ping checks the engine answers. EngineVersion returns its version.
 	Ping(ctx context.Context) error
 	EngineVersion(ctx context.Context) (string, error)

@@ -37,9 +37,14 @@ type fakeRuntime struct {
 	// (tests block or fail there).
 	createHook func(ContainerSpec) error
 	startHook  func(lease string) error
+	// pullHook, when set, is the pull of an absent image (nil: it succeeds
+	// at once); pulls counts pulls.
+	pullHook func(ctx context.Context, image string, progress func(PullProgress)) error
+	pulls    atomic.Int64
 
 	mu         sync.Mutex
 	containers map[string]*fakeContainer
+	absent     map[string]bool // images missing until pulled
 }
 
 type fakeContainer struct {
@@ -180,6 +185,40 @@ func (f *fakeRuntime) EngineVersion(context.Context) (string, error) {
 		return "", errDown
 	}
 	return "20.10.fake", nil
+}
+
+func (f *fakeRuntime) HasImage(_ context.Context, image string) (bool, error) {
+	if f.down.Load() {
+		return false, errDown
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !f.absent[image], nil
+}
+
+func (f *fakeRuntime) PullImage(ctx context.Context, image string, progress func(PullProgress)) error {
+	f.pulls.Add(1)
+	if f.pullHook != nil {
+		if err := f.pullHook(ctx, image, progress); err != nil {
+			return err
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.absent, image)
+	return nil
+}
+
+// setAbsent marks images as missing from the engine.
+func (f *fakeRuntime) setAbsent(images ...string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.absent == nil {
+		f.absent = map[string]bool{}
+	}
+	for _, img := range images {
+		f.absent[img] = true
+	}
 }
 
 func (f *fakeRuntime) ValidateImage(ref string) (string, error) { return docker.ValidateImage(ref) }
@@ -375,7 +414,9 @@ func (tm *testMiner) target() axon.Target {
 }
 
 // call sends an Allocate as signer (nil: the validator) and returns the
-// answer and the axon status (200 on success).
+// answer and the status of a refusal — the axon's, or for a refusal the
+// miner answered with 200, the status of its code (protocol.CallAllocate)
+// — or 200 on success.
 func (tm *testMiner) call(tb testing.TB, signer *keys.Keypair, req *protocol.Allocate) (protocol.Output, int) {
 	tb.Helper()
 	d := tm.d
@@ -384,7 +425,7 @@ func (tm *testMiner) call(tb testing.TB, signer *keys.Keypair, req *protocol.All
 		defer d.Close()
 	}
 	var resp protocol.Allocate
-	_, err := d.Call(context.Background(), tm.target(), protocol.AllocateName, req, &resp, 10*time.Second)
+	_, err := protocol.CallAllocate(context.Background(), d, tm.target(), req, &resp, 10*time.Second)
 	if err == nil {
 		return resp.Output, 200
 	}

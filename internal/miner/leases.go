@@ -114,6 +114,21 @@ func (m *leaseManager) free(ctx context.Context) (market.Capacity, error) {
 	return m.capacity.Free(live), nil
 }
 
+// heldBy returns a live lease (creating or active) owned by hotkey, under
+// any public key, and whether there is one.
+func (m *leaseManager) heldBy(ctx context.Context, hotkey string) (market.Lease, bool, error) {
+	live, err := m.store.LiveLeases(ctx)
+	if err != nil {
+		return market.Lease{}, false, fmt.Errorf("read leases: %w", err)
+	}
+	for _, l := range live {
+		if l.Owner.Hotkey == hotkey {
+			return l, true, nil
+		}
+	}
+	return market.Lease{}, false, nil
+}
+
 // check reports whether requirement r fits the free capacity now.
 func (m *leaseManager) check(ctx context.Context, r market.Requirement) error {
 	free, err := m.free(ctx)

@@ -30,7 +30,10 @@
 // a slow or unreachable chain never delays a request.
 //
 // Renter input. SN27's "ubuntu" placeholder or an empty base_image means the
-// operator's default image; other images must be in the operator's list.
+// operator's default image; other images must be in the operator's list
+// (SN27Images by default, at the command level). A missing image is pulled
+// once, in the background, and reused (see imagePuller); a request waits
+// for it only as long as its own deadline allows.
 // Password login is enabled when docker_requirement.password is true or no
 // ssh_key is given (SN27 validators send none for Proof-of-GPU and could not
 // log in otherwise); the password is random, returned once inside the
@@ -161,9 +164,13 @@ type Config struct {
 	Policy  PolicyConfig
 
 	// DefaultImage is the image leases run unless the renter picks one of
-	// Images.
+	// Images ("*" among them: any image). The miner pulls the ones missing
+	// in the background when it starts, and any other on first request.
 	DefaultImage string
 	Images       []string
+	// PullRetry is how long a failed image pull is answered from memory
+	// before another is tried (default DefaultPullRetry).
+	PullRetry time.Duration
 	// SSHPorts are the host ports leases are published on; SSHHostIP the
 	// address they are published on (default 0.0.0.0), where a candidate
 	// port is checked to be free.
@@ -257,6 +264,7 @@ func (c *Config) setDefaults() error {
 	def(&c.SweepInterval, DefaultSweepInterval)
 	def(&c.OrphanGrace, DefaultOrphanGrace)
 	def(&c.SpecsInterval, DefaultSpecsInterval)
+	def(&c.PullRetry, DefaultPullRetry)
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -285,6 +293,7 @@ type Service struct {
 	leases  *leaseManager
 	specs   *specsCache
 	images  *imagePolicy
+	pulls   *imagePuller
 	axon    *axon.Server
 	ln      net.Listener
 
@@ -368,6 +377,8 @@ func New(ctx context.Context, deps Deps, cfg Config) (*Service, error) {
 	if err := s.leases.reconcile(ctx); err != nil {
 		s.log.Warn("leases not reconciled at start; allocations wait for the runtime", "err", err)
 	}
+	s.pulls = newImagePuller(deps.Runtime, cfg.PullRetry, cfg.Now, s.log)
+	s.pulls.prefetch(ctx, s.images.allowed)
 	s.chain.serveIfNeeded(ctx)
 
 	runCtx, cancel := context.WithCancel(context.Background())
@@ -432,6 +443,7 @@ func (s *Service) Close() error {
 		s.cancel()
 		<-s.done
 		s.axon.Close()
+		s.pulls.close()
 		s.log.Info("miner stopped; lease containers keep running")
 	})
 	return s.Err()

@@ -46,9 +46,15 @@ type Config struct {
 	// USER, LOGNAME, SHELL, SSH_CONNECTION, SSH_CLIENT, TERM and SSH_TTY,
 	// PATH when Env has none, and the client's accepted "env" requests.
 	Env []string
-	// AllowTCPForwarding enables local port forwarding (direct-tcpip, as
-	// `ssh -L`). Remote forwarding (tcpip-forward) is always refused.
-	AllowTCPForwarding bool
+	// DisableTCPForwarding refuses port forwarding, which is otherwise
+	// allowed as OpenSSH's AllowTcpForwarding yes allows it: local and
+	// dynamic forwarding (direct-tcpip channels, `ssh -L`, `ssh -D`)
+	// connect from inside the server's network namespace, and remote
+	// forwarding (tcpip-forward, `ssh -R`) listens on its loopback address
+	// (OpenSSH's GatewayPorts no). In a lease container that namespace is
+	// the renter's own. A key's no-port-forwarding or restrict option
+	// refuses both for that key.
+	DisableTCPForwarding bool
 	// MaxAuthTries bounds failed authentication attempts per connection.
 	MaxAuthTries int
 	// LoginGraceTime bounds the time from TCP accept to successful

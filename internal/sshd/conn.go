@@ -89,14 +89,18 @@ func (c *conn) serve() {
 	c.log.Info("login", "user", sc.User(), "method", ext[extMethod], "key", ext[extFingerprint],
 		"client", string(sc.ClientVersion()))
 
+	// Global requests: remote forwarding (ssh -R) and keepalives.
+	fwd := newRemoteForwards(c)
+	globalDone := make(chan struct{})
 	go func() {
-		// Global requests: tcpip-forward is refused, keepalives get a
-		// failure reply, which clients accept as proof of life.
+		defer close(globalDone)
 		for r := range reqs {
-			if r.WantReply {
-				r.Reply(false, nil)
-			}
+			fwd.handle(r)
 		}
+	}()
+	defer func() {
+		<-globalDone // reqs is closed once the connection is
+		fwd.close()
 	}()
 
 	var wg sync.WaitGroup
@@ -117,7 +121,7 @@ func (c *conn) serve() {
 				newSession(c, ch, creqs).serve()
 			})
 		case "direct-tcpip":
-			if !s.cfg.AllowTCPForwarding || c.restrict.noPortForwarding {
+			if !c.forwardingAllowed() {
 				nch.Reject(ssh.Prohibited, "port forwarding is disabled")
 				continue
 			}

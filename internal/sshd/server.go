@@ -106,7 +106,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		conns:      map[*conn]struct{}{},
 	}
 	log.Info("ssh server ready", "host_key", ssh.FingerprintSHA256(hostKey.PublicKey()), "user", cfg.User, "reap", reap,
-		"tcp_forwarding", cfg.AllowTCPForwarding)
+		"tcp_forwarding", !cfg.DisableTCPForwarding)
 	return s, nil
 }
 

@@ -230,7 +230,7 @@ func (d *driver) test(ctx context.Context, m target) attempt {
 	req.PublicKey = pubPEM
 	req.DockerRequirement.SSHKey = authLine
 	var resp protocol.Allocate
-	_, callErr := d.axon.Call(ctx, ax, protocol.AllocateName, req, &resp, d.cfg.AllocateTimeout)
+	_, callErr := protocol.CallAllocate(ctx, d.axon, ax, req, &resp, d.cfg.AllocateTimeout)
 	if callErr != nil || !resp.Output.Status {
 		a := unreachable("allocation refused: %s", allocReason(callErr, resp.Output))
 		if mayHoldLease(callErr) {
@@ -461,7 +461,7 @@ func (d *driver) deallocate(ctx context.Context, ax axon.Target, pubPEM string) 
 		}
 		var resp protocol.Allocate
 		cctx, cancel := context.WithTimeout(base, d.cfg.DeallocateTimeout)
-		_, err := d.axon.Call(cctx, ax, protocol.AllocateName, req, &resp, d.cfg.DeallocateTimeout)
+		_, err := protocol.CallAllocate(cctx, d.axon, ax, req, &resp, d.cfg.DeallocateTimeout)
 		cancel()
 		if err == nil && resp.Output.Status {
 			return ""

@@ -335,7 +335,7 @@ func New(ctx context.Context, deps Deps, cfg Config) (*Service, error) {
 	}
 	me, ok := mg.ByHotkey(cfg.Hotkey.SS58())
 	if !ok {
-		return nil, fmt.Errorf("%w: hotkey %s has no uid on subnet %d; register it first (nicompute subnet register)", ErrNotRegistered, cfg.Hotkey.SS58(), cfg.NetUID)
+		return nil, fmt.Errorf("%w: hotkey %s has no uid on subnet %d", ErrNotRegistered, cfg.Hotkey.SS58(), cfg.NetUID)
 	}
 	s.mg, s.head, s.uid, s.permit, s.chainOK = mg, mg.Block, me.UID, me.ValidatorPermit, true
 	s.logPermit(me.ValidatorPermit)
