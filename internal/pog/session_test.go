@@ -23,14 +23,14 @@ gpu_performance:
     Test Twin: 0.001
     Test Big: 1000
     Test Resident: 0.0001
-    Test Conc: 0.0000809
+    Test Conc: 0.000027
   GPU_MEMORY_MIB:
     Test Fast: 0.9
     Test Mid: 0.9
     Test Slow: 0.9
     Test Twin: 0.9
     Test Big: 64
-    Test Resident: 1.7
+    Test Resident: 6.8
     Test Conc: 0.9
   GPU_MEMORY_BANDWIDTH_GBPS:
     Test Fast: 1000
