@@ -430,7 +430,6 @@ func (dev *device) Open(_ context.Context, ops []pog.Opening) ([]pog.OpeningProo
 	return out, err
 }
 
-
 // readHash copies the hash at off from the device.
 func (dev *device) readHash(off uint64) (pog.Hash, error) {
 	var h pog.Hash
