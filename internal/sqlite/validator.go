@@ -69,6 +69,9 @@ CREATE TABLE weight_commits (
 	status       TEXT    NOT NULL
 ) STRICT;
 CREATE INDEX weight_commits_status ON weight_commits (status, id);
+`, `
+-- The stable short code of each result (market.PoGCode).
+ALTER TABLE pog_results ADD COLUMN code TEXT NOT NULL DEFAULT '';
 `},
 }
 
@@ -97,7 +100,7 @@ func NewValidatorStore(db *DB) *ValidatorStore {
 	return &ValidatorStore{db: db, KeepScoreBlocks: DefaultKeepScoreBlocks}
 }
 
-const pogColumns = `hotkey, uid, block, at, outcome, model, count, claimed, n, elapsed_ns, attempts, reason, host_key, dealloc_error`
+const pogColumns = `hotkey, uid, block, at, outcome, model, count, claimed, n, elapsed_ns, attempts, reason, host_key, dealloc_error, code`
 
 // AddResult records r and keeps only the newest keep results of its
 // hotkey (keep ≤ 0 keeps all).
@@ -106,9 +109,9 @@ func (s *ValidatorStore) AddResult(ctx context.Context, r market.PoGResult, keep
 		return market.Errorf(market.EINVALID, "pog result needs a hotkey and an outcome")
 	}
 	return s.db.Tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO pog_results (`+pogColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		_, err := tx.ExecContext(ctx, `INSERT INTO pog_results (`+pogColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			r.Hotkey, int64(r.UID), int64(r.Block), r.At.UTC().UnixNano(), r.Outcome, r.Model, r.Count, r.Claimed, r.N,
-			int64(r.Elapsed), r.Attempts, r.Reason, r.HostKey, r.DeallocError)
+			int64(r.Elapsed), r.Attempts, r.Reason, r.HostKey, r.DeallocError, string(r.Code))
 		if err != nil {
 			return fmt.Errorf("insert pog result of %s: %w", r.Hotkey, err)
 		}
@@ -166,7 +169,7 @@ func scanPoG(rows *sql.Rows) ([]market.PoGResult, error) {
 		var r market.PoGResult
 		var uid, block, at, elapsed int64
 		if err := rows.Scan(&r.Hotkey, &uid, &block, &at, &r.Outcome, &r.Model, &r.Count, &r.Claimed, &r.N,
-			&elapsed, &r.Attempts, &r.Reason, &r.HostKey, &r.DeallocError); err != nil {
+			&elapsed, &r.Attempts, &r.Reason, &r.HostKey, &r.DeallocError, &r.Code); err != nil {
 			return nil, fmt.Errorf("scan pog result: %w", err)
 		}
 		r.UID, r.Block, r.At, r.Elapsed = subnet.UID(uid), uint64(block), time.Unix(0, at).UTC(), time.Duration(elapsed)
