@@ -275,7 +275,7 @@ func TestDriverRealWorker(t *testing.T) {
 		reason   string
 	}{
 		{"devnet simulation", "2x" + a100.Name, true, OutcomePass, a100.Name, 2, "confirmed"},
-		{"cpu backend proves no model", "", true, OutcomeFail, "", 0, "no model in the table"},
+		{"cpu backend proves no model", "", true, OutcomeFail, "", 0, "no model of the table is proven"},
 		{"simulation refused outside devnet", a100.Name, false, OutcomeFail, "", 0, pog.ReasonSimulatedRefused},
 	}
 	for _, tt := range tests {
