@@ -56,8 +56,8 @@ lets running sessions finish for --shutdown-grace before hanging them up.`,
 	f.DurationVar(&cfg.LoginGraceTime, "login-grace-time", sshd.DefaultLoginGraceTime, "time allowed from connect to successful authentication")
 	f.IntVar(&cfg.MaxAuthTries, "max-auth-tries", sshd.DefaultMaxAuthTries, "failed authentication attempts allowed per connection")
 	f.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", sshd.DefaultHandshakeTimeout, "time allowed for the version and key exchange")
-	f.IntVar(&cfg.MaxStartups, "max-startups", sshd.DefaultMaxStartups, "concurrent unauthenticated connections; more are dropped (random early drop starts at 10)")
-	f.IntVar(&cfg.MaxStartupsPerSource, "max-startups-per-source", sshd.DefaultMaxStartupsPerSource, "concurrent unauthenticated connections from one IP address (IPv6: one /64)")
+	f.IntVar(&cfg.MaxStartups, "max-startups", sshd.DefaultMaxStartups, "concurrent unauthenticated connections; past it a new one evicts the stalest of the source holding most")
+	f.DurationVar(&cfg.StartupProtection, "startup-protection", sshd.DefaultStartupProtection, "how long an unauthenticated connection keeps its place after each handshake step")
 	f.IntVar(&cfg.MaxSessions, "max-sessions", sshd.DefaultMaxSessions, "concurrent sessions per connection")
 	return cmd
 }
