@@ -42,6 +42,7 @@ var allowed = map[string][]string{
 	"internal/sqlite":                        {"market", "subnet"},
 	"internal/hostinfo":                      {"market"},
 	"internal/docker":                        {"market", "sshd"},
+	"internal/egress":                        nil,
 	"internal/chain/local":                   {"subnet", "yuma", "sqlite", "keys"},
 	"internal/chain/subtensor":               {"subnet", "keys"},
 	"internal/chain/subtensor/subtensortest": nil,

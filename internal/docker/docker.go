@@ -142,9 +142,10 @@ type Runtime struct {
 	netMu sync.Mutex
 
 	// mu protects the following.
-	mu         sync.Mutex
-	diskQuota  quotaState // learned from the first create with a disk size
-	driverInfo *Info      // cached Info for quota decisions; nil until fetched
+	mu          sync.Mutex
+	diskQuota   quotaState // learned from the first create with a disk size
+	driverInfo  *Info      // cached Info for quota decisions; nil until fetched
+	quotaWarned bool       // the missing quota was logged
 }
 
 type quotaState int
