@@ -417,7 +417,14 @@ miner stops and are reconciled with the lease records when it starts.
 Renters get --miner.image unless they name one of --miner.images ("*" allows
 any image the engine can pull); SN27's placeholder "ubuntu" means the
 default. Password login is enabled only when the request sets
-docker_requirement.password or sends no ssh_key.`,
+docker_requirement.password or sends no ssh_key.
+
+Every lease has a disk size (hard_disk, or --miner.lease.disk): the storage
+driver enforces it where it can; elsewhere the miner pauses a lease past it.
+Free disk is the free space less --miner.disk.reserve. Leases reach the
+internet but not this host or its private networks: the miner installs rules
+in the host packet filter (root needed) and refuses to allocate when it
+cannot, unless --`+unsafeUnconfinedFlag+` is set.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return a.runMiner(cmd.Context(), f) },
 	}

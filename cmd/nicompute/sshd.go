@@ -27,7 +27,12 @@ login, so a replaced authorized_keys applies to the next login at once. The
 ed25519 host key is kept in <dir>/ssh_host_ed25519_key, created on first start.
 Sessions get a shell (the passwd shell, /bin/sh or /bin/busybox sh), exec with
 or without a terminal, SFTP, and the container's own environment. SIGTERM
-lets running sessions finish for --shutdown-grace before hanging them up.`,
+lets running sessions finish for --shutdown-grace before hanging them up.
+
+Only modern algorithms are offered (no SHA-1, no finite-field key exchange).
+Past --max-startups unauthenticated connections, a new one takes the place of
+one that made no progress for --startup-protection, so a flood of idle
+connections cannot lock the renter out.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Env = sessionEnv(os.Environ())

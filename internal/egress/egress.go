@@ -158,6 +158,9 @@ func (f *Filter) Install(ctx context.Context, n Network) error {
 	if !validBridge(n.Bridge) {
 		return fmt.Errorf("egress: invalid bridge name %q", n.Bridge)
 	}
+	if _, err := f.tables(ipv4); err != nil {
+		return err // before the lock, whose directory needs root too
+	}
 	unlock, err := f.lock(ctx)
 	if err != nil {
 		return err
@@ -304,6 +307,9 @@ func (f *Filter) Release(ctx context.Context, n Network, inUse func(context.Cont
 	if !validBridge(n.Bridge) {
 		return false, fmt.Errorf("egress: invalid bridge name %q", n.Bridge)
 	}
+	if _, err := f.tables(ipv4); err != nil {
+		return false, err
+	}
 	unlock, err := f.lock(ctx)
 	if err != nil {
 		return false, err
@@ -323,6 +329,9 @@ func (f *Filter) Release(ctx context.Context, n Network, inUse func(context.Cont
 // (lease networks deleted while their rules stayed, e.g. after a crash),
 // and returns the bridges it cleaned up.
 func (f *Filter) Prune(ctx context.Context) ([]string, error) {
+	if _, err := f.tables(ipv4); err != nil {
+		return nil, err
+	}
 	unlock, err := f.lock(ctx)
 	if err != nil {
 		return nil, err

@@ -72,7 +72,11 @@ func (m *leaseManager) logUnconfined(err error) {
 
 // releaseNetwork removes the packet filter when this miner has no live
 // lease (the guard keeps it while any miner's container is on the network).
+// A miner whose filter does not work has none to remove.
 func (m *leaseManager) releaseNetwork(ctx context.Context) {
+	if m.confined.Load() == confineFailed {
+		return
+	}
 	live, err := m.store.LiveLeases(ctx)
 	if err != nil || len(live) > 0 {
 		return

@@ -29,6 +29,12 @@
 // Decisions use a metagraph refreshed in the background once per block, so
 // a slow or unreachable chain never delays a request.
 //
+// Limits. Every lease has a disk size, held by the engine where its
+// storage driver can and otherwise by the miner, which pauses a lease past
+// it (disk.go); free disk is the free space less a reserve. Leases reach
+// the internet only: the miner refuses to allocate unless its
+// NetworkGuard confines the lease network (guard.go). Specs report both.
+//
 // Renter input. SN27's "ubuntu" placeholder or an empty base_image means the
 // operator's default image; other images must be in the operator's list.
 // Password login is enabled when docker_requirement.password is true or no
@@ -37,7 +43,7 @@
 // encrypted credentials and never logged or stored. A dockerfile is refused.
 // SN27's default volume_path "/tmp" means no volume; any other volume_path
 // is a directory of the container's own filesystem (not a Docker volume),
-// so the lease's disk quota covers it.
+// so the lease's disk size covers it.
 package miner
 
 import (
