@@ -424,7 +424,7 @@ driver enforces it where it can; elsewhere the miner pauses a lease past it.
 Free disk is the free space less --miner.disk.reserve. Leases reach the
 internet but not this host or its private networks: the miner installs rules
 in the host packet filter (root needed) and refuses to allocate when it
-cannot, unless --`+unsafeUnconfinedFlag+` is set.`,
+cannot, unless --` + unsafeUnconfinedFlag + ` is set.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return a.runMiner(cmd.Context(), f) },
 	}
