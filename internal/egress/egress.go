@@ -155,13 +155,7 @@ func (f *Filter) Allowed() []netip.Prefix { return slices.Clone(f.rules.allow) }
 // Errors say why it cannot be installed: not root, no iptables, no bridge
 // of that name on this host (the engine is remote), no netfilter.
 func (f *Filter) Install(ctx context.Context, n Network) error {
-	if !validBridge(n.Bridge) {
-		return fmt.Errorf("egress: invalid bridge name %q", n.Bridge)
-	}
-	if _, err := f.tables(ipv4); err != nil {
-		return err // before the lock, whose directory needs root too
-	}
-	unlock, err := f.lock(ctx)
+	unlock, err := f.begin(ctx, n.Bridge)
 	if err != nil {
 		return err
 	}
@@ -304,13 +298,7 @@ func (f *Filter) Backend(ctx context.Context) (string, error) {
 // still attached to the network) and removes the rules only when it says
 // no. It reports whether it removed them.
 func (f *Filter) Release(ctx context.Context, n Network, inUse func(context.Context) (bool, error)) (bool, error) {
-	if !validBridge(n.Bridge) {
-		return false, fmt.Errorf("egress: invalid bridge name %q", n.Bridge)
-	}
-	if _, err := f.tables(ipv4); err != nil {
-		return false, err
-	}
-	unlock, err := f.lock(ctx)
+	unlock, err := f.begin(ctx, n.Bridge)
 	if err != nil {
 		return false, err
 	}
@@ -329,10 +317,7 @@ func (f *Filter) Release(ctx context.Context, n Network, inUse func(context.Cont
 // (lease networks deleted while their rules stayed, e.g. after a crash),
 // and returns the bridges it cleaned up.
 func (f *Filter) Prune(ctx context.Context) ([]string, error) {
-	if _, err := f.tables(ipv4); err != nil {
-		return nil, err
-	}
-	unlock, err := f.lock(ctx)
+	unlock, err := f.begin(ctx, "")
 	if err != nil {
 		return nil, err
 	}
@@ -415,15 +400,25 @@ func (f *Filter) remove(ctx context.Context, bridge string) error {
 
 // Remove deletes the rules of bridge whatever uses it (tests, operators).
 func (f *Filter) Remove(ctx context.Context, bridge string) error {
-	if !validBridge(bridge) {
-		return fmt.Errorf("egress: invalid bridge name %q", bridge)
-	}
-	unlock, err := f.lock(ctx)
+	unlock, err := f.begin(ctx, bridge)
 	if err != nil {
 		return err
 	}
 	defer unlock()
 	return f.remove(ctx, bridge)
+}
+
+// begin starts a change of the packet filter: it checks bridge (unless
+// empty) and that iptables can be run, then takes the lock (whose
+// directory needs root too, so the permission error comes first).
+func (f *Filter) begin(ctx context.Context, bridge string) (func(), error) {
+	if bridge != "" && !validBridge(bridge) {
+		return nil, fmt.Errorf("egress: invalid bridge name %q", bridge)
+	}
+	if _, err := f.tables(ipv4); err != nil {
+		return nil, err
+	}
+	return f.lock(ctx)
 }
 
 // lockPoll is how often a waiting lock retries.

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"maps"
 	"sync"
-	"time"
 
 	"github.com/nicompute/nicompute/internal/market"
 )
@@ -98,16 +97,7 @@ func (d *diskWatch) forget(id string) {
 
 // watchDisk measures the leases every DiskCheckInterval until ctx ends.
 func (m *leaseManager) watchDisk(ctx context.Context) {
-	t := time.NewTicker(m.cfg.DiskCheckInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		m.checkDisk(ctx)
-	}
+	every(ctx, m.cfg.DiskCheckInterval, func(ctx context.Context) { m.checkDisk(ctx) })
 }
 
 // checkDisk measures every lease where the engine does not hold leases to

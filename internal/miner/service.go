@@ -426,6 +426,20 @@ func New(ctx context.Context, deps Deps, cfg Config) (*Service, error) {
 	return s, nil
 }
 
+// every runs fn every d until ctx ends (the first run after d).
+func every(ctx context.Context, d time.Duration, fn func(context.Context)) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		fn(ctx)
+	}
+}
+
 // goLoop runs fn as one of the service's goroutines; the first to return
 // stops the others.
 func (s *Service) goLoop(fn func()) {

@@ -65,19 +65,12 @@ func (c *specsCache) refreshEnforcement(ctx context.Context) {
 	c.mu.Unlock()
 }
 
-func (c *specsCache) run(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+func (c *specsCache) run(ctx context.Context, d time.Duration) {
+	every(ctx, d, func(ctx context.Context) {
 		if _, err := c.refresh(ctx); err != nil {
 			c.log.Warn("measure machine", "err", err)
 		}
-	}
+	})
 }
 
 // get returns the specs with the engine version and the free resources.
