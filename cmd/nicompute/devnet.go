@@ -318,7 +318,10 @@ func (a *app) startDevnetServices(ctx context.Context, o devnetOptions, bin stri
 				LeaseFiles:    []docker.File{{Path: pogcmd.SimulateFile, Mode: 0o644, Data: []byte(sims[i].Spec() + "\n")}},
 				LeaseMemory:   256 << 20,
 				PollInterval:  o.blockTime,
-				Log:           log.With("miner", i),
+				// Devnet runs for a developer, often not as root: leases
+				// are confined where the packet filter can be installed.
+				UnsafeUnconfined: true,
+				Log:              log.With("miner", i),
 			})
 			if err != nil {
 				return fmt.Errorf("start devnet miner %d: %w", i, err)

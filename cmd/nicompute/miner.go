@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/docker/go-units"
@@ -83,8 +84,21 @@ type minerOptions struct {
 	Policy      miner.PolicyConfig
 	Reserve     market.Reserve
 	LeaseMemory int64
-	Metrics     prometheus.Registerer
-	Log         *slog.Logger
+	// LeaseDisk is a lease's disk size when its request names none;
+	// DiskCheck how often lease disks are measured where the engine cannot
+	// limit them (zero: the miner's defaults).
+	LeaseDisk int64
+	DiskCheck time.Duration
+	// AllowCIDRs are ranges leases may reach besides the internet;
+	// UnsafeUnconfined rents leases even without the packet filter.
+	AllowCIDRs       []netip.Prefix
+	UnsafeUnconfined bool
+	// EgressLock is the packet filter's lock file (default
+	// egress.DefaultLockPath); IPTables its binary (tests).
+	EgressLock string
+	IPTables   string
+	Metrics    prometheus.Registerer
+	Log        *slog.Logger
 	// Test and devnet knobs; zero means the miner's defaults.
 	LeaseUnit       time.Duration
 	PollInterval    time.Duration
@@ -99,16 +113,16 @@ type minerOptions struct {
 // runningMiner is a miner with the adapters it owns.
 type runningMiner struct {
 	*miner.Service
-	db   *sqlite.DB
-	rt   *docker.Runtime
-	lock *os.File
+	db    *sqlite.DB
+	rt    *docker.Runtime
+	lock  *os.File
+	close func() error // once
 }
 
 // Close stops the miner, then closes its store and engine connection and
-// releases its data directory. Lease containers keep running.
-func (m *runningMiner) Close() error {
-	return errors.Join(m.Service.Close(), m.db.Close(), m.rt.Close(), m.lock.Close())
-}
+// releases its data directory. Lease containers keep running. It is
+// idempotent.
+func (m *runningMiner) Close() error { return m.close() }
 
 // minerInstance is the default container label of a miner: its hotkey and
 // netuid, so that one hotkey mining several subnets on one engine runs
@@ -197,6 +211,11 @@ func startMiner(ctx context.Context, o minerOptions) (rm *runningMiner, err erro
 	if err != nil {
 		return nil, fmt.Errorf("start miner: %w", err)
 	}
+	guard, err := newLeaseGuard(ctx, rt, o, log)
+	if err != nil {
+		rt.Close()
+		return nil, fmt.Errorf("start miner: %w", err)
+	}
 	db, err := sqlite.Open(ctx, filepath.Join(o.DataDir, "leases.db"), sqlite.LeaseSchema)
 	if err != nil {
 		rt.Close()
@@ -210,37 +229,45 @@ func startMiner(ctx context.Context, o minerOptions) (rm *runningMiner, err erro
 		Chain:   o.Chain,
 		Runtime: dockerRuntime{rt: rt, simulatedGPUs: o.SimulatedGPUs, files: o.LeaseFiles},
 		Store:   sqlite.NewLeaseStore(db),
-		Specs:   &hostinfo.Collector{GPUs: gpus},
+		Specs:   &hostinfo.Collector{GPUs: gpus, DiskPath: dockerDiskPath(ctx, rt)},
+		Guard:   guard,
 	}, miner.Config{
-		NetUID:               o.NetUID,
-		Hotkey:               o.Hotkey,
-		Listen:               o.AxonListen,
-		ExternalIP:           o.ExternalIP,
-		ExternalPort:         o.ExternalPort,
-		Version:              version.Int(),
-		Policy:               o.Policy,
-		DefaultImage:         o.Image,
-		Images:               o.Images,
-		SSHPorts:             o.SSHPorts,
-		SSHHostIP:            o.SSHHostIP,
-		Reserve:              o.Reserve,
-		DefaultMemory:        o.LeaseMemory,
-		LeaseUnit:            o.LeaseUnit,
-		PollInterval:         o.PollInterval,
-		SweepInterval:        o.SweepInterval,
-		OrphanGrace:          o.OrphanGrace,
-		ReconcileDryRun:      o.ReconcileDryRun,
-		RequireBodySignature: o.RequireBodySignature,
-		Log:                  log,
-		Metrics:              o.Metrics,
-		Failpoint:            o.Failpoint,
+		NetUID:                o.NetUID,
+		Hotkey:                o.Hotkey,
+		Listen:                o.AxonListen,
+		ExternalIP:            o.ExternalIP,
+		ExternalPort:          o.ExternalPort,
+		Version:               version.Int(),
+		Policy:                o.Policy,
+		DefaultImage:          o.Image,
+		Images:                o.Images,
+		SSHPorts:              o.SSHPorts,
+		SSHHostIP:             o.SSHHostIP,
+		Reserve:               o.Reserve,
+		DefaultMemory:         o.LeaseMemory,
+		DefaultDisk:           o.LeaseDisk,
+		DiskCheckInterval:     o.DiskCheck,
+		AllowUnconfinedLeases: o.UnsafeUnconfined,
+		LeaseUnit:             o.LeaseUnit,
+		PollInterval:          o.PollInterval,
+		SweepInterval:         o.SweepInterval,
+		OrphanGrace:           o.OrphanGrace,
+		ReconcileDryRun:       o.ReconcileDryRun,
+		RequireBodySignature:  o.RequireBodySignature,
+		Log:                   log,
+		Metrics:               o.Metrics,
+		Failpoint:             o.Failpoint,
 	})
 	if err != nil {
 		db.Close()
 		rt.Close()
 		return nil, err
 	}
-	return &runningMiner{Service: svc, db: db, rt: rt, lock: lock}, nil
+	rm = &runningMiner{Service: svc, db: db, rt: rt, lock: lock}
+	rm.close = sync.OnceValue(func() error {
+		return errors.Join(rm.Service.Close(), rm.db.Close(), rm.rt.Close(), rm.lock.Close())
+	})
+	return rm, nil
 }
 
 // dockerAvailable reports why the Docker engine at host (empty: the
@@ -334,6 +361,11 @@ func (d dockerRuntime) List(ctx context.Context) ([]miner.Container, error) {
 	return out, err
 }
 
+func (d dockerRuntime) DiskQuota(ctx context.Context) (bool, error) { return d.rt.DiskQuota(ctx) }
+func (d dockerRuntime) DiskUsage(ctx context.Context) (map[string]int64, error) {
+	return d.rt.DiskUsage(ctx)
+}
+
 func (d dockerRuntime) EngineVersion(ctx context.Context) (string, error) {
 	info, err := d.rt.Info(ctx)
 	return info.ServerVersion, err
@@ -372,8 +404,8 @@ type minerFlags struct {
 	dataDir        string
 	reserveCPUs    int
 	reserveRAM     string
-	reserveDisk    string
 	reserveGPUs    []string
+	limits         limitFlags
 	leaseMemory    string
 	dockerHost     string
 	dockerNetwork  string
@@ -408,7 +440,14 @@ reuses them; a request for an image still being pulled, or that the engine
 cannot pull, is refused with the reason. Password login is enabled only
 when the request sets docker_requirement.password or sends no ssh_key.
 Renters may forward ports over SSH inside their lease (ssh -L, -R, -D)
-unless --ssh.forwarding=false.`,
+unless --ssh.forwarding=false.
+
+Every lease has a disk size (hard_disk, or --miner.lease.disk): the storage
+driver enforces it where it can; elsewhere the miner pauses a lease past it.
+Free disk is the free space less --miner.disk.reserve. Leases reach the
+internet but not this host or its private networks: the miner installs rules
+in the host packet filter (root needed) and refuses to allocate when it
+cannot, unless --` + unsafeUnconfinedFlag + ` is set.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return a.runMiner(cmd.Context(), f) },
 	}
@@ -437,7 +476,7 @@ unless --ssh.forwarding=false.`,
 	fs.StringVar(&f.dataDir, "miner.data", "", "state directory for leases.db (default ~/.nicompute/miner/WALLET-HOTKEY-netuidN)")
 	fs.IntVar(&f.reserveCPUs, "miner.reserve.cpus", 0, "CPUs kept for the host, never leased")
 	fs.StringVar(&f.reserveRAM, "miner.reserve.ram", "2GiB", "memory kept for the host")
-	fs.StringVar(&f.reserveDisk, "miner.reserve.disk", "20GiB", "disk kept for the host")
+	f.limits.register(fs)
 	fs.StringSliceVar(&f.reserveGPUs, "miner.reserve.gpus", nil, "GPU indexes or UUIDs never leased")
 	fs.StringVar(&f.leaseMemory, "miner.lease.ram", "1GiB", "memory of a lease whose request names none")
 	fs.StringVar(&f.dockerHost, "miner.docker.host", "", "Docker engine address (default: DOCKER_HOST or the local socket)")
@@ -538,7 +577,7 @@ func (f minerFlags) options() (minerOptions, error) {
 	if o.Reserve.MemoryBytes, err = parseBytes("--miner.reserve.ram", f.reserveRAM); err != nil {
 		return o, err
 	}
-	if o.Reserve.DiskBytes, err = parseBytes("--miner.reserve.disk", f.reserveDisk); err != nil {
+	if err := f.limits.apply(&o); err != nil {
 		return o, err
 	}
 	if o.LeaseMemory, err = parseBytes("--miner.lease.ram", f.leaseMemory); err != nil {

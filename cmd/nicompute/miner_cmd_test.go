@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nicompute/nicompute/internal/miner"
 	"github.com/nicompute/nicompute/internal/version"
@@ -17,7 +18,7 @@ import (
 func TestMinerFlags(t *testing.T) {
 	base := func() minerFlags {
 		return minerFlags{netuid: 27, axonPort: 8091, sshPort: 4444, sshIP: "0.0.0.0", sshForwarding: true, threshold: 60, image: "img",
-			reserveRAM: "2GiB", reserveDisk: "20GiB", leaseMemory: "1GiB"}
+			reserveRAM: "2GiB", leaseMemory: "1GiB", limits: limitFlags{diskReserve: "10%", leaseDisk: "20GiB", diskCheck: 5 * time.Second}}
 	}
 	// SN27's validators and register_api get the images they ask for.
 	if got, err := newMinerCmd(&app{}).Flags().GetStringSlice("miner.images"); err != nil || !slices.Equal(got, miner.SN27Images()) {
@@ -28,7 +29,9 @@ func TestMinerFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	if o.AxonListen != ":8091" || o.ExternalIP != "" || o.ExternalPort != 8091 || o.SSHPorts != (miner.PortRange{First: 4444, Last: 4543}) ||
-		o.Reserve.MemoryBytes != 2<<30 || o.LeaseMemory != 1<<30 || o.Policy.MinValidatorVersion != version.Int()/1000*1000 || o.DisableSSHForwarding {
+		o.Reserve.MemoryBytes != 2<<30 || o.LeaseMemory != 1<<30 || o.Policy.MinValidatorVersion != version.Int()/1000*1000 || o.DisableSSHForwarding ||
+		o.Reserve.DiskPercent != 10 || o.Reserve.DiskBytes != 0 || o.LeaseDisk != 20<<30 || o.DiskCheck != 5*time.Second ||
+		len(o.AllowCIDRs) != 0 || o.UnsafeUnconfined {
 		t.Fatalf("defaults: %+v", o)
 	}
 	for _, tc := range []struct {
@@ -47,6 +50,16 @@ func TestMinerFlags(t *testing.T) {
 		{"version", func(f *minerFlags) { f.minValidator = "1.8.3" }, func(o minerOptions) bool { return o.Policy.MinValidatorVersion == 1_008_003 }},
 		{"body signatures", func(f *minerFlags) { f.requireBodySig = true }, func(o minerOptions) bool { return o.RequireBodySignature }},
 		{"ssh forwarding off", func(f *minerFlags) { f.sshForwarding = false }, func(o minerOptions) bool { return o.DisableSSHForwarding }},
+		{"disk reserve in bytes", func(f *minerFlags) { f.limits.diskReserve = "50GiB" }, func(o minerOptions) bool {
+			return o.Reserve.DiskBytes == 50<<30 && o.Reserve.DiskPercent == 0
+		}},
+		{"deprecated disk reserve", func(f *minerFlags) { f.limits.oldDiskReserve = "7GiB" }, func(o minerOptions) bool {
+			return o.Reserve.DiskBytes == 7<<30 && o.Reserve.DiskPercent == 0
+		}},
+		{"allowed ranges", func(f *minerFlags) { f.limits.allowCIDRs = []string{"10.1.2.3/16", " fd00::/8"} }, func(o minerOptions) bool {
+			return len(o.AllowCIDRs) == 2 && o.AllowCIDRs[0].String() == "10.1.0.0/16" && o.AllowCIDRs[1].String() == "fd00::/8"
+		}},
+		{"unconfined", func(f *minerFlags) { f.limits.unconfined = true }, func(o minerOptions) bool { return o.UnsafeUnconfined }},
 		{"lists", func(f *minerFlags) {
 			f.blackHotkeys, f.whiteHotkeys, f.notEnough, f.notUpdated = []string{"a"}, []string{"b"}, true, true
 		}, func(o minerOptions) bool {
@@ -74,6 +87,11 @@ func TestMinerFlags(t *testing.T) {
 		func(f *minerFlags) { f.reserveRAM = "-1" },
 		func(f *minerFlags) { f.leaseMemory = "lots" },
 		func(f *minerFlags) { f.reserveCPUs = -1 },
+		func(f *minerFlags) { f.limits.diskReserve = "101%" },
+		func(f *minerFlags) { f.limits.diskReserve = "x%" },
+		func(f *minerFlags) { f.limits.leaseDisk = "0" },
+		func(f *minerFlags) { f.limits.diskCheck = -time.Second },
+		func(f *minerFlags) { f.limits.allowCIDRs = []string{"10.0.0.1"} },
 	} {
 		f := base()
 		mod(&f)

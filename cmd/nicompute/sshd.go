@@ -29,8 +29,13 @@ ed25519 host key is kept in <dir>/ssh_host_ed25519_key, created on first start.
 Sessions get a shell (the passwd shell, /bin/sh or /bin/busybox sh), exec with
 or without a terminal, SFTP, port forwarding (ssh -L, -D and -R, inside the
 container's network namespace; -R listens on loopback only), and the
-container's own environment. SIGTERM
-lets running sessions finish for --shutdown-grace before hanging them up.`,
+container's own environment. SIGTERM lets running sessions finish for
+--shutdown-grace before hanging them up.
+
+Only modern algorithms are offered (no SHA-1, no finite-field key exchange).
+Past --max-startups unauthenticated connections, a new one takes the place of
+one that made no progress for --startup-protection, so a flood of idle
+connections cannot lock the renter out.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Env = sessionEnv(os.Environ())
@@ -60,8 +65,8 @@ lets running sessions finish for --shutdown-grace before hanging them up.`,
 	f.DurationVar(&cfg.LoginGraceTime, "login-grace-time", sshd.DefaultLoginGraceTime, "time allowed from connect to successful authentication")
 	f.IntVar(&cfg.MaxAuthTries, "max-auth-tries", sshd.DefaultMaxAuthTries, "failed authentication attempts allowed per connection")
 	f.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", sshd.DefaultHandshakeTimeout, "time allowed for the version and key exchange")
-	f.IntVar(&cfg.MaxStartups, "max-startups", sshd.DefaultMaxStartups, "concurrent unauthenticated connections; more are dropped (random early drop starts at 10)")
-	f.IntVar(&cfg.MaxStartupsPerSource, "max-startups-per-source", sshd.DefaultMaxStartupsPerSource, "concurrent unauthenticated connections from one IP address (IPv6: one /64)")
+	f.IntVar(&cfg.MaxStartups, "max-startups", sshd.DefaultMaxStartups, "concurrent unauthenticated connections; past it a new one evicts the stalest of the source holding most")
+	f.DurationVar(&cfg.StartupProtection, "startup-protection", sshd.DefaultStartupProtection, "how long an unauthenticated connection keeps its place after each handshake step")
 	f.IntVar(&cfg.MaxSessions, "max-sessions", sshd.DefaultMaxSessions, "concurrent sessions per connection")
 	return cmd
 }

@@ -43,6 +43,7 @@ var allowed = map[string][]string{
 	"internal/sqlite":                        {"market", "subnet"},
 	"internal/hostinfo":                      {"market"},
 	"internal/docker":                        {"market", "sshd"},
+	"internal/egress":                        nil,
 	"internal/chain/local":                   {"subnet", "yuma", "sqlite", "keys", "tlock"},
 	"internal/chain/subtensor":               {"subnet", "keys", "tlock"},
 	"internal/weights":                       {"subnet", "tlock"},

@@ -95,16 +95,7 @@ func (c *chainSync) uid() subnet.UID {
 // run polls the head every PollInterval and refreshes the metagraph when
 // it moved: one cheap call per poll, one metagraph per block at most.
 func (c *chainSync) run(ctx context.Context) {
-	t := time.NewTicker(c.cfg.PollInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		c.poll(ctx)
-	}
+	every(ctx, c.cfg.PollInterval, c.poll)
 }
 
 func (c *chainSync) poll(ctx context.Context) {

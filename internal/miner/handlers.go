@@ -212,6 +212,9 @@ func (s *Service) status(ctx context.Context, hotkey string, a *protocol.Allocat
 	case err == nil:
 		out.State = c.State
 		out.Status = c.State == ContainerRunning || c.State == ContainerPaused
+		if c.State == ContainerPaused {
+			out.Error = s.leases.diskReason(l)
+		}
 	case market.ErrorCode(err) == market.EUNAVAILABLE:
 		// The record says active; the engine cannot confirm it now.
 		out.Status, out.State = true, "unknown"

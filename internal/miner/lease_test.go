@@ -39,9 +39,10 @@ func TestExpiry(t *testing.T) {
 		store := sqlite.NewLeaseStore(db)
 		rt := newFakeRuntime()
 		cfg := Config{SSHPorts: PortRange{First: 21000, Last: 21100}, SSHHostIP: "127.0.0.1", SweepInterval: time.Hour,
-			LeaseUnit: time.Hour, DefaultMemory: 1 << 30, CreateTimeout: time.Minute, Now: time.Now, Failpoint: func(string) {}}
+			LeaseUnit: time.Hour, DefaultMemory: 1 << 30, DefaultDisk: 1 << 30, CreateTimeout: time.Minute, Now: time.Now, Failpoint: func(string) {}}
 		capacity := market.Capacity{CPUs: 8, MemoryBytes: 16 << 30, DiskBytes: 100 << 30}
-		m := newLeaseManager(cfg, rt, store, capacity, nil, slog.New(slog.DiscardHandler))
+		deps := Deps{Runtime: rt, Store: store, Specs: staticSpecs{}, Guard: &fakeGuard{}}
+		m := newLeaseManager(cfg, deps, capacity, nil, slog.New(slog.DiscardHandler))
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		done := make(chan struct{})
@@ -110,7 +111,7 @@ func TestReconcileOnStart(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer db.Close()
-			tm := &testMiner{rt: newFakeRuntime(), store: sqlite.NewLeaseStore(db), chain: &cutChain{Chain: w.client}, w: w}
+			tm := &testMiner{rt: newFakeRuntime(), guard: &fakeGuard{}, store: sqlite.NewLeaseStore(db), chain: &cutChain{Chain: w.client}, w: w}
 			now := time.Now().UTC()
 			port := 22000
 			lease := func(id string, st market.LeaseState, container string) {

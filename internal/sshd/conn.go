@@ -36,8 +36,10 @@ type conn struct {
 	srv *Server
 	nc  net.Conn
 	id  string
-	src string // the source its start-up slot is counted under
 	log *slog.Logger
+	// startup is the connection's place among the unauthenticated ones,
+	// set before serve runs.
+	startup *startup
 
 	// Set once authentication succeeded; read-only afterwards.
 	sc       *ssh.ServerConn
@@ -58,8 +60,7 @@ func (c *conn) close() {
 
 func (c *conn) serve() {
 	s := c.srv
-	release := sync.OnceFunc(func() { s.startups.release(c.src) })
-	defer release()
+	defer s.startups.release(c.startup)
 	defer c.close()
 
 	// The version and key exchanges get HandshakeTimeout; once the client
@@ -68,15 +69,17 @@ func (c *conn) serve() {
 	c.nc.SetDeadline(start.Add(s.cfg.HandshakeTimeout))
 	cfg := c.serverConfig()
 	cfg.PreAuthConnCallback = func(ssh.ServerPreAuthConn) {
+		s.startups.progress(c.startup, stageAuth)
 		c.nc.SetDeadline(start.Add(s.cfg.LoginGraceTime))
 	}
-	sc, chans, reqs, err := ssh.NewServerConn(c.nc, cfg)
+	staged := &stagedConn{Conn: c.nc, onStage: func(stage int) { s.startups.progress(c.startup, stage) }}
+	sc, chans, reqs, err := ssh.NewServerConn(staged, cfg)
 	if err != nil {
 		c.log.Debug("ssh handshake failed", "err", err)
 		return
 	}
 	c.nc.SetDeadline(time.Time{})
-	release()
+	s.startups.release(c.startup)
 	defer sc.Close()
 
 	c.sc = sc
@@ -147,9 +150,15 @@ func (c *conn) serve() {
 func (c *conn) serverConfig() *ssh.ServerConfig {
 	s := c.srv
 	cfg := &ssh.ServerConfig{
-		ServerVersion:     Version,
-		MaxAuthTries:      s.cfg.MaxAuthTries,
-		PublicKeyCallback: c.authPublicKey,
+		Config: ssh.Config{
+			KeyExchanges: keyExchanges(),
+			Ciphers:      ciphers(),
+			MACs:         macs(),
+		},
+		PublicKeyAuthAlgorithms: publicKeyAuthAlgorithms(),
+		ServerVersion:           Version,
+		MaxAuthTries:            s.cfg.MaxAuthTries,
+		PublicKeyCallback:       c.authPublicKey,
 		AuthLogCallback: func(m ssh.ConnMetadata, method string, err error) {
 			if err != nil && method != "none" {
 				c.log.Debug("authentication failed", "user", m.User(), "method", method, "err", err)

@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"log/slog"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -296,7 +297,7 @@ func TestReplayMetagraphConsistency(t *testing.T) {
 		dv, _ := asUint64(unwrap(cols["dividends"][i]))
 		in, _ := asUint64(unwrap(cols["incentives"][i]))
 		if n.Hotkey != hk || n.Coldkey != ck || n.Active != cols["active"][i] || n.ValidatorPermit != cols["validator_permit"][i] ||
-			n.LastUpdate != lu || uint64(n.Emission) != em || n.Dividends != fraction(dv) || n.Incentive != fraction(in) {
+			n.LastUpdate != lu || uint64(n.Emission) != em || n.Dividends != float64(dv)/math.MaxUint16 || n.Incentive != float64(in)/math.MaxUint16 {
 			t.Fatalf("uid %d differs between get_neurons_lite and get_subnet_state", i)
 		}
 		if n.ValidatorPermit {
