@@ -31,6 +31,7 @@ var allowed = map[string][]string{
 	"internal/nictest":  {"scratch"},
 	"internal/scratch":  nil,
 	"internal/archtest": nil,
+	"internal/metrics":  {"subnet", "version"},
 
 	"internal/allocations":                   nil,
 	"internal/wallet":                        {"keys", "subnet"},

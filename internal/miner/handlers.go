@@ -45,6 +45,10 @@ func httpStatus(code string) int {
 // output.error says why; the message never carries internal detail, which
 // is logged.
 func (s *Service) handleAllocate(ctx context.Context, call *axon.Call) (any, error) {
+	if !s.gate.enter() {
+		return nil, &axon.Error{Status: http.StatusServiceUnavailable, Message: "the miner is restarting for an update; retry in a minute"}
+	}
+	defer s.gate.leave()
 	start := time.Now()
 	mode := "malformed"
 	a, err := protocol.DecodeAllocate(call.Body)
@@ -54,6 +58,7 @@ func (s *Service) handleAllocate(ctx context.Context, call *axon.Call) (any, err
 		out, err = s.allocateMode(ctx, call.Caller.Hotkey, a)
 	}
 	s.metrics.observeRequest(mode, err, time.Since(start))
+	s.requests.note(call.Caller.Hotkey, mode, err)
 	if err == nil {
 		return allocateAnswer{Output: out}, nil
 	}

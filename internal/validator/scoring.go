@@ -164,6 +164,7 @@ func (s *Service) setWeights(ctx context.Context, head uint64) {
 	cctx, cancel = context.WithTimeout(ctx, s.cfg.ChainTimeout)
 	err = s.deps.Chain.SetWeights(cctx, s.cfg.Hotkey, s.cfg.NetUID, upUIDs, upWeights, hp.WeightsVersionKey)
 	cancel()
+	s.noteWeights(head, WeightsModeSet, err)
 	switch code := subnet.ErrorCode(err); code {
 	case "":
 		next = head + s.cfg.WeightsInterval

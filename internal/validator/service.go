@@ -63,6 +63,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/nicompute/nicompute/internal/axon"
 	"github.com/nicompute/nicompute/internal/market"
 	"github.com/nicompute/nicompute/internal/subnet"
@@ -195,6 +197,8 @@ type Config struct {
 	// Report, when set, receives the miner table after each sweep and each
 	// weights submission.
 	Report io.Writer
+	// Metrics, when set, receives the nicompute_validator_* series.
+	Metrics prometheus.Registerer
 }
 
 func (c *Config) setDefaults() error {
@@ -255,6 +259,8 @@ type Service struct {
 	log    *slog.Logger
 	driver *driver
 
+	metrics *metrics
+
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	done      chan struct{}
@@ -275,6 +281,7 @@ type Service struct {
 	nextWts  uint64
 	weightOn bool
 	noScores bool // the last weights round found no score
+	weights  WeightsStatus
 	err      error
 }
 
@@ -302,6 +309,9 @@ func New(ctx context.Context, deps Deps, cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("validator: %w", err)
 	}
 	s.driver = d
+	if s.metrics, err = newMetrics(cfg.Metrics, s); err != nil {
+		return nil, fmt.Errorf("validator: %w", err)
+	}
 
 	cctx, cancel := context.WithTimeout(ctx, cfg.ChainTimeout)
 	mg, err := deps.Chain.Metagraph(cctx, cfg.NetUID)

@@ -168,6 +168,8 @@ func (x *extrinsic) decodeArgs() (any, error) {
 		v = &serveAxonArgs{}
 	case callSetWeights:
 		v = &setWeightsArgs{}
+	case callServePrometheus:
+		v = &servePrometheusArgs{}
 	default:
 		return nil, subnet.Errorf(subnet.EINVALID, "unknown call %q", truncate(x.Call))
 	}

@@ -22,6 +22,8 @@
 package local
 
 import (
+	"github.com/prometheus/client_golang/prometheus"
+
 	"errors"
 	"fmt"
 	"log/slog"
@@ -165,4 +167,6 @@ type Config struct {
 	Genesis *Genesis
 	// Log receives the node's logs; nil discards them.
 	Log *slog.Logger
+	// Metrics, when set, receives the nicompute_chain_* series.
+	Metrics prometheus.Registerer
 }

@@ -87,5 +87,5 @@ CREATE TABLE stakes (
 );
 `, `
 ALTER TABLE chain ADD COLUMN faucet_minted INTEGER NOT NULL DEFAULT 0 CHECK (faucet_minted >= 0);
-`},
+`, prometheusSchema},
 }

@@ -72,6 +72,30 @@ func (c *Client) ServeAxon(ctx context.Context, hotkey subnet.Signer, netuid sub
 	return err
 }
 
+// ServePrometheus publishes the signing hotkey's metrics endpoint on
+// netuid (subtensor's serve_prometheus: netuid, version, ip as u128, port,
+// ip_type), as Bittensor's SDK does for validators.
+func (c *Client) ServePrometheus(ctx context.Context, hotkey subnet.Signer, netuid subnet.NetUID, info subnet.PrometheusInfo) error {
+	ip, ipType, err := ipToU128(info.IP)
+	if err != nil {
+		return err
+	}
+	if info.Port == 0 {
+		return subnet.Errorf(subnet.EINVALID, "prometheus port must not be 0")
+	}
+	if info.IPType != 0 && info.IPType != ipType {
+		return subnet.Errorf(subnet.EINVALID, "prometheus ip %s is IPv%d, not IPv%d", info.IP, ipType, info.IPType)
+	}
+	_, err = c.submit(ctx, hotkey, "serve_prometheus", map[string]any{
+		"netuid":  uint64(netuid),
+		"version": uint64(info.Version),
+		"ip":      ip,
+		"port":    uint64(info.Port),
+		"ip_type": uint64(ipType),
+	})
+	return err
+}
+
 // SetWeights sets the signing hotkey's weights on netuid. A subnet with
 // commit-reveal weights enabled is refused with ECOMMITREVEAL before
 // anything is submitted.
