@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"time"
@@ -63,6 +64,7 @@ func newChainCmd(a *app) *cobra.Command {
 	var dataDir, listen string
 	var blockTime time.Duration
 	var g genesisFlags
+	var obsFlags observeFlags
 	cmd := &cobra.Command{
 		Use:   "chain",
 		Short: "Run the embedded development chain",
@@ -94,9 +96,17 @@ chain yet; an existing chain keeps its parameters.`,
 				}
 			}
 			ctx := cmd.Context()
-			node, err := local.Open(ctx, local.Config{DataDir: dir, Listen: listen, BlockTime: blockTime, Genesis: &gen, Log: log})
+			obs, err := a.startObserver("chain", obsFlags)
 			if err != nil {
 				return err
+			}
+			defer obs.Close()
+			node, err := local.Open(ctx, local.Config{DataDir: dir, Listen: listen, BlockTime: blockTime, Genesis: &gen, Log: log, Metrics: obs.registerer()})
+			if err != nil {
+				return err
+			}
+			if err := a.publish(obs, obsFlags); err != nil {
+				return errors.Join(err, node.Close())
 			}
 			fmt.Fprintf(a.Out, "embedded chain at %s (data %s, block %d)\n", node.Endpoint(), dir, node.Head())
 			select {
@@ -118,5 +128,6 @@ chain yet; an existing chain keeps its parameters.`,
 	fs.StringVar(&listen, "chain.listen", "127.0.0.1:9944", "address of the HTTP endpoint")
 	fs.DurationVar(&blockTime, "block-time", 12*time.Second, "time between blocks (0: blocks only when sealed by tests)")
 	g.register(cmd)
+	obsFlags.register(fs, false)
 	return cmd
 }

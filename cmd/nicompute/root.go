@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -33,6 +34,12 @@ type app struct {
 	logTrace   bool
 	logFormat  string
 	log        *slog.Logger
+	// chainObserve, when set, receives every chain call of the clients
+	// dialled afterwards (the daemon's metrics).
+	chainObserve func(method string, d time.Duration, err error)
+	// restart replaces the process after an update (default: re-execute,
+	// or exit for the service manager); tests replace it.
+	restart func(exe string) error
 }
 
 // exitError carries a specific exit code.
