@@ -22,19 +22,19 @@ const module = "github.com/nicompute/nicompute/"
 // import services. A package missing from the table fails the test, so a
 // new package must take its place in the layers on purpose.
 var allowed = map[string][]string{
-	"internal/subnet":     nil,
-	"internal/market":     {"subnet"},
-	"internal/keys":       nil,
-	"internal/version":    nil,
-	"internal/yuma":       nil,
-	"internal/sshd":       nil,
-	"internal/nictest":    {"scratch"},
-	"internal/scratch":    nil,
-	"internal/archtest":   nil,
+	"internal/subnet":   nil,
+	"internal/market":   {"subnet"},
+	"internal/keys":     nil,
+	"internal/version":  nil,
+	"internal/yuma":     nil,
+	"internal/sshd":     nil,
+	"internal/nictest":  {"scratch"},
+	"internal/scratch":  nil,
+	"internal/archtest": nil,
+
 	"internal/metrics":    {"subnet", "version"},
 	"internal/sdnotify":   nil,
 	"internal/selfupdate": nil,
-	"internal/dashboard":  {"version"},
 
 	"internal/allocations":                   nil,
 	"internal/wallet":                        {"keys", "subnet"},
@@ -52,6 +52,8 @@ var allowed = map[string][]string{
 
 	"internal/miner":     {"axon", "market", "protocol", "subnet"},
 	"internal/validator": {"axon", "market", "pog", "protocol", "subnet"},
+
+	"internal/dashboard": {"version"},
 
 	"internal/devnet": {"chain/local", "keys", "market", "pog", "subnet", "wallet", "sqlite", "docker", "hostinfo", "protocol", "axon", "allocations", "scratch"},
 }
