@@ -54,7 +54,12 @@ func (e *exitError) Unwrap() error { return e.err }
 // Run executes the nicompute command line args and returns the exit code:
 // 0 on success, 1 when the command failed, 2 for usage errors.
 func Run(ctx context.Context, args []string, stdio Stdio) int {
-	a := &app{Stdio: stdio}
+	return (&app{Stdio: stdio}).run(ctx, args)
+}
+
+// run executes args with the app's streams and hooks.
+func (a *app) run(ctx context.Context, args []string) int {
+	stdio := a.Stdio
 	root := a.rootCmd()
 	root.SetArgs(args)
 	root.SetIn(stdio.In)
