@@ -146,6 +146,7 @@ func (a *app) rootCmd() *cobra.Command {
 		newDevnetCmd(a),
 		newMinerCmd(a), newAllocateCmd(a), newDeallocateCmd(a), newAllocationCmd(a),
 		newValidatorCmd(a),
+		newServiceCmd(a), newDoctorCmd(a), newReleaseCmd(a),
 	)
 	markUsageErrors(root)
 	return root

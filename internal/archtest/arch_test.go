@@ -32,9 +32,11 @@ var allowed = map[string][]string{
 	"internal/scratch":  nil,
 	"internal/archtest": nil,
 
-	"internal/metrics":    {"subnet", "version"},
-	"internal/sdnotify":   nil,
-	"internal/selfupdate": nil,
+	"internal/metrics":     {"subnet", "version"},
+	"internal/sdnotify":    nil,
+	"internal/selfupdate":  nil,
+	"internal/servicefile": nil,
+	"internal/doctor":      {"subnet"},
 
 	"internal/allocations":                   nil,
 	"internal/wallet":                        {"keys", "subnet"},

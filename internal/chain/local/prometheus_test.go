@@ -122,3 +122,15 @@ func gauge(tb testing.TB, reg *prometheus.Registry, name string) float64 {
 	tb.Fatalf("no single-series metric %s", name)
 	return 0
 }
+
+func TestClientTime(t *testing.T) {
+	n := testNode(t, nil)
+	c := dialNode(t, n)
+	got, err := c.Time(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(got); d < -2*time.Second || d > 2*time.Second {
+		t.Fatalf("node time %v is %v from ours", got, d)
+	}
+}

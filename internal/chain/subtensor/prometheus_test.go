@@ -3,6 +3,7 @@ package subtensor
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nicompute/nicompute/internal/subnet"
 )
@@ -81,5 +82,24 @@ func TestDecodeNeuronPrometheus(t *testing.T) {
 	}
 	if _, err := neuronFromLite(v.([]any)[0], 1); err == nil || !strings.Contains(err.Error(), "prometheus") {
 		t.Fatalf("ip_type 9 accepted: %v", err)
+	}
+}
+
+// TestBlockTime reads Timestamp.Now (milliseconds) from a scripted node.
+func TestBlockTime(t *testing.T) {
+	c, s := newScriptedNode(t)
+	k, _, err := s.m.storageKey("Timestamp", "Now")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	s.storage[hexBytes(k)] = "0x" + "a0e6c8b69b010000" // 1767225600000 ms LE
+	s.mu.Unlock()
+	got, err := c.BlockTime(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := time.UnixMilli(0x019bb6c8e6a0).UTC(); !got.Equal(want) {
+		t.Fatalf("block time %v, want %v", got, want)
 	}
 }
