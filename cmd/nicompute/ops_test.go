@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -203,5 +204,73 @@ func TestValidatorOperations(t *testing.T) {
 	}
 	if !strings.Contains(errOut2.String(), "the new release failed to start; the previous binary is back") {
 		t.Errorf("log:\n%s", errOut2)
+	}
+}
+
+// fakeDaemon is a daemon that runs until closed.
+type fakeDaemon struct {
+	done   chan struct{}
+	closed bool
+}
+
+func (d *fakeDaemon) Done() <-chan struct{} { return d.done }
+func (d *fakeDaemon) Close() error {
+	if !d.closed {
+		d.closed = true
+		close(d.done)
+	}
+	return nil
+}
+
+// TestLifecycleWaitsForAllocations: a staged release is installed only
+// once quiesce (the miner: no allocation running) returns, and the
+// watchdog is pinged while the daemon runs.
+func TestLifecycleWaitsForAllocations(t *testing.T) {
+	notices := notifySocket(t)
+	t.Setenv("WATCHDOG_USEC", "200000")
+	t.Setenv("WATCHDOG_PID", "")
+	gate := make(chan struct{})
+	close(gate)
+	feed, pubkey, newBin := releaseFeed(t, "99.0.0", gate)
+	exe := filepath.Join(t.TempDir(), "nicompute")
+	os.WriteFile(exe, []byte("old"), 0o755)
+	errOut := &lockedBuffer{}
+	a := &app{Stdio: Stdio{Out: errOut, Err: errOut}}
+	a.setupLogging()
+	f := updateFlags{auto: true, url: feed, pubkey: pubkey, interval: time.Hour, binary: exe}
+	up, err := a.bootUpdater(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	allocating := make(chan struct{})
+	quiesced := make(chan struct{})
+	quiesce := func(ctx context.Context) (func(), error) {
+		close(quiesced)
+		select { // an allocation is running until the test ends it
+		case <-allocating:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if b, _ := os.ReadFile(exe); string(b) != "old" {
+			t.Error("the binary was replaced while an allocation ran")
+		}
+		return func() {}, nil
+	}
+	d := &fakeDaemon{done: make(chan struct{})}
+	res := make(chan error, 1)
+	go func() { res <- a.lifecycle(context.Background(), "miner", d, up, f, quiesce) }()
+	waitNotice(t, notices, "READY=1")
+	waitNotice(t, notices, "WATCHDOG=1")
+	<-quiesced
+	time.Sleep(100 * time.Millisecond)
+	if b, _ := os.ReadFile(exe); string(b) != "old" {
+		t.Fatal("installed before the allocation ended")
+	}
+	close(allocating)
+	if err := <-res; !errors.Is(err, errRestart) {
+		t.Fatalf("lifecycle returned %v, want a restart", err)
+	}
+	if b, _ := os.ReadFile(exe); string(b) != string(newBin) || !d.closed {
+		t.Fatalf("after the allocation: installed %v, daemon closed %v", string(b) == string(newBin), d.closed)
 	}
 }
