@@ -28,7 +28,11 @@ type updateFlags struct {
 
 func (u *updateFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&u.auto, "auto-update", false, "install newer signed releases from --update.url and restart into them (a miner waits until no allocation runs; leases keep running)")
-	fs.StringVar(&u.url, "update.url", "", "release manifest URL (its signature is URL.sig)")
+	// SN27's parser spells it --auto_update; accept both so its command
+	// lines carry over.
+	fs.BoolVar(&u.auto, "auto_update", false, "same as --auto-update")
+	_ = fs.MarkHidden("auto_update")
+	fs.StringVar(&u.url, "update.url", selfupdate.ReleaseURL, "release manifest URL (its signature is URL.sig)")
 	fs.StringVar(&u.pubkey, "update.pubkey", "", "base64 Ed25519 public key trusted for releases, besides the key built into this binary")
 	fs.DurationVar(&u.interval, "update.interval", time.Hour, "time between release checks")
 	fs.StringVar(&u.binary, "update.binary", "", "binary to update (default: this executable)")
@@ -66,7 +70,10 @@ func (a *app) bootUpdater(f updateFlags) (*updater, error) {
 		return nil, nil
 	}
 	if f.url == "" {
-		return nil, usageErr("--auto-update needs --update.url")
+		// SN27 operators pass --auto-update out of habit; without a feed
+		// there is nothing to poll, which is not worth refusing to start.
+		a.logger().Warn("auto-update is off: this build names no release feed; set --update.url")
+		return nil, nil
 	}
 	if f.interval < time.Minute {
 		return nil, usageErr("--update.interval must be at least 1m")

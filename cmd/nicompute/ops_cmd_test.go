@@ -2,10 +2,14 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/nicompute/nicompute/internal/devnet"
 	"github.com/nicompute/nicompute/internal/doctor"
@@ -134,5 +138,34 @@ func TestParseUFW(t *testing.T) {
 	}
 	if u := parseUFW([]byte("Status: inactive\n")); u.Active {
 		t.Fatal("inactive read as active")
+	}
+}
+
+func TestBootUpdaterFlags(t *testing.T) {
+	errOut := &lockedBuffer{}
+	a := &app{Stdio: Stdio{Out: errOut, Err: errOut}}
+	a.setupLogging()
+	if up, err := a.bootUpdater(updateFlags{auto: true, interval: time.Hour}); up != nil || err != nil || !strings.Contains(errOut.String(), "auto-update is off") {
+		t.Fatalf("no feed: %v %v %q", up, err, errOut)
+	}
+	if up, err := a.bootUpdater(updateFlags{}); up != nil || err != nil {
+		t.Fatalf("off: %v %v", up, err)
+	}
+	for _, f := range []updateFlags{
+		{auto: true, url: "https://r.example/m.json", interval: time.Hour},                         // no key
+		{auto: true, url: "https://r.example/m.json", interval: time.Hour, pubkey: "bm90IGEga2V5"}, // not a key
+		{auto: true, url: "https://r.example/m.json", interval: time.Second},
+	} {
+		var ee *exitError
+		if _, err := a.bootUpdater(f); !errors.As(err, &ee) || ee.code != 2 {
+			t.Errorf("%+v: %v, want a usage error", f, err)
+		}
+	}
+	// SN27's spelling parses as the same flag.
+	var u updateFlags
+	fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
+	u.register(fs)
+	if err := fs.Parse([]string{"--auto_update"}); err != nil || !u.auto {
+		t.Fatalf("--auto_update: %v %v", err, u.auto)
 	}
 }

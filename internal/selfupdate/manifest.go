@@ -33,10 +33,14 @@ import (
 	"strings"
 )
 
-// ReleaseKey is the base64 Ed25519 public key of nicompute's releases,
-// set at link time (-ldflags "-X …/selfupdate.ReleaseKey=…") by the
-// release build; empty in development builds.
-var ReleaseKey = ""
+// ReleaseKey is the base64 Ed25519 public key of nicompute's releases and
+// ReleaseURL the URL of their manifest, set at link time (-ldflags "-X
+// …/selfupdate.ReleaseKey=…") by the release build; empty in development
+// builds.
+var (
+	ReleaseKey = ""
+	ReleaseURL = ""
+)
 
 // Manifest describes one release.
 type Manifest struct {
