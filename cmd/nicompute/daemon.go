@@ -250,3 +250,18 @@ func (a *app) restartIf(up *updater, err error) error {
 	}
 	return restart(up.exe)
 }
+
+// startOps prepares a daemon's operations before it starts: the updater
+// (which may roll back and restart at once) and the observer of role
+// (nil without --metrics.listen). The caller closes the observer.
+func (a *app) startOps(role string, f daemonFlags) (*updater, *observer, error) {
+	up, err := a.bootUpdater(f.upd)
+	if err != nil {
+		return nil, nil, a.restartIf(up, err)
+	}
+	obs, err := a.startObserver(role, f.obs)
+	if err != nil {
+		return nil, nil, err
+	}
+	return up, obs, nil
+}

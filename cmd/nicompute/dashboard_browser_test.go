@@ -60,14 +60,7 @@ func checkDashboards(t *testing.T, dir string, pages []dashboardPage) {
 		if !ok {
 			t.Skip("chromium is not installed (.ci/test installs Debian's chromium; install it with apt-get install chromium to run this check)")
 		}
-		b, err := os.ReadFile(filepath.Join(dir, devnet.EndpointsFile))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var eps map[string]string
-		if err := json.Unmarshal(b, &eps); err != nil {
-			t.Fatal(err)
-		}
+		eps := readEndpoints(t, dir)
 		actx, cancel := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
 			chromedp.ExecPath(bin), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.WindowSize(1280, 1600))...)
 		defer cancel()
@@ -143,14 +136,7 @@ func loadDashboard(t *testing.T, actx context.Context, p dashboardPage, url stri
 // devnet's endpoints.json, then loads the dashboards in Chromium.
 func checkDevnetObservability(t *testing.T, dir string) {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(dir, devnet.EndpointsFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var eps map[string]string
-	if err := json.Unmarshal(b, &eps); err != nil {
-		t.Fatal(err)
-	}
+	eps := readEndpoints(t, dir)
 	for name, want := range map[string][]string{
 		"chain.metrics": {`nicompute_build_info{`, `role="chain"`, "nicompute_chain_block ", `nicompute_chain_extrinsics_total{call="set_weights",result="ok"}`},
 		"validator.metrics": {`role="validator"`, `nicompute_validator_pog_runs_total{reason="ok",result="pass"}`,
@@ -190,4 +176,18 @@ func httpGet(t *testing.T, url string) string {
 		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
 	}
 	return string(b)
+}
+
+// readEndpoints reads a devnet's endpoints.json.
+func readEndpoints(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, devnet.EndpointsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var eps map[string]string
+	if err := json.Unmarshal(b, &eps); err != nil {
+		t.Fatal(err)
+	}
+	return eps
 }

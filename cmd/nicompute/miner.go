@@ -590,11 +590,7 @@ func (a *app) runMiner(ctx context.Context, f minerFlags) error {
 		return err
 	}
 	o.Hotkey = hotkey
-	up, err := a.bootUpdater(f.daemon.upd)
-	if err != nil {
-		return a.restartIf(up, err)
-	}
-	obs, err := a.startObserver("miner", f.daemon.obs)
+	up, obs, err := a.startOps("miner", f.daemon)
 	if err != nil {
 		return err
 	}

@@ -292,11 +292,7 @@ func (a *app) runValidator(ctx context.Context, f validatorFlags) error {
 	if f.forcePrometheus && f.daemon.obs.listen == "" {
 		return usageErr("--validator.force.update.prometheus publishes the metrics endpoint: set --metrics.listen")
 	}
-	up, err := a.bootUpdater(f.daemon.upd)
-	if err != nil {
-		return a.restartIf(up, err)
-	}
-	obs, err := a.startObserver("validator", f.daemon.obs)
+	up, obs, err := a.startOps("validator", f.daemon)
 	if err != nil {
 		return err
 	}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,23 +39,11 @@ const statsQuery = "--query-gpu=index,uuid,name,memory.total,utilization.gpu,mem
 // Stats reads every GPU's utilisation, memory, temperature and power with
 // nvidia-smi (an argument vector, never a shell).
 func (n NVML) Stats(ctx context.Context) ([]GPUStats, error) {
-	bin, err := exec.LookPath(n.path())
+	out, err := n.query(ctx, statsQuery)
 	if err != nil {
-		return nil, ErrNoNVIDIA
+		return nil, err
 	}
-	timeout := n.Timeout
-	if timeout <= 0 {
-		timeout = 15 * time.Second
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	var out, errOut bytes.Buffer
-	cmd := exec.CommandContext(ctx, bin, statsQuery, "--format=csv,noheader,nounits")
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("nvidia-smi: %v: %s", err, trunc(strings.TrimSpace(errOut.String())))
-	}
-	return ParseGPUStats(out.Bytes())
+	return ParseGPUStats(out)
 }
 
 // ParseGPUStats parses the CSV of
