@@ -109,15 +109,11 @@ chain yet; an existing chain keeps its parameters.`,
 				return errors.Join(err, node.Close())
 			}
 			fmt.Fprintf(a.Out, "embedded chain at %s (data %s, block %d)\n", node.Endpoint(), dir, node.Head())
-			select {
-			case <-ctx.Done():
-			case <-node.Done():
-			}
-			stopErr := node.Err()
-			if err := node.Close(); err != nil {
+			// Runs until a signal or the node's own end, speaking sd_notify.
+			if err := a.lifecycle(ctx, "chain", node, nil, updateFlags{}, nil); err != nil {
 				return fmt.Errorf("close chain: %w", err)
 			}
-			if stopErr != nil {
+			if stopErr := node.Err(); stopErr != nil {
 				return fmt.Errorf("chain stopped: %w", stopErr)
 			}
 			return nil

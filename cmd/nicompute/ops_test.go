@@ -274,3 +274,32 @@ func TestLifecycleWaitsForAllocations(t *testing.T) {
 		t.Fatalf("after the allocation: installed %v, daemon closed %v", string(b) == string(newBin), d.closed)
 	}
 }
+
+// TestChainCommandOperations: `nicompute chain` serves its metrics and
+// speaks sd_notify, so a Type=notify unit runs it.
+func TestChainCommandOperations(t *testing.T) {
+	notices := notifySocket(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out, errOut := &lockedBuffer{}, &lockedBuffer{}
+	done := make(chan int, 1)
+	go func() {
+		done <- Run(ctx, []string{"chain", "--data", t.TempDir(), "--chain.listen", "127.0.0.1:0", "--block-time", "5ms", "--metrics.listen", "127.0.0.1:0"},
+			Stdio{In: strings.NewReader(""), Out: out, Err: errOut})
+	}()
+	if ready := waitNotice(t, notices, "READY=1"); !strings.Contains(ready, "STATUS=chain running") {
+		t.Errorf("ready %q", ready)
+	}
+	m := regexp.MustCompile(`msg="metrics served" url=(\S+)`).FindStringSubmatch(errOut.String())
+	if m == nil {
+		t.Fatalf("no metrics URL logged:\n%s", errOut)
+	}
+	if text := httpGet(t, m[1]); !strings.Contains(text, `role="chain"`) || !strings.Contains(text, "nicompute_chain_block ") {
+		t.Fatalf("chain metrics:\n%s", text)
+	}
+	cancel()
+	waitNotice(t, notices, "STOPPING=1")
+	if code := <-done; code != 0 {
+		t.Fatalf("exit %d:\n%s", code, errOut)
+	}
+}

@@ -12,8 +12,9 @@ import (
 	"github.com/nicompute/nicompute/internal/servicefile"
 )
 
-// serviceRoles are the daemons a service file can run.
-var serviceRoles = []string{"miner", "validator", "chain", "api"}
+// serviceRoles are the daemons a service file can run: those that speak
+// sd_notify (a Type=notify unit waits for READY=1).
+var serviceRoles = []string{"miner", "validator", "chain"}
 
 func newServiceCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
