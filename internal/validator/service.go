@@ -343,6 +343,7 @@ func New(ctx context.Context, deps Deps, cfg Config) (*Service, error) {
 		s.nextWts = 0
 	}
 	s.forgetDeparted(ctx, mg)
+	lastSweep := s.lastSwp // read before the loops may write it
 
 	runCtx, stop := context.WithCancel(context.Background())
 	s.cancel = stop
@@ -356,7 +357,7 @@ func New(ctx context.Context, deps Deps, cfg Config) (*Service, error) {
 		close(s.done)
 	}()
 	s.log.Info("validator started", "netuid", cfg.NetUID, "uid", me.UID, "block", mg.Block,
-		"results_loaded", len(results), "last_sweep_block", s.lastSwp,
+		"results_loaded", len(results), "last_sweep_block", lastSweep,
 		"pog_interval", cfg.PoGInterval, "weights_interval", cfg.WeightsInterval, "simulated_gpus_allowed", cfg.PoG.AllowSimulated)
 	if len(results) > 0 {
 		s.report("scores reloaded from the store")
