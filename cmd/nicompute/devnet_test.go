@@ -157,7 +157,8 @@ func TestDevnetEndToEnd(t *testing.T) {
 	}
 	start := time.Now()
 	sshBase := 30000 + rand.IntN(25000)
-	args := []string{"--data", t.TempDir(), "--chain.listen", "127.0.0.1:0", "--block-time", "100ms", "--tempo", "10",
+	dataDir := t.TempDir()
+	args := []string{"--data", dataDir, "--chain.listen", "127.0.0.1:0", "--block-time", "100ms", "--tempo", "10",
 		"--miners", "3", "--binary", bin, "--axon.port", fmt.Sprint(nictest.FreePort(t)), "--ssh.port", fmt.Sprint(sshBase)}
 	endpoint, out, stop := startDevnet(t, args...)
 	if strings.Contains(out.String(), "no miner runs") {
@@ -230,6 +231,7 @@ func TestDevnetEndToEnd(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &hp); code != 0 || err != nil || !hp.CommitReveal || hp.Period != 1 {
 		t.Errorf("devnet hyperparameters: exit %d, %v, %s %s", code, err, stdout, stderr)
 	}
+	checkDevnetObservability(t, dataDir)
 	if code := stop(); code != 0 {
 		t.Fatalf("devnet exit code %d", code)
 	}

@@ -33,6 +33,12 @@ var allowed = map[string][]string{
 	"internal/archtest": nil,
 	"internal/tlock":    nil,
 
+	"internal/metrics":     {"subnet", "version"},
+	"internal/sdnotify":    nil,
+	"internal/selfupdate":  nil,
+	"internal/servicefile": nil,
+	"internal/doctor":      {"subnet"},
+
 	"internal/allocations":                   nil,
 	"internal/wallet":                        {"keys", "subnet"},
 	"internal/axon":                          {"keys", "subnet"},
@@ -51,6 +57,8 @@ var allowed = map[string][]string{
 
 	"internal/miner":     {"axon", "market", "protocol", "subnet"},
 	"internal/validator": {"axon", "market", "pog", "protocol", "subnet", "weights"},
+
+	"internal/dashboard": {"version"},
 
 	"internal/devnet": {"chain/local", "keys", "market", "pog", "subnet", "wallet", "sqlite", "docker", "hostinfo", "protocol", "axon", "allocations", "scratch"},
 }
