@@ -58,7 +58,7 @@ func validatorDashboard(o *observer, v *runningValidator, ch validator.Chain, ne
 			Permit: st.Permit, ChainOK: st.ChainOK, LastSweep: st.LastSweep, Sweeping: st.Sweeping,
 			PoGInterval: st.PoGInterval, NextWeights: st.NextWeights,
 			Weights: dashboard.Weights{Mode: st.Weights.Mode, Result: st.Weights.Result, Error: st.Weights.Error,
-				Block: st.Weights.Block, LastOK: st.Weights.LastOK, At: st.Weights.At},
+				Block: st.Weights.Block, LastOK: st.Weights.LastOK, At: st.Weights.At, Summary: st.Weights.Summary},
 			Incentives: hist.Samples(),
 		}
 		incentive := map[uint16]float64{}

@@ -15,7 +15,7 @@ func sampleValidator() *ValidatorData {
 	d := &ValidatorData{
 		NetUID: 1, Block: 240, Tempo: 20, UID: 0, Hotkey: "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY",
 		Permit: true, ChainOK: true, LastSweep: 200, PoGInterval: 100, NextWeights: 250,
-		Weights: Weights{Mode: "set", Result: "ok", Block: 230, LastOK: 230},
+		Weights: Weights{Mode: "commit", Result: "ok", Block: 230, LastOK: 230, Summary: "weights committed for reveal in round 1234 (epoch 12) at block 230"},
 		Miners: []MinerRow{
 			{UID: 1, Hotkey: "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty", GPUs: "1 × NVIDIA H200", Score: 1, Incentive: 0.6, LastResult: "pass", LastBlock: 200, Reason: "claimed NVIDIA H200 confirmed"},
 			{UID: 2, Hotkey: "5FLSigC9HGRKVhB9FiEo4Y3koPsNmBmLJbpXg2mp1hXcS59Y", GPUs: "-", LastResult: "fail", LastBlock: 200, Reason: `<script>alert("x")</script>`},
@@ -50,7 +50,7 @@ func TestValidatorPage(t *testing.T) {
 	}
 	for _, want := range []string{
 		`<tr data-uid="1">`, `<tr data-uid="2">`, "1 × NVIDIA H200", "claimed NVIDIA H200 confirmed",
-		"set at block 230", "20 blocks", `href="/assets/dashboard.css"`, `href="/metrics"`,
+		"commit at block 230", "committed for reveal in round 1234 (epoch 12)", "20 blocks", `href="/assets/dashboard.css"`, `href="/metrics"`,
 		`data-chart="Score by miner (at each weights submission)"`, `data-chart="Incentive by miner"`, `data-chart="Proof-of-GPU results by sweep"`,
 		"&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;",
 	} {

@@ -40,6 +40,9 @@ type Weights struct {
 	Mode, Result, Error string
 	Block, LastOK       uint64
 	At                  time.Time
+	// Summary says what became of it (committed for reveal in round R,
+	// revealed by the chain, …).
+	Summary string
 }
 
 // MinerRow is one miner of the validator's table.

@@ -32,7 +32,7 @@ func newMetrics(reg prometheus.Registerer, s *Service) (*metrics, error) {
 		s: s,
 		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nicompute_validator_pog_runs_total",
-			Help: "Finished Proof-of-GPU tests by result (pass, fail, unreachable) and reason class.",
+			Help: "Finished Proof-of-GPU tests by result (pass, fail, unreachable) and reason code.",
 		}, []string{"result", "reason"}),
 		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "nicompute_validator_pog_duration_seconds",

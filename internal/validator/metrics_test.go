@@ -26,9 +26,9 @@ func TestServiceMetricsAndStatus(t *testing.T) {
 	waitFor(t, 30*time.Second, "weights", func() bool { return s.Status().Weights.LastOK > 0 })
 
 	want := `
-# HELP nicompute_validator_pog_runs_total Finished Proof-of-GPU tests by result (pass, fail, unreachable) and reason class.
+# HELP nicompute_validator_pog_runs_total Finished Proof-of-GPU tests by result (pass, fail, unreachable) and reason code.
 # TYPE nicompute_validator_pog_runs_total counter
-nicompute_validator_pog_runs_total{reason="allocation_refused",result="unreachable"} 1
+nicompute_validator_pog_runs_total{reason="unreachable",result="unreachable"} 1
 nicompute_validator_pog_runs_total{reason="ok",result="pass"} 1
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "nicompute_validator_pog_runs_total"); err != nil {
@@ -37,8 +37,8 @@ nicompute_validator_pog_runs_total{reason="ok",result="pass"} 1
 	if n := testutil.CollectAndCount(reg, "nicompute_validator_pog_duration_seconds"); n != 2 {
 		t.Fatalf("%d duration series, want pass and unreachable", n)
 	}
-	if got := testutil.ToFloat64(s.metrics.weights.WithLabelValues(WeightsModeSet, "ok")); got < 1 {
-		t.Fatalf("weights set ok = %v", got)
+	if got := testutil.ToFloat64(s.metrics.weights.WithLabelValues(WeightsModeCommit, "ok")); got < 1 { // the embedded chain has commit-reveal on
+		t.Fatalf("weights committed ok = %v", got)
 	}
 	if got := testutil.ToFloat64(s.metrics.lastSet); got != float64(s.Status().Weights.LastOK) {
 		t.Fatalf("weights last block = %v, status %+v", got, s.Status().Weights)
@@ -57,7 +57,7 @@ nicompute_validator_miner_score{uid="%d"} 0
 	}
 
 	st := s.Status()
-	if st.Weights.Mode != WeightsModeSet || st.Weights.Result != "ok" || st.LastSweep == 0 || !st.Permit || !st.ChainOK || st.UID != l.Validator.UID {
+	if st.Weights.Mode != WeightsModeCommit || !strings.Contains(st.Weights.Summary, "committed for reveal in round") || st.Weights.Result != "ok" || st.LastSweep == 0 || !st.Permit || !st.ChainOK || st.UID != l.Validator.UID {
 		t.Fatalf("status %+v", st)
 	}
 	rs := s.Results()
