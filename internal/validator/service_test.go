@@ -479,3 +479,45 @@ func TestPendingCommitsCapAcrossRestart(t *testing.T) {
 		t.Fatalf("status %q", s.WeightsStatus())
 	}
 }
+
+// TestPendingCommitsDoNotHoldBackSetWeights: the cap on pending commits
+// concerns commits only. On a subnet whose owner turned commit-reveal off,
+// a validator with subnet.MaxUnrevealedCommits commits still pending from
+// before sets its weights.
+func TestPendingCommitsDoNotHoldBackSetWeights(t *testing.T) {
+	c, l := testSubnet(t, 1)
+	ctx := context.Background()
+	off := false
+	if err := c.SetHyperparameters(ctx, l.Owner.Coldkey, l.NetUID, local.HyperparameterUpdate{CommitRevealWeightsEnabled: &off}); err != nil {
+		t.Fatal(err)
+	}
+	store := newMemStore()
+	miner := l.Miners[0]
+	if err := store.AddResult(ctx, Result{Hotkey: miner.Hotkey.SS58(), UID: miner.UID, Block: 1, At: time.Now(), Outcome: OutcomePass,
+		Model: "NVIDIA H200", Count: 1}, 4); err != nil {
+		t.Fatal(err)
+	}
+	serve(t, c, l.NetUID, miner, startFakeMinerAs(t, "127.0.0.2", miner, minerBehavior{refuse: true}))
+	head, err := c.CurrentBlock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.SetState(ctx, stateLastSweep, int64(head))
+	for range subnet.MaxUnrevealedCommits {
+		if err := store.AddCommit(ctx, WeightCommit{NetUID: l.NetUID, RevealEpoch: 1 << 40, UIDs: []subnet.UID{miner.UID}, Weights: []uint16{65535}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	log := &lockedBuffer{}
+	s, _ := testService(t, c, l, store, func(cfg *Config) {
+		cfg.Log = slog.New(slog.NewTextHandler(log, nil))
+		cfg.WeightsInterval, cfg.WeightsRetry = 1, 1
+	})
+	waitFor(t, 10*time.Second, "weights set with commits pending", func() bool { return store.submissions() > 0 })
+	if st := s.WeightsStatus(); !strings.Contains(st, "weights set at block") {
+		t.Fatalf("status %q", st)
+	}
+	if strings.Contains(log.String(), "the chain has not revealed the last commits yet") {
+		t.Fatalf("the commit cap held back set_weights:\n%s", log)
+	}
+}

@@ -3,6 +3,7 @@ package weights
 import (
 	"bytes"
 	"context"
+	"errors"
 	"encoding/binary"
 	"math/rand/v2"
 	"reflect"
@@ -179,5 +180,16 @@ func TestSubmitChoosesThePath(t *testing.T) {
 	}
 	if _, err := (&Submitter{Chain: on}).Submit(t.Context(), hot, 1, uids, vals[:1], 7); subnet.ErrorCode(err) != subnet.EINVALIDWEIGHTS {
 		t.Fatalf("length mismatch: %v", err)
+	}
+
+	// CanCommit holds commits back, never a set.
+	full := errors.New("too many pending")
+	refuse := func(context.Context) error { return full }
+	held := &fakeChain{cr: on.cr}
+	if res, err := (&Submitter{Chain: held, CanCommit: refuse}).Submit(t.Context(), hot, 1, uids, vals, 7); !errors.Is(err, full) || res.Mode != ModeCommit || held.commit != nil {
+		t.Fatalf("commit held back: %+v %v", res, err)
+	}
+	if res, err := (&Submitter{Chain: off, CanCommit: refuse}).Submit(t.Context(), hot, 1, uids, vals, 7); err != nil || res.Mode != ModeSet || off.set != 2 {
+		t.Fatalf("set with CanCommit refusing: %+v %v", res, err)
 	}
 }
