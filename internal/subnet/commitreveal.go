@@ -52,6 +52,11 @@ type CommitReveal struct {
 	// ((block + netuid + 1) / (tempo + 1)).
 	Schedule *EpochSchedule
 	Beacon   Beacon
+	// LatestRound is the newest beacon round the chain holds (the drand
+	// pulses Bittensor has ingested, the embedded beacon's latest); 0 when
+	// the chain does not say. A commit to a round at or below it would be
+	// readable by anyone at once.
+	LatestRound uint64
 }
 
 // WeightsPayload is what a timelocked commit encrypts: subtensor's SCALE

@@ -104,6 +104,10 @@ func (s *Submitter) Seal(cr subnet.CommitReveal, hotkey []byte, uids []subnet.UI
 	if err != nil {
 		return nil, Plan{}, err
 	}
+	if plan.Round <= cr.LatestRound {
+		return nil, Plan{}, subnet.Errorf(subnet.EINVALID, "reveal round %d of subnet %d is already published (the chain holds round %d): this host's clock is behind, and a commit to it would be readable at once",
+			plan.Round, cr.NetUID, cr.LatestRound)
+	}
 	payload := subnet.WeightsPayload{Hotkey: hotkey, UIDs: uids, Values: values, VersionKey: version}
 	commit, err := tlock.Encrypt(cr.Beacon.PublicKey, plan.Round, payload.Encode(), rnd)
 	if err != nil {
