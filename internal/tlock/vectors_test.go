@@ -49,6 +49,8 @@ func signatureOf(tb testing.TB, round uint64) []byte {
 	switch round {
 	case 1000:
 		return mustHex(tb, sig1000)
+	case 2000:
+		return mustHex(tb, sig2000)
 	case 657413:
 		return mustHex(tb, sig657413)
 	}
