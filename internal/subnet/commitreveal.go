@@ -52,6 +52,11 @@ type CommitReveal struct {
 	// ((block + netuid + 1) / (tempo + 1)).
 	Schedule *EpochSchedule
 	Beacon   Beacon
+	// LatestRound is the newest beacon round the chain holds (the drand
+	// pulses Bittensor has ingested, the embedded beacon's latest); 0 when
+	// the chain does not say. A commit to a round at or below it would be
+	// readable by anyone at once.
+	LatestRound uint64
 }
 
 // WeightsPayload is what a timelocked commit encrypts: subtensor's SCALE
@@ -80,9 +85,10 @@ func (p WeightsPayload) Encode() []byte {
 	return binary.LittleEndian.AppendUint64(b, p.VersionKey)
 }
 
-// DecodeWeightsPayload decodes a payload strictly: every length within the
-// bytes present, no trailing bytes. Subtensor also accepts a legacy payload
-// without the hotkey; this decoder does not.
+// DecodeWeightsPayload decodes a payload strictly: every length in its
+// shortest form and within the bytes present (as parity-scale-codec
+// requires), no trailing bytes. Subtensor also accepts a legacy payload
+// without the hotkey, and trailing bytes; this decoder does not.
 func DecodeWeightsPayload(b []byte) (WeightsPayload, error) {
 	var p WeightsPayload
 	d := &scaleReader{b: b}
@@ -150,7 +156,9 @@ func (d *scaleReader) take(n uint64, size uint64) []byte {
 	return v
 }
 
-// compact reads a compact length; elemSize bounds it by the bytes left.
+// compact reads a Vec length as parity-scale-codec does (Compact<u32>):
+// each value in its shortest form only, at most 2^32-1; elemSize bounds it
+// by the bytes left.
 func (d *scaleReader) compact(elemSize uint64) uint64 {
 	if d.err != nil {
 		return 0
@@ -159,7 +167,7 @@ func (d *scaleReader) compact(elemSize uint64) uint64 {
 		d.err = errors.New("missing length")
 		return 0
 	}
-	var n uint64
+	var n, least uint64
 	switch d.b[0] & 3 {
 	case 0:
 		n, d.b = uint64(d.b[0]>>2), d.b[1:]
@@ -168,22 +176,23 @@ func (d *scaleReader) compact(elemSize uint64) uint64 {
 			d.err = errors.New("truncated length")
 			return 0
 		}
-		n, d.b = uint64(binary.LittleEndian.Uint16(d.b)>>2), d.b[2:]
+		n, least, d.b = uint64(binary.LittleEndian.Uint16(d.b)>>2), 1<<6, d.b[2:]
 	case 2:
 		if len(d.b) < 4 {
 			d.err = errors.New("truncated length")
 			return 0
 		}
-		n, d.b = uint64(binary.LittleEndian.Uint32(d.b)>>2), d.b[4:]
+		n, least, d.b = uint64(binary.LittleEndian.Uint32(d.b)>>2), 1<<14, d.b[4:]
 	default:
-		l := int(d.b[0]>>2) + 4
-		if l > 8 || len(d.b) < 1+l {
+		if d.b[0] != 3 || len(d.b) < 5 {
 			d.err = errors.New("length out of range")
 			return 0
 		}
-		var tmp [8]byte
-		copy(tmp[:], d.b[1:1+l])
-		n, d.b = binary.LittleEndian.Uint64(tmp[:]), d.b[1+l:]
+		n, least, d.b = uint64(binary.LittleEndian.Uint32(d.b[1:])), 1<<30, d.b[5:]
+	}
+	if n < least {
+		d.err = fmt.Errorf("length %d not in its shortest compact form", n)
+		return 0
 	}
 	if n > uint64(len(d.b))/elemSize {
 		d.err = fmt.Errorf("length %d exceeds the %d bytes left", n, len(d.b))

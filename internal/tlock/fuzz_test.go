@@ -7,7 +7,8 @@ import (
 
 // FuzzDecrypt feeds arbitrary ciphertexts and signatures to the decoder and
 // the decryption: they must refuse cleanly, never panic, and whatever
-// parses must encode back to the same bytes.
+// parses must encode back to the same bytes. The seeds include the
+// ciphertexts made by the Rust tle crate (testdata/tle-vectors.txt).
 func FuzzDecrypt(f *testing.F) {
 	k, err := GenerateKey(seeded(10))
 	if err != nil {
@@ -21,6 +22,11 @@ func FuzzDecrypt(f *testing.F) {
 	f.Add(ct, k.Sign(4))
 	f.Add(ct[:100], k.Sign(3))
 	f.Add([]byte{}, []byte{})
+	for _, v := range readVectors(f) {
+		if v.kind == "rust-tle" {
+			f.Add(mustHex(f, v.fields[1]), signatureOf(f, parseRound(f, v.fields[0])))
+		}
+	}
 	f.Fuzz(func(t *testing.T, b, sig []byte) {
 		c, err := ParseCiphertext(b)
 		if err != nil {

@@ -14,9 +14,11 @@ import (
 	bls "github.com/cloudflare/circl/ecc/bls12381"
 )
 
-// Public drand quicknet pulses (https://api.drand.sh/52db9ba7…/public/R).
+// Public drand quicknet pulses (https://api.drand.sh/52db9ba7…/public/R;
+// round 2000 as opentensor/subtensor's commitments pallet tests quote it).
 const (
 	sig1000   = "b44679b9a59af2ec876b1a6b1ad52ea9b1615fc3982b19576350f93447cb1125e342b73a8dd2bacbe47e4b6b63ed5e39"
+	sig2000   = "b6cb8f482a0b15d45936a4c4ea08e98a087e71787caee3f4d07a8a9843b1bc5423c6b3c22f446488b3137eaca799c77e"
 	sig657413 = "b713718a38ae728dfd477991af2822e08d2f305e47718cef9f7848ce4050e7be41076862b98fad56e91a6b85b89cd97b"
 	// randomness of round 657413: SHA-256 of its signature.
 	rand657413 = "fc1873a13f3545aeade8401532ef5519920652eee6b0d2b19ca12643b87b3587"
@@ -47,7 +49,7 @@ func TestQuicknetSignaturesVerify(t *testing.T) {
 	for _, tc := range []struct {
 		round uint64
 		sig   string
-	}{{1000, sig1000}, {657413, sig657413}} {
+	}{{1000, sig1000}, {2000, sig2000}, {657413, sig657413}} {
 		if err := q.Verify(tc.round, mustHex(t, tc.sig)); err != nil {
 			t.Errorf("round %d: %v", tc.round, err)
 		}

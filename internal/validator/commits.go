@@ -2,6 +2,7 @@ package validator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -14,6 +15,25 @@ import (
 func (s *Service) pendingCommits(ctx context.Context) (int, error) {
 	cs, err := s.deps.Store.Commits(ctx, market.CommitPending)
 	return len(cs), err
+}
+
+// errCommitsPending holds a commit back while subnet.MaxUnrevealedCommits
+// commits are pending.
+var errCommitsPending = errors.New("the chain has not revealed the last commits yet")
+
+// canCommit refuses a commit while subnet.MaxUnrevealedCommits are pending
+// (the chain's own limit is per epoch; pending ones of any epoch count
+// here). Setting weights, on a subnet with commit-reveal off, is not held
+// back.
+func (s *Service) canCommit(ctx context.Context) error {
+	n, err := s.pendingCommits(ctx)
+	if err != nil {
+		return fmt.Errorf("read the pending commits: %w", err)
+	}
+	if n >= subnet.MaxUnrevealedCommits {
+		return fmt.Errorf("%w: %d pending, limit %d", errCommitsPending, n, subnet.MaxUnrevealedCommits)
+	}
+	return nil
 }
 
 // weightsSubmitted logs an accepted submission, records a commit and
@@ -44,6 +64,11 @@ func (s *Service) weightsSubmitted(ctx context.Context, head, next uint64, res w
 // weightsRefused logs a refused submission with the chain's reason.
 func (s *Service) weightsRefused(res weights.Result, err error) {
 	attrs := []any{"mode", res.Mode, "code", subnet.ErrorCode(err), "err", err, "retry_in_blocks", s.cfg.WeightsRetry}
+	if errors.Is(err, errCommitsPending) {
+		s.log.Warn("weights not committed: the chain has not revealed the last commits yet", "err", err, "retry_in_blocks", s.cfg.WeightsRetry)
+		s.setStatus(fmt.Sprintf("weights not committed: %v", err))
+		return
+	}
 	switch subnet.ErrorCode(err) {
 	case subnet.ERATELIMITED:
 		s.log.Warn("weights refused: rate limited", attrs...)

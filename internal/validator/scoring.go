@@ -157,13 +157,6 @@ func (s *Service) setWeights(ctx context.Context, head uint64) {
 		s.log.Info("fewer scored miners than the subnet's min_allowed_weights: every uid gets the smallest weight",
 			"scored", scored, "min_allowed_weights", hp.MinAllowedWeights, "uids", len(all))
 	}
-	if n, err := s.pendingCommits(ctx); err != nil {
-		s.log.Warn("weights not submitted: read the pending commits", "err", err)
-		return
-	} else if n >= subnet.MaxUnrevealedCommits {
-		s.log.Warn("weights not committed: the chain has not revealed the last commits yet", "pending", n, "limit", subnet.MaxUnrevealedCommits, "retry_in_blocks", s.cfg.WeightsRetry)
-		return
-	}
 	cctx, cancel = context.WithTimeout(ctx, s.cfg.ChainTimeout)
 	res, err := s.submitter.Submit(cctx, s.cfg.Hotkey, s.cfg.NetUID, upUIDs, upWeights, hp.WeightsVersionKey)
 	cancel()

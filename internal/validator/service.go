@@ -54,7 +54,9 @@
 // retried after WeightsRetry blocks. Commits are kept in the Store until
 // the validator sees the chain reveal them (its weights row on chain
 // equals the committed one) or their reveal epoch pass; at most
-// subnet.MaxUnrevealedCommits are pending at once, across restarts. Results, specs, the scores behind each submission
+// subnet.MaxUnrevealedCommits are pending at once, across restarts (a cap
+// on commits only: with commit-reveal switched off, weights are set
+// whatever is pending). Results, specs, the scores behind each submission
 // and the sweep schedule live in the Store, so a restarted validator sets
 // the same weights without testing again.
 package validator
@@ -326,7 +328,7 @@ func New(ctx context.Context, deps Deps, cfg Config) (*Service, error) {
 		status:  map[string]string{},
 	}
 	s.log = cfg.Log.With("component", "validator", "hotkey", cfg.Hotkey.SS58())
-	s.submitter = &weights.Submitter{Chain: deps.Chain, Now: cfg.Now}
+	s.submitter = &weights.Submitter{Chain: deps.Chain, Now: cfg.Now, CanCommit: s.canCommit}
 	d, err := newDriver(cfg.PoG, cfg.Hotkey, deps.Axon, s.log)
 	if err != nil {
 		return nil, fmt.Errorf("validator: %w", err)

@@ -436,12 +436,17 @@ func TestServiceWeightsPadToMinAllowed(t *testing.T) {
 	}
 }
 
-// TestPendingCommitsCapAcrossRestart: a validator whose store holds
-// subnet.MaxUnrevealedCommits pending commits from an earlier run commits
-// nothing more until they settle.
-func TestPendingCommitsCapAcrossRestart(t *testing.T) {
+// withPendingCommits starts a validator on a one-miner subnet whose store
+// holds, from an earlier run, a passed test of the miner (swept just now)
+// and subnet.MaxUnrevealedCommits pending commits; commitReveal sets the
+// subnet's commit-reveal switch first.
+func withPendingCommits(t *testing.T, commitReveal bool) (*Service, *memStore, *lockedBuffer) {
+	t.Helper()
 	c, l := testSubnet(t, 1)
 	ctx := context.Background()
+	if err := c.SetHyperparameters(ctx, l.Owner.Coldkey, l.NetUID, local.HyperparameterUpdate{CommitRevealWeightsEnabled: &commitReveal}); err != nil {
+		t.Fatal(err)
+	}
 	store := newMemStore()
 	miner := l.Miners[0]
 	if err := store.AddResult(ctx, Result{Hotkey: miner.Hotkey.SS58(), UID: miner.UID, Block: 1, At: time.Now(), Outcome: OutcomePass,
@@ -465,6 +470,15 @@ func TestPendingCommitsCapAcrossRestart(t *testing.T) {
 		cfg.Log = slog.New(slog.NewTextHandler(log, nil))
 		cfg.WeightsInterval, cfg.WeightsRetry = 1, 1
 	})
+	return s, store, log
+}
+
+// TestPendingCommitsCapAcrossRestart: a validator whose store holds
+// subnet.MaxUnrevealedCommits pending commits from an earlier run commits
+// nothing more until they settle.
+func TestPendingCommitsCapAcrossRestart(t *testing.T) {
+	ctx := context.Background()
+	s, store, log := withPendingCommits(t, true)
 	waitFor(t, 10*time.Second, "the cap to hold a round back", func() bool {
 		return strings.Contains(log.String(), "the chain has not revealed the last commits yet")
 	})
@@ -477,5 +491,20 @@ func TestPendingCommitsCapAcrossRestart(t *testing.T) {
 	waitFor(t, 10*time.Second, "a commit once the old ones settled", func() bool { return store.submissions() > 0 })
 	if !strings.Contains(s.WeightsSummary(), "committed for reveal in round") {
 		t.Fatalf("status %q", s.WeightsSummary())
+	}
+}
+
+// TestPendingCommitsDoNotHoldBackSetWeights: the cap on pending commits
+// concerns commits only. On a subnet whose owner turned commit-reveal off,
+// a validator with subnet.MaxUnrevealedCommits commits still pending from
+// before sets its weights.
+func TestPendingCommitsDoNotHoldBackSetWeights(t *testing.T) {
+	s, store, log := withPendingCommits(t, false)
+	waitFor(t, 10*time.Second, "weights set with commits pending", func() bool { return store.submissions() > 0 })
+	if st := s.WeightsStatus(); !strings.Contains(st, "weights set at block") {
+		t.Fatalf("status %q", st)
+	}
+	if strings.Contains(log.String(), "the chain has not revealed the last commits yet") {
+		t.Fatalf("the commit cap held back set_weights:\n%s", log)
 	}
 }

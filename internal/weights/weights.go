@@ -53,6 +53,10 @@ type Submitter struct {
 	Rand io.Reader
 	// Now is the wall clock the reveal round is computed from [time.Now].
 	Now func() time.Time
+	// CanCommit, when set, is asked before each commit; an error refuses
+	// the commit and is returned as is (a validator's cap on its pending
+	// commits). Setting weights does not ask it.
+	CanCommit func(ctx context.Context) error
 }
 
 // Submit sets or commits hotkey's weights on netuid (u16 values, see
@@ -70,6 +74,11 @@ func (s *Submitter) Submit(ctx context.Context, hotkey subnet.Signer, netuid sub
 		return Result{Mode: ModeSet, Block: cr.Block}, s.Chain.SetWeights(ctx, hotkey, netuid, uids, values, version)
 	}
 	res := Result{Mode: ModeCommit, Block: cr.Block}
+	if s.CanCommit != nil {
+		if err := s.CanCommit(ctx); err != nil {
+			return res, err
+		}
+	}
 	commit, plan, err := s.Seal(cr, hotkey.PublicKey(), uids, values, version)
 	if err != nil {
 		return res, err
@@ -94,6 +103,10 @@ func (s *Submitter) Seal(cr subnet.CommitReveal, hotkey []byte, uids []subnet.UI
 	plan, err := PlanReveal(cr, now())
 	if err != nil {
 		return nil, Plan{}, err
+	}
+	if plan.Round <= cr.LatestRound {
+		return nil, Plan{}, subnet.Errorf(subnet.EINVALID, "reveal round %d of subnet %d is already published (the chain holds round %d): this host's clock is behind, and a commit to it would be readable at once",
+			plan.Round, cr.NetUID, cr.LatestRound)
 	}
 	payload := subnet.WeightsPayload{Hotkey: hotkey, UIDs: uids, Values: values, VersionKey: version}
 	commit, err := tlock.Encrypt(cr.Beacon.PublicKey, plan.Round, payload.Encode(), rnd)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"math/rand/v2"
 	"reflect"
 	"testing"
@@ -179,5 +180,28 @@ func TestSubmitChoosesThePath(t *testing.T) {
 	}
 	if _, err := (&Submitter{Chain: on}).Submit(t.Context(), hot, 1, uids, vals[:1], 7); subnet.ErrorCode(err) != subnet.EINVALIDWEIGHTS {
 		t.Fatalf("length mismatch: %v", err)
+	}
+
+	// A round the chain already holds is never committed to (a clock
+	// behind the chain's): anyone could open it at once.
+	late := &fakeChain{cr: on.cr}
+	late.cr.LatestRound = 1008
+	if _, err := (&Submitter{Chain: late, Now: now}).Submit(t.Context(), hot, 1, uids, vals, 7); subnet.ErrorCode(err) != subnet.EINVALID || late.commit != nil {
+		t.Fatalf("round already held by the chain: %v", err)
+	}
+	late.cr.LatestRound = 1007
+	if _, err := (&Submitter{Chain: late, Now: now}).Submit(t.Context(), hot, 1, uids, vals, 7); err != nil || late.round != 1008 {
+		t.Fatalf("next round: %v", err)
+	}
+
+	// CanCommit holds commits back, never a set.
+	full := errors.New("too many pending")
+	refuse := func(context.Context) error { return full }
+	held := &fakeChain{cr: on.cr}
+	if res, err := (&Submitter{Chain: held, CanCommit: refuse}).Submit(t.Context(), hot, 1, uids, vals, 7); !errors.Is(err, full) || res.Mode != ModeCommit || held.commit != nil {
+		t.Fatalf("commit held back: %+v %v", res, err)
+	}
+	if res, err := (&Submitter{Chain: off, CanCommit: refuse}).Submit(t.Context(), hot, 1, uids, vals, 7); err != nil || res.Mode != ModeSet || off.set != 2 {
+		t.Fatalf("set with CanCommit refusing: %+v %v", res, err)
 	}
 }

@@ -371,7 +371,7 @@ func (c *Client) CommitReveal(ctx context.Context, netuid subnet.NetUID) (subnet
 		NetUID: netuid, Enabled: r.Enabled, RevealPeriodEpochs: r.RevealPeriod, Version: r.Version, Tempo: r.Tempo,
 		Block: r.Block, BlockTime: time.Duration(r.BlockTimeMS) * time.Millisecond,
 		Schedule: &subnet.EpochSchedule{LastEpochBlock: last, EpochIndex: r.EpochIndex, BlocksSinceLastStep: r.Block - min(last, r.Block)},
-		Beacon:   b,
+		Beacon:   b, LatestRound: r.Beacon.LatestRound,
 	}, nil
 }
 

@@ -64,6 +64,7 @@ type crWorld struct {
 	val       *keys.Keypair
 	valUID    subnet.UID
 	submitter *weights.Submitter
+	cfg       Config
 }
 
 func newCRWorld(t *testing.T, rateLimit uint64) *crWorld {
@@ -73,14 +74,15 @@ func newCRWorld(t *testing.T, rateLimit uint64) *crWorld {
 	logs := &logBuffer{}
 	g := DefaultGenesis()
 	g.Tempo, g.WeightsRateLimit = 10, rateLimit
-	n, err := Open(ctx, Config{DataDir: t.TempDir(), Genesis: &g, Now: clk.Now, BeaconPeriod: time.Second,
-		Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	cfg := Config{DataDir: t.TempDir(), Genesis: &g, Now: clk.Now, BeaconPeriod: time.Second,
+		Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))}
+	n, err := Open(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.Close() })
 	c := dialNode(t, n)
-	w := &crWorld{world: &world{n: n, c: c, owner: key(t, "//Alice")}, clock: clk, logs: logs, val: key(t, "//Bob/hot")}
+	w := &crWorld{world: &world{n: n, c: c, owner: key(t, "//Alice")}, clock: clk, logs: logs, val: key(t, "//Bob/hot"), cfg: cfg}
 	must[subnet.Balance](t)(c.Faucet(ctx, w.owner.SS58(), subnet.TAO(100)))
 	w.netuid = must[subnet.NetUID](t)(c.CreateSubnet(ctx, w.owner, 0))
 	w.valUID = w.register(t, key(t, "//Bob"), w.val, 100)
@@ -92,6 +94,21 @@ func newCRWorld(t *testing.T, rateLimit uint64) *crWorld {
 	w.grantPermits(t)
 	w.submitter = &weights.Submitter{Chain: c, Now: clk.Now}
 	return w
+}
+
+// restart closes the node and opens it again from its files.
+func (w *crWorld) restart(t *testing.T) {
+	t.Helper()
+	if err := w.n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n, err := Open(context.Background(), w.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	w.n, w.c = n, dialNode(t, n)
+	w.submitter.Chain = w.c
 }
 
 // step seals one block a second.
@@ -332,5 +349,46 @@ func TestBeaconKeySurvivesRestart(t *testing.T) {
 	after := must[BeaconInfo](t)(dialNode(t, n).Beacon(context.Background()))
 	if before.PublicKey != after.PublicKey || before.GenesisMS != after.GenesisMS || len(before.PublicKey) != 2*tlock.PublicKeySize {
 		t.Fatalf("beacon changed across a restart: %+v → %+v", before, after)
+	}
+}
+
+// TestCommitsSurviveRestartAndSwitchOff restarts the chain between a
+// commit and its reveal epoch, and turns commit-reveal off before the
+// reveal: as on subtensor, a stored commit is still revealed in its epoch,
+// once, and its round's refusal rules still hold after the restart.
+func TestCommitsSurviveRestartAndSwitchOff(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	w := newCRWorld(t, 0)
+	uids, vals := []subnet.UID{1, 2}, []uint16{65535, 7}
+	res, err := w.submitter.Submit(ctx, w.val, w.netuid, uids, vals, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.step(t)
+	w.restart(t)
+	if w.commits(t) != 1 {
+		t.Fatalf("%d commits after the restart, want 1", w.commits(t))
+	}
+	// The round is still refused once published, and a replay of a spent
+	// round is refused after the restart too.
+	latest := must[BeaconInfo](t)(w.c.Beacon(ctx)).LatestRound
+	wantCode(t, w.c.CommitTimelockedWeights(ctx, w.val, w.netuid, make([]byte, 300), latest, 4), subnet.EINVALID)
+
+	off := false
+	if err := w.c.SetHyperparameters(ctx, w.owner, w.netuid, HyperparameterUpdate{CommitRevealWeightsEnabled: &off}); err != nil {
+		t.Fatal(err)
+	}
+	for range 40 {
+		w.step(t)
+		if u, _ := w.row(t, w.valUID); len(u) > 0 {
+			break
+		}
+	}
+	if u, v := w.row(t, w.valUID); !slices.Equal(u, uids) || !slices.Equal(v, vals) {
+		t.Fatalf("after restart and switch-off: row %v %v, want %v %v (plan %+v)\n%s", u, v, uids, vals, res.Plan, w.logs)
+	}
+	if w.commits(t) != 0 || strings.Count(w.logs.String(), "weights revealed") != 1 {
+		t.Fatalf("commit not consumed exactly once:\n%s", w.logs)
 	}
 }

@@ -25,8 +25,9 @@ import (
 const defaultBlockTime = 12 * time.Second
 
 // CommitReveal reads netuid's commit-reveal settings, the epoch schedule
-// where the runtime keeps one, and the best block. The beacon is drand
-// quicknet, the one subtensor's Drand pallet ingests.
+// where the runtime keeps one, the best block and the newest drand round
+// stored (Drand.LastStoredRound). The beacon is drand quicknet, the one
+// subtensor's Drand pallet ingests.
 func (c *Client) CommitReveal(ctx context.Context, netuid subnet.NetUID) (subnet.CommitReveal, error) {
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
@@ -51,6 +52,13 @@ func (c *Client) CommitReveal(ctx context.Context, netuid subnet.NetUID) (subnet
 	if counted {
 		for _, e := range []string{"SubnetEpochIndex", "LastEpochBlock", "PendingEpochAt", "BlocksSinceLastStep"} {
 			items = append(items, storageItem{pallet: subtensorPallet, entry: e, keys: key})
+		}
+	}
+	drand := -1
+	if d, err := m.pallet("Drand"); err == nil {
+		if _, ok := d.storage["LastStoredRound"]; ok {
+			drand = len(items)
+			items = append(items, storageItem{pallet: "Drand", entry: "LastStoredRound"})
 		}
 	}
 	vals, err := c.readMany(ctx, m, hash, items)
@@ -88,6 +96,9 @@ func (c *Client) CommitReveal(ctx context.Context, netuid subnet.NetUID) (subnet
 			EpochIndex: u(5, math.MaxUint64), LastEpochBlock: u(6, math.MaxUint64),
 			PendingEpochAt: u(7, math.MaxUint64), BlocksSinceLastStep: u(8, math.MaxUint64),
 		}
+	}
+	if drand >= 0 {
+		cr.LatestRound = u(drand, math.MaxUint64)
 	}
 	if len(bad) > 0 {
 		return subnet.CommitReveal{}, fmt.Errorf("commit-reveal settings of netuid %d: unexpected types for %v", netuid, bad)

@@ -169,3 +169,40 @@ func TestWeightsRow(t *testing.T) {
 		t.Fatalf("no row: %v %v", uids, err)
 	}
 }
+
+// TestCommitToPublishedRoundRefused: with a clock behind the chain's, the
+// SDK's arithmetic picks a drand round the chain already holds, whose
+// commit anyone could open at once. The validator reads
+// Drand.LastStoredRound and refuses to send it.
+func TestCommitToPublishedRoundRefused(t *testing.T) {
+	c, s := scriptedCR(t)
+	k := alice(t)
+	key, _, err := s.m.storageKey("Drand", "LastStoredRound")
+	if err != nil {
+		t.Fatal(err)
+	}
+	setLast := func(round uint64) {
+		s.mu.Lock()
+		s.storage[hexBytes(key)] = "0x" + hex.EncodeToString(binary.LittleEndian.AppendUint64(nil, round))
+		s.mu.Unlock()
+	}
+	setLast(1000)
+	cr, err := c.CommitReveal(t.Context(), 27)
+	if err != nil || cr.LatestRound != 1000 {
+		t.Fatalf("latest round %d, %v", cr.LatestRound, err)
+	}
+	// The same clock as TestCommitOnFinney: the arithmetic targets round 1000.
+	now := time.Unix(tlock.QuicknetGenesis+3000-1776+1, 0)
+	sub := &weights.Submitter{Chain: c, Now: func() time.Time { return now }}
+	_, err = sub.Submit(t.Context(), k, 27, []subnet.UID{0}, []uint16{65535}, 0)
+	if subnet.ErrorCode(err) != subnet.EINVALID || !strings.Contains(err.Error(), "already published") {
+		t.Fatalf("commit to a stored round: %v", err)
+	}
+	if xt := s.lastSubmitted(); xt != nil {
+		t.Fatalf("submitted %x", xt)
+	}
+	setLast(999)
+	if res, err := sub.Submit(t.Context(), k, 27, []subnet.UID{0}, []uint16{65535}, 0); err != nil || res.Plan.Round != 1000 {
+		t.Fatalf("commit to the next round: %+v %v", res, err)
+	}
+}
