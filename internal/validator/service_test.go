@@ -501,7 +501,7 @@ func TestPendingCommitsCapAcrossRestart(t *testing.T) {
 func TestPendingCommitsDoNotHoldBackSetWeights(t *testing.T) {
 	s, store, log := withPendingCommits(t, false)
 	waitFor(t, 10*time.Second, "weights set with commits pending", func() bool { return store.submissions() > 0 })
-	if st := s.WeightsStatus(); !strings.Contains(st, "weights set at block") {
+	if st := s.WeightsSummary(); !strings.Contains(st, "weights set at block") {
 		t.Fatalf("status %q", st)
 	}
 	if strings.Contains(log.String(), "the chain has not revealed the last commits yet") {
