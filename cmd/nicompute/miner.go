@@ -57,6 +57,10 @@ type minerOptions struct {
 	// SSHPorts and SSHHostIP: where lease SSH servers are published.
 	SSHPorts  miner.PortRange
 	SSHHostIP string
+	// LeasePorts and MaxLeasePorts: where renters' extra ports are
+	// published (zero: none).
+	LeasePorts    miner.PortRange
+	MaxLeasePorts int
 	// Image is the default lease image, Images the others renters may pick.
 	Image  string
 	Images []string
@@ -219,6 +223,8 @@ func startMiner(ctx context.Context, o minerOptions) (rm *runningMiner, err erro
 		Images:               o.Images,
 		SSHPorts:             o.SSHPorts,
 		SSHHostIP:            o.SSHHostIP,
+		LeasePorts:           o.LeasePorts,
+		MaxLeasePorts:        o.MaxLeasePorts,
 		Reserve:              o.Reserve,
 		DefaultMemory:        o.LeaseMemory,
 		LeaseUnit:            o.LeaseUnit,
@@ -275,7 +281,7 @@ func (d dockerRuntime) Create(ctx context.Context, s miner.ContainerSpec) (miner
 		res.GPUs = nil // recorded on the lease, absent from the host
 	}
 	c, err := d.rt.Create(ctx, docker.Spec{
-		LeaseID: s.LeaseID, Image: s.Image, Resources: res, SSHPort: s.SSHPort,
+		LeaseID: s.LeaseID, Image: s.Image, Resources: res, SSHPort: s.SSHPort, Ports: s.Ports,
 		AuthorizedKeys: s.AuthorizedKeys, Password: s.Password, VolumePath: s.VolumePath,
 	})
 	if err == nil && len(d.files) > 0 {
@@ -342,6 +348,8 @@ type minerFlags struct {
 	sshPort        int
 	sshPortRange   string
 	sshIP          string
+	portsRange     string
+	portsMax       int
 	notEnough      bool
 	requireBodySig bool
 	notUpdated     bool
@@ -385,7 +393,10 @@ miner stops and are reconciled with the lease records when it starts.
 Renters get --miner.image unless they name one of --miner.images ("*" allows
 any image the engine can pull); SN27's placeholder "ubuntu" means the
 default. Password login is enabled only when the request sets
-docker_requirement.password or sends no ssh_key.`,
+docker_requirement.password or sends no ssh_key. Renters may ask for extra
+TCP ports (docker_requirement.ports, a nicompute extension) when
+--miner.ports.range is set: each is published on a host port of that range,
+at most --miner.ports.max per lease.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return a.runMiner(cmd.Context(), f) },
 	}
@@ -400,6 +411,8 @@ docker_requirement.password or sends no ssh_key.`,
 	fs.IntVar(&f.sshPort, "ssh.port", defaultSSHPort, "SSH port of the first lease")
 	fs.StringVar(&f.sshPortRange, "ssh.port-range", "", "SSH ports for leases, FIRST-LAST (default: --ssh.port and the next 99)")
 	fs.StringVar(&f.sshIP, "ssh.ip", "0.0.0.0", "address lease SSH ports are published on")
+	fs.StringVar(&f.portsRange, "miner.ports.range", "", "host ports for renters' extra container ports, FIRST-LAST (default: none offered)")
+	fs.IntVar(&f.portsMax, "miner.ports.max", miner.DefaultMaxLeasePorts, "extra ports one lease may ask for")
 	fs.BoolVar(&f.notEnough, "miner.whitelist.not.enough.stake", false, "admit registered callers whose stake is below the validator permit")
 	fs.BoolVar(&f.requireBodySig, "miner.require.body.signature", false, "admit only callers that also sign the request body (nicompute validators); Bittensor's signature does not cover SN27 bodies, so this refuses SN27's Python validators")
 	fs.BoolVar(&f.notUpdated, "miner.whitelist.not.updated", false, "admit validators whose axon version is below the minimum")
@@ -495,6 +508,17 @@ func (f minerFlags) options() (minerOptions, error) {
 		}
 		o.SSHPorts = miner.PortRange{First: f.sshPort, Last: min(f.sshPort+defaultSSHPorts-1, 65535)}
 	}
+	if f.portsRange != "" {
+		r, err := miner.ParsePortRange(f.portsRange)
+		if err != nil {
+			return o, usageErr("--miner.ports.range: %v", err)
+		}
+		o.LeasePorts = r
+	}
+	if f.portsMax < 1 || f.portsMax > market.MaxLeasePorts {
+		return o, usageErr("--miner.ports.max must be 1 to %d", market.MaxLeasePorts)
+	}
+	o.MaxLeasePorts = f.portsMax
 	if _, err := netip.ParseAddr(f.sshIP); err != nil {
 		return o, usageErr("--ssh.ip %q is not an IP address", f.sshIP)
 	}
