@@ -252,7 +252,9 @@ func TestAllocateKeepsExistingRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	fx.m.set(func(context.Context, *axon.Call) (any, error) {
-		return nil, &axon.Error{Status: http.StatusNotFound, Message: "no lease on this miner"}
+		// As the miner's handler answers: the reason in output.error too.
+		msg := "no lease on this miner"
+		return nil, &axon.Error{Status: http.StatusNotFound, Message: msg, Result: answer{Output: protocol.Output{Error: msg}}}
 	})
 	if code, _, stderr := fx.run(t, "allocation", "status"); code != 1 || !strings.Contains(stderr, "nicompute deallocate") {
 		t.Fatalf("status of a pending allocation without lease: exit %d: %s", code, stderr)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -12,9 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/nicompute/nicompute/internal/allocations"
 	"github.com/nicompute/nicompute/internal/chain/local"
@@ -382,41 +379,4 @@ func (a *app) printDevnetLayout(node *local.Node, paths devnet.Paths, l *devnet.
 	}
 	fmt.Fprintf(a.Out, "\ntry:\n  nicompute subnet metagraph --netuid %d --subtensor.chain_endpoint %s\n", l.NetUID, node.Endpoint())
 	fmt.Fprintf(a.Out, "  nicompute wallet show --wallet.path %s --wallet.name %s --json\n", paths.Wallets, l.Validator.Wallet)
-}
-
-// progress shows the steps of a start-up: a bar on a terminal, one line
-// per step otherwise.
-type progress struct {
-	bar  *progressbar.ProgressBar
-	out  io.Writer
-	name string
-}
-
-func (a *app) newProgress(total int, name string) *progress {
-	p := &progress{out: a.Err, name: name}
-	if f, ok := a.Err.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		p.bar = progressbar.NewOptions(total,
-			progressbar.OptionSetWriter(a.Err),
-			progressbar.OptionSetDescription(name),
-			progressbar.OptionShowCount(),
-			progressbar.OptionClearOnFinish(),
-			progressbar.OptionSetWidth(30),
-		)
-	}
-	return p
-}
-
-func (p *progress) step(what string) {
-	if p.bar == nil {
-		fmt.Fprintf(p.out, "%s: %s\n", p.name, what)
-		return
-	}
-	p.bar.Describe(p.name + ": " + what)
-	_ = p.bar.Add(1)
-}
-
-func (p *progress) finish() {
-	if p.bar != nil {
-		_ = p.bar.Finish()
-	}
 }

@@ -33,6 +33,8 @@ var allowed = map[string][]string{
 	"internal/archtest": nil,
 
 	"internal/allocations":                   nil,
+	"internal/allocator":                     {"allocations", "axon", "market", "protocol", "subnet"},
+	"internal/allocator/allocatortest":       {"axon", "keys", "market", "protocol", "subnet"},
 	"internal/wallet":                        {"keys", "subnet"},
 	"internal/axon":                          {"keys", "subnet"},
 	"internal/protocol":                      {"market", "subnet"},
@@ -133,13 +135,13 @@ func TestPackagesAreDocumented(t *testing.T) {
 }
 
 func TestTestHelpersStayOutOfBinaries(t *testing.T) {
-	helpers := []string{module + "internal/nictest", module + "internal/chain/subtensor/subtensortest"}
+	helpers := []string{module + "internal/nictest", module + "internal/chain/subtensor/subtensortest", module + "internal/allocator/allocatortest"}
 	for _, p := range listPackages(t) {
 		if slices.Contains(helpers, p.ImportPath) {
 			continue // test-support packages themselves
 		}
 		for _, d := range p.Deps {
-			if d == module+"internal/nictest" || d == module+"internal/chain/subtensor/subtensortest" || d == "testing" {
+			if slices.Contains(helpers, d) || d == "testing" {
 				t.Errorf("%s links %s into non-test code", p.ImportPath, d)
 			}
 		}
