@@ -48,8 +48,11 @@ var allowed = map[string][]string{
 	"internal/chain/subtensor":               {"subnet", "keys"},
 	"internal/chain/subtensor/subtensortest": nil,
 
-	"internal/miner":     {"axon", "market", "protocol", "subnet"},
-	"internal/validator": {"axon", "market", "pog", "protocol", "subnet"},
+	"internal/miner":             {"axon", "market", "protocol", "subnet"},
+	"internal/rental":            {"allocator", "market", "protocol", "subnet"},
+	"internal/rental/rentaltest": {"allocator", "allocator/allocatortest", "axon", "keys", "market", "nictest", "rental", "sqlite", "subnet"},
+	"internal/web":               {"market", "rental"},
+	"internal/validator":         {"axon", "market", "pog", "protocol", "subnet"},
 
 	"internal/devnet": {"chain/local", "keys", "market", "pog", "subnet", "wallet", "sqlite", "docker", "hostinfo", "protocol", "axon", "allocations", "scratch"},
 }
@@ -135,7 +138,7 @@ func TestPackagesAreDocumented(t *testing.T) {
 }
 
 func TestTestHelpersStayOutOfBinaries(t *testing.T) {
-	helpers := []string{module + "internal/nictest", module + "internal/chain/subtensor/subtensortest", module + "internal/allocator/allocatortest"}
+	helpers := []string{module + "internal/nictest", module + "internal/chain/subtensor/subtensortest", module + "internal/allocator/allocatortest", module + "internal/rental/rentaltest"}
 	for _, p := range listPackages(t) {
 		if slices.Contains(helpers, p.ImportPath) {
 			continue // test-support packages themselves
