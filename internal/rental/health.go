@@ -51,7 +51,9 @@ func (s *Service) healthLoop(ctx context.Context) {
 func (s *Service) CheckHealth(ctx context.Context) {
 	live, err := s.deps.Store.LiveAllocations(ctx)
 	if err != nil {
-		s.log.Warn("read allocations for health checks", "err", err)
+		if ctx.Err() == nil {
+			s.log.Warn("read allocations for health checks", "err", err)
+		}
 		return
 	}
 	var run []market.Allocation
@@ -170,7 +172,9 @@ func (s *Service) endLoop(ctx context.Context) {
 func (s *Service) sweep(ctx context.Context) {
 	live, err := s.deps.Store.LiveAllocations(ctx)
 	if err != nil {
-		s.log.Warn("read allocations", "err", err)
+		if ctx.Err() == nil {
+			s.log.Warn("read allocations", "err", err)
+		}
 		return
 	}
 	now := s.cfg.Now()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nicompute/nicompute/internal/allocator"
@@ -23,6 +24,37 @@ type verified struct {
 	free  *market.Resources
 }
 
+// verifiedCache keeps the last read of the validator's results and specs.
+type verifiedCache struct {
+	// mu protects the following.
+	mu      sync.Mutex
+	at      time.Time
+	results map[string][]market.PoGResult
+	specs   map[string]market.Specs
+}
+
+// verification returns the validator's results and specs, read again
+// when the last read is older than VerifiedTTL.
+func (s *Service) verification(ctx context.Context) (map[string][]market.PoGResult, map[string]market.Specs, error) {
+	c := &s.vc
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := s.cfg.Now()
+	if c.results != nil && s.cfg.VerifiedTTL > 0 && now.Sub(c.at) < s.cfg.VerifiedTTL && !now.Before(c.at) {
+		return c.results, c.specs, nil
+	}
+	results, err := s.deps.Verifier.Results(ctx, s.cfg.ScoreWindow)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read proof-of-gpu results: %w", err)
+	}
+	specs, err := s.deps.Verifier.SpecsByHotkey(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read miner specs: %w", err)
+	}
+	c.results, c.specs, c.at = results, specs, now
+	return results, specs, nil
+}
+
 // verifiedMiners returns every miner of the metagraph (but the validator)
 // whose standing is a pass, with its free resources when known.
 func (s *Service) verifiedMiners(ctx context.Context) ([]verified, error) {
@@ -30,13 +62,9 @@ func (s *Service) verifiedMiners(ctx context.Context) ([]verified, error) {
 	if err != nil {
 		return nil, err
 	}
-	results, err := s.deps.Verifier.Results(ctx, s.cfg.ScoreWindow)
+	results, specs, err := s.verification(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("read proof-of-gpu results: %w", err)
-	}
-	specs, err := s.deps.Verifier.SpecsByHotkey(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("read miner specs: %w", err)
+		return nil, err
 	}
 	var out []verified
 	for _, n := range mg.Neurons {

@@ -121,6 +121,7 @@ const (
 	DefaultExpiringNotice    = 10 * time.Minute
 	DefaultRetryMax          = 10 * time.Minute
 	DefaultMetagraphTTL      = 12 * time.Second
+	DefaultVerifiedTTL       = 5 * time.Second
 	DefaultWebhookTimeout    = 10 * time.Second
 	DefaultWebhookAttempts   = 12
 	DefaultWebhookBackoffMax = time.Hour
@@ -156,8 +157,12 @@ type Config struct {
 	// allocations (default ProbeTimeout doubling up to 10 min).
 	RetryBase time.Duration
 	RetryMax  time.Duration
-	// MetagraphTTL is how long a metagraph read is reused (default 12 s).
+	// MetagraphTTL is how long a metagraph read is reused (default 12 s);
+	// VerifiedTTL how long a read of the validator's results and specs is
+	// (default 5 s; negative: never). The validator writes them once a
+	// sweep, minutes apart.
 	MetagraphTTL time.Duration
+	VerifiedTTL  time.Duration
 	// Webhooks: each attempt's timeout (10 s), attempts before giving up
 	// (12), the backoff's first step (2 s) and cap (1 h), how often the
 	// queue is read (1 s), and whether loopback and private addresses may
@@ -193,6 +198,9 @@ func (c *Config) setDefaults() error {
 	defDur(&c.RetryBase, c.ProbeTimeout)
 	defDur(&c.RetryMax, DefaultRetryMax)
 	defDur(&c.MetagraphTTL, DefaultMetagraphTTL)
+	if c.VerifiedTTL == 0 {
+		c.VerifiedTTL = DefaultVerifiedTTL
+	}
 	defDur(&c.WebhookTimeout, DefaultWebhookTimeout)
 	defDur(&c.WebhookBackoff, 2*time.Second)
 	defDur(&c.WebhookBackoffMax, DefaultWebhookBackoffMax)
@@ -237,6 +245,7 @@ type Service struct {
 	log    *slog.Logger
 	tokens *Tokens
 	mg     *metagraphCache
+	vc     verifiedCache
 
 	// wake nudges the background loops after a change.
 	wakeEnd  chan struct{}

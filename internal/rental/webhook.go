@@ -264,7 +264,9 @@ func (s *Service) webhookLoop(ctx context.Context) {
 		for ctx.Err() == nil {
 			due, err := s.deps.Store.DueDeliveries(ctx, s.cfg.Now(), 64)
 			if err != nil {
-				s.log.Warn("read webhook queue", "err", err)
+				if ctx.Err() == nil {
+					s.log.Warn("read webhook queue", "err", err)
+				}
 				break
 			}
 			if len(due) == 0 {

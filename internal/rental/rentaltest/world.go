@@ -126,6 +126,9 @@ func New(tb testing.TB, o Options) *World {
 		c.WebhookPoll = 20 * time.Millisecond
 	}
 	c.AllowPrivateWebhooks = !o.StrictWebhooks
+	if c.VerifiedTTL == 0 {
+		c.VerifiedTTL = -1 // tests record results and read them at once
+	}
 	w.cfg = c
 	w.open(tb, o.Timeout)
 	return w
