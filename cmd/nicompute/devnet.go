@@ -39,6 +39,7 @@ type devnetOptions struct {
 	sshPort      int
 	simTimeScale float64
 	chainOnly    bool
+	apiListen    string
 }
 
 // Ports of devnet miners: every miner has its own loopback IP, so all
@@ -77,6 +78,13 @@ few tempos the miners' incentives follow their models' scores:
 
   nicompute subnet metagraph --netuid 1 --subtensor.chain_endpoint URL --json
 
+API. The allocation API runs with the validator's hotkey on --api.listen;
+an admin token is kept in DATA/api/admin.token (mode 0600), and
+DATA/endpoints.json names every URL devnet serves ({"chain": …, "api": …}).
+Once the validator verified the miners:
+
+  nicompute rent offers --api.url URL --api.token-file DATA/api/admin.token
+
 The chain is a development chain: its faucet mints TAO for anyone who can
 reach --chain.listen, so keep it on a loopback address.`,
 		Args: cobra.NoArgs,
@@ -95,7 +103,8 @@ reach --chain.listen, so keep it on a loopback address.`,
 	f.IntVar(&o.axonPort, "axon.port", defaultAxonPort, "axon port of every miner (each on its own loopback IP)")
 	f.IntVar(&o.sshPort, "ssh.port", defaultDevnetSSHPort, "first lease SSH port; miner i uses the 4 ports from here + 4i")
 	f.Float64Var(&o.simTimeScale, "sim-time-scale", 0.2, "fraction of a simulated model's real compute time a simulated GPU takes")
-	f.BoolVar(&o.chainOnly, "chain-only", false, "run the chain and registrations only: no miners, no validator")
+	f.BoolVar(&o.chainOnly, "chain-only", false, "run the chain and registrations only: no miners, no validator, no API")
+	f.StringVar(&o.apiListen, "api.listen", defaultAPIListen, "address the allocation API listens on")
 	return cmd
 }
 
@@ -160,10 +169,18 @@ func (a *app) runDevnet(ctx context.Context, o devnetOptions) error {
 
 	svc := &devnetServices{}
 	defer svc.close()
+	endpoints := devnet.Endpoints{"chain": node.Endpoint()}
 	if !o.chainOnly {
 		if err := a.startDevnetServices(ctx, o, bin, paths, layout, sims, client, svc); err != nil {
 			return err
 		}
+		if err := a.startDevnetAPI(ctx, o, paths, layout, client, svc); err != nil {
+			return err
+		}
+		endpoints["api"] = svc.api.URL
+	}
+	if err := endpoints.Write(paths.Endpoints); err != nil {
+		return fmt.Errorf("write %s: %w", paths.Endpoints, err)
 	}
 
 	m, err := client.Metagraph(ctx, layout.NetUID)
@@ -221,11 +238,12 @@ func devnetBinary(p string) (string, error) {
 	return p, nil
 }
 
-// devnetServices are the miners and the validator a devnet runs.
+// devnetServices are the miners, the validator and the API a devnet runs.
 type devnetServices struct {
 	miners    []*runningMiner
 	sims      []devnet.SimGPUs
 	validator *runningValidator
+	api       *runningAPI
 	note      string // why no miner runs, when none does
 }
 
@@ -244,6 +262,9 @@ func (s *devnetServices) watch() <-chan error {
 	if s.validator != nil {
 		all = append(all, s.validator)
 	}
+	if s.api != nil {
+		all = append(all, s.api)
+	}
 	for _, x := range all {
 		go func() {
 			<-x.Done()
@@ -260,9 +281,13 @@ func (s *devnetServices) watch() <-chan error {
 	return ch
 }
 
-// close stops the validator first (its running tests deallocate their
-// leases on the miners), then the miners.
+// close stops the API (its leases stay, for the next run), then the
+// validator (its running tests deallocate their leases on the miners),
+// then the miners.
 func (s *devnetServices) close() {
+	if s.api != nil {
+		_ = s.api.Close()
+	}
 	if s.validator != nil {
 		_ = s.validator.Close()
 	}
@@ -327,6 +352,7 @@ func (a *app) startDevnetServices(ctx context.Context, o devnetOptions, bin stri
 		Chain:      client,
 		DataDir:    paths.Validator,
 		RecordsDir: allocations.Dir(paths.Wallets, devnet.ValidatorWallet, devnet.HotkeyName),
+		APIDir:     paths.API,
 		Service: validator.Config{
 			PoGInterval:      pogEvery,
 			WeightsInterval:  weightsEvery,
@@ -359,6 +385,9 @@ func (a *app) printDevnetLayout(node *local.Node, paths devnet.Paths, l *devnet.
 	fmt.Fprintf(a.Out, "\ndevnet is running (Ctrl-C stops it)\n")
 	tw := tabwriter.NewWriter(a.Out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "  chain\t%s (data %s)\n", node.Endpoint(), paths.Chain)
+	if svc.api != nil {
+		fmt.Fprintf(tw, "  api\t%s (data %s)\n", svc.api.URL, paths.API)
+	}
 	fmt.Fprintf(tw, "  subnet\tnetuid %d\n", l.NetUID)
 	fmt.Fprintf(tw, "  wallets\t%s (no passwords; hotkey %q)\n", paths.Wallets, devnet.HotkeyName)
 	fmt.Fprintf(tw, "  owner\t%s coldkey %s\n", l.Owner.Wallet, l.Owner.Coldkey.SS58())
@@ -377,6 +406,12 @@ func (a *app) printDevnetLayout(node *local.Node, paths devnet.Paths, l *devnet.
 	if svc.validator != nil {
 		fmt.Fprintf(a.Out, "\nthe validator (state %s) tests the miners and sets weights; its miner table follows each sweep and each weights submission\n", paths.Validator)
 	}
+	if svc.api != nil {
+		fmt.Fprintf(a.Out, "\nthe allocation API serves on %s (admin token in %s; every URL in %s)\n", svc.api.URL, paths.AdminToken, paths.Endpoints)
+	}
 	fmt.Fprintf(a.Out, "\ntry:\n  nicompute subnet metagraph --netuid %d --subtensor.chain_endpoint %s\n", l.NetUID, node.Endpoint())
 	fmt.Fprintf(a.Out, "  nicompute wallet show --wallet.path %s --wallet.name %s --json\n", paths.Wallets, l.Validator.Wallet)
+	if svc.api != nil {
+		fmt.Fprintf(a.Out, "  nicompute rent offers --api.url %s --api.token-file %s\n", svc.api.URL, paths.AdminToken)
+	}
 }

@@ -134,6 +134,7 @@ func (a *app) rootCmd() *cobra.Command {
 		newDevnetCmd(a),
 		newMinerCmd(a), newAllocateCmd(a), newDeallocateCmd(a), newAllocationCmd(a),
 		newValidatorCmd(a),
+		newAPICmd(a), newRentCmd(a),
 	)
 	markUsageErrors(root)
 	return root

@@ -246,6 +246,11 @@ func (c *Client) Allocate(ctx context.Context, m Miner, key *rsa.PrivateKey, r R
 	if err != nil {
 		return Grant{LeaseID: resp.Output.LeaseID}, fmt.Errorf("%w from miner uid %d: %w", ErrUnreadable, m.UID, err)
 	}
+	// The login goes into ssh command lines: a hostile miner must not
+	// smuggle an option ("-oProxyCommand=…") into one.
+	if !ValidUsername(creds.Username) || creds.Port < 1 || creds.Port > 65535 {
+		return Grant{LeaseID: resp.Output.LeaseID}, fmt.Errorf("%w from miner uid %d: username %q or port %d is not valid", ErrUnreadable, m.UID, clip(creds.Username), creds.Port)
+	}
 	g := Grant{
 		LeaseID: resp.Output.LeaseID, Host: m.IP, Port: creds.Port, Username: creds.Username,
 		Password: creds.Password, Ports: resp.Output.Ports,
@@ -331,6 +336,29 @@ func (c *Client) Extend(ctx context.Context, m Miner, key *rsa.PrivateKey, days 
 		return time.Time{}, &Refusal{Status: http.StatusOK, Message: "the miner did not say when the extended lease ends"}
 	}
 	return resp.Output.ExpiresAt.UTC(), nil
+}
+
+// ValidUsername reports whether u is a plain POSIX login name: a letter
+// or '_', then letters, digits, '_', '.' or '-', at most 32 in all.
+func ValidUsername(u string) bool {
+	if u == "" || len(u) > 32 {
+		return false
+	}
+	for i := 0; i < len(u); i++ {
+		c := u[i]
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || i > 0 && (c >= '0' && c <= '9' || c == '.' || c == '-')
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func clip(s string) string {
+	if len(s) > 40 {
+		s = s[:40]
+	}
+	return s
 }
 
 // Days is the timeline, in whole days, that covers d (at least 1).

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -194,6 +195,26 @@ func TestRecords(t *testing.T) {
 	}
 	if _, _, err := allocator.OwnRecord(rs, m); !errors.Is(err, allocator.ErrNoRecord) {
 		t.Fatalf("record after deallocate: %v", err)
+	}
+}
+
+// TestHostileCredentials refuses a grant whose login could smuggle an
+// option into an ssh command line: the lease exists (ErrUnreadable), so
+// callers release it.
+func TestHostileCredentials(t *testing.T) {
+	t.Parallel()
+	c, _ := newClient(t, 5*time.Second)
+	fm := allocatortest.NewMiner(t)
+	fm.SetUsername("-oProxyCommand=touch /tmp/pwned")
+	key, _, _ := protocol.GenerateKey()
+	_, err := c.Allocate(context.Background(), minerOf(t, fm), key, allocator.Request{Timeline: 1, SSHKeys: "k"})
+	if !errors.Is(err, allocator.ErrUnreadable) || allocator.Definite(err) {
+		t.Fatalf("hostile username: %v", err)
+	}
+	for u, want := range map[string]bool{"root": true, "ubuntu": true, "_svc-1.x": true, "-o": false, "a b": false, "": false, "1root": false, strings.Repeat("a", 33): false} {
+		if got := allocator.ValidUsername(u); got != want {
+			t.Errorf("ValidUsername(%q) = %v", u, got)
+		}
 	}
 }
 

@@ -425,3 +425,22 @@ func (s *RentalStore) queryAllocations(ctx context.Context, q string, args ...an
 
 // clip shortens an id from a request for an error message.
 func clip(id string) string { return leaseClipID(id) }
+
+// RentedHotkeys returns the hotkeys of the miners that hold a live
+// allocation (orphans and ones being allocated included).
+func (s *RentalStore) RentedHotkeys(ctx context.Context) (map[string]bool, error) {
+	rows, err := s.db.SQL().QueryContext(ctx, `SELECT DISTINCT miner_hotkey FROM allocations WHERE state != 'ended' AND miner_hotkey != ''`)
+	if err != nil {
+		return nil, fmt.Errorf("query rented miners: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var h string
+		if err := rows.Scan(&h); err != nil {
+			return nil, err
+		}
+		out[h] = true
+	}
+	return out, rows.Err()
+}

@@ -58,6 +58,7 @@ type Miner struct {
 	nextPort int
 	calls    map[protocol.Mode]int
 	stopped  bool
+	username string // in the credentials ("": root)
 }
 
 // NewMiner starts a fake miner for tb with a fresh hotkey, on 127.0.0.1.
@@ -125,6 +126,14 @@ func (m *Miner) Set(hook func(protocol.Mode) error, delay time.Duration) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.hook, m.delay = hook, delay
+}
+
+// SetUsername makes the miner answer username in new leases'
+// credentials (a hostile miner's).
+func (m *Miner) SetUsername(u string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.username = u
 }
 
 // Refuse returns a hook that refuses the given modes with status and msg
@@ -238,7 +247,11 @@ func (m *Miner) handle(ctx context.Context, call *axon.Call) (any, error) {
 		if a.DockerRequirement.Password {
 			l.Password = "pw-" + strconv.Itoa(l.Port) + "-abcdefghijklmnopqrst"
 		}
-		info, err := protocol.EncryptCredentials(pub, protocol.Credentials{Username: "root", Password: l.Password, Port: l.Port, Version: 1})
+		user := m.username
+		if user == "" {
+			user = "root"
+		}
+		info, err := protocol.EncryptCredentials(pub, protocol.Credentials{Username: user, Password: l.Password, Port: l.Port, Version: 1})
 		if err != nil {
 			return nil, err
 		}
