@@ -1,24 +1,19 @@
 package main
 
 import (
-	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/nicompute/nicompute/internal/allocator"
 	"github.com/nicompute/nicompute/internal/rental"
 	"github.com/nicompute/nicompute/internal/web"
 )
@@ -244,193 +239,4 @@ retried with it when the connection fails, so it never rents twice.`,
 	fs.StringVar(&r.MinerHotkey, "hotkey", "", "rent this miner (admin tokens only)")
 	fs.StringVar(&idem, "idempotency-key", "", "Idempotency-Key of the request (default: random); reuse it to retry a request safely")
 	return cmd
-}
-
-func newRentListCmd(a *app) *cobra.Command {
-	var f rentFlags
-	var all bool
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List your allocations (never a secret)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			list, err := c.Allocations(cmd.Context(), all)
-			if err != nil {
-				return apiErr(err)
-			}
-			if f.asJSON {
-				return a.printJSON(web.AllocationList{Allocations: list})
-			}
-			return writeAllocations(a.Out, list)
-		},
-	}
-	f.register(cmd, `{"allocations": [...]}`)
-	cmd.Flags().BoolVar(&all, "all", false, "include ended allocations")
-	return cmd
-}
-
-func newRentShowCmd(a *app) *cobra.Command {
-	var f rentFlags
-	cmd := &cobra.Command{
-		Use:   "show ID",
-		Short: "Show one allocation",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			al, err := c.Allocation(cmd.Context(), args[0])
-			if err != nil {
-				return apiErr(err)
-			}
-			if f.asJSON {
-				return a.printJSON(al)
-			}
-			return writeAllocation(a.Out, al)
-		},
-	}
-	f.register(cmd, "the allocation")
-	return cmd
-}
-
-func newRentExtendCmd(a *app) *cobra.Command {
-	var f rentFlags
-	var d time.Duration
-	cmd := &cobra.Command{
-		Use:   "extend ID",
-		Short: "Add time to an allocation",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if d < rental.MinDuration {
-				return usageErr("--duration must be at least %s", rental.MinDuration)
-			}
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			al, err := c.Extend(cmd.Context(), args[0], d)
-			if err != nil {
-				return apiErr(err)
-			}
-			if f.asJSON {
-				return a.printJSON(al)
-			}
-			fmt.Fprintf(a.Out, "allocation %s now ends %s\n", al.ID, al.ExpiresAt.Format(time.RFC3339))
-			return nil
-		},
-	}
-	f.register(cmd, "the allocation")
-	cmd.Flags().DurationVar(&d, "duration", time.Hour, "time to add")
-	return cmd
-}
-
-func newRentStopCmd(a *app) *cobra.Command {
-	var f rentFlags
-	cmd := &cobra.Command{
-		Use:   "stop ID",
-		Short: "End an allocation (the miner is told; the API retries until it confirms)",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			al, err := c.End(cmd.Context(), args[0])
-			if err != nil {
-				return apiErr(err)
-			}
-			if f.asJSON {
-				return a.printJSON(al)
-			}
-			if al.State == "ended" {
-				fmt.Fprintf(a.Out, "allocation %s ended\n", al.ID)
-			} else {
-				fmt.Fprintf(a.Out, "allocation %s is ending: %s\n", al.ID, al.Note)
-			}
-			return nil
-		},
-	}
-	f.register(cmd, "the allocation")
-	return cmd
-}
-
-func newRentSSHCmd(a *app) *cobra.Command {
-	var f rentFlags
-	var identity string
-	var options []string
-	cmd := &cobra.Command{
-		Use:   "ssh ID [-- COMMAND...]",
-		Short: "Log into an allocation with OpenSSH",
-		Long: `Log into an allocation with the system's OpenSSH client (ssh -p PORT
-USER@HOST), with -i KEY when --identity is given and -o OPTION for each
---ssh-option; arguments after -- are the remote command. The lease's host
-key is new to this machine: it is accepted the first time
-(StrictHostKeyChecking=accept-new) and checked afterwards.`,
-		Args: cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			al, err := c.Allocation(cmd.Context(), args[0])
-			if err != nil {
-				return apiErr(err)
-			}
-			if al.Port == 0 || al.Host == "" {
-				return fmt.Errorf("allocation %s is %s and has no login", al.ID, al.State)
-			}
-			if !allocator.ValidUsername(al.Username) || net.ParseIP(al.Host) == nil {
-				return fmt.Errorf("allocation %s names an invalid login %q at %q", al.ID, al.Username, al.Host)
-			}
-			argv := sshArgv(al, identity, options, args[1:])
-			return a.execSSH(cmd.Context(), argv)
-		},
-	}
-	f.register(cmd, "")
-	cmd.Flags().StringVarP(&identity, "identity", "i", "", "private key file for ssh -i")
-	cmd.Flags().StringArrayVarP(&options, "ssh-option", "o", nil, "an OpenSSH option for ssh -o (repeatable; these come first, so they win)")
-	return cmd
-}
-
-// sshArgv is the OpenSSH command line that logs into al. The user's
-// options come first: OpenSSH keeps the first value of each option.
-func sshArgv(al rental.Allocation, identity string, options, remote []string) []string {
-	argv := []string{"ssh"}
-	for _, o := range options {
-		argv = append(argv, "-o", o)
-	}
-	argv = append(argv, "-p", strconv.Itoa(al.Port), "-o", "StrictHostKeyChecking=accept-new")
-	if identity != "" {
-		argv = append(argv, "-i", identity)
-	}
-	argv = append(argv, "--", al.Username+"@"+al.Host)
-	return append(argv, remote...)
-}
-
-// execSSH runs OpenSSH with argv: it replaces this process when the
-// command runs on the real terminal, and runs as a child wired to the
-// command's streams otherwise (tests, embedding).
-func (a *app) execSSH(ctx context.Context, argv []string) error {
-	path, err := exec.LookPath(argv[0])
-	if err != nil {
-		return fmt.Errorf("the OpenSSH client is not installed: %w", err)
-	}
-	if a.In == os.Stdin && a.Out == os.Stdout && a.Err == os.Stderr {
-		return syscall.Exec(path, argv, os.Environ())
-	}
-	c := exec.CommandContext(ctx, path, argv[1:]...)
-	c.Stdin, c.Stdout, c.Stderr = a.In, a.Out, a.Err
-	if err := c.Run(); err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return &exitError{code: ee.ExitCode(), err: fmt.Errorf("ssh exited with %d", ee.ExitCode())}
-		}
-		return err
-	}
-	return nil
 }
