@@ -17,7 +17,8 @@ const module = "github.com/nicompute/nicompute/"
 // allowed lists, for each internal package, the internal packages it may
 // import directly. Imports point down the layers: domain (subnet, market)
 // at the bottom, then adapters and logic, then services (miner,
-// validator), then devnet and cmd, which wire everything. Services declare
+// validator, rental), then web (the HTTP face of rental), then devnet and
+// cmd, which wire everything (docs/architecture.md). Services declare
 // the interfaces they consume and never import an adapter; adapters never
 // import services. A package missing from the table fails the test, so a
 // new package must take its place in the layers on purpose.
