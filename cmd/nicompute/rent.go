@@ -88,6 +88,23 @@ func (f *rentFlags) client() (*web.Client, error) {
 	return c, nil
 }
 
+// rentDo runs a rent command's API call and prints the answer: as JSON
+// with --json, else with human.
+func rentDo[T any](a *app, f *rentFlags, call func(*web.Client) (T, error), human func(T) error) error {
+	c, err := f.client()
+	if err != nil {
+		return err
+	}
+	v, err := call(c)
+	if err != nil {
+		return apiErr(err)
+	}
+	if f.asJSON {
+		return a.printJSON(v)
+	}
+	return human(v)
+}
+
 // apiErr words an API failure for the terminal.
 func apiErr(err error) error {
 	var p *web.Problem
@@ -121,10 +138,6 @@ func newRentOffersCmd(a *app) *cobra.Command {
 		Short: "List what can be rented now: verified GPUs by model and count",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
 			q := url.Values{}
 			for k, v := range map[string]string{"gpu_model": model, "min_vram": vram, "ram": ram, "disk": disk} {
 				if v != "" {
@@ -137,14 +150,10 @@ func newRentOffersCmd(a *app) *cobra.Command {
 			if cpus > 0 {
 				q.Set("cpu_count", strconv.Itoa(cpus))
 			}
-			offers, err := c.Offers(cmd.Context(), q)
-			if err != nil {
-				return apiErr(err)
-			}
-			if f.asJSON {
-				return a.printJSON(web.OfferList{Offers: offers})
-			}
-			return writeOffers(a.Out, offers)
+			return rentDo(a, &f, func(c *web.Client) (web.OfferList, error) {
+				offers, err := c.Offers(cmd.Context(), q)
+				return web.OfferList{Offers: offers}, err
+			}, func(l web.OfferList) error { return writeOffers(a.Out, l.Offers) })
 		},
 	}
 	f.register(cmd, `{"offers": [...]}`)

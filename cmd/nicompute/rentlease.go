@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/nicompute/nicompute/internal/allocator"
+	"github.com/nicompute/nicompute/internal/market"
 	"github.com/nicompute/nicompute/internal/rental"
 	"github.com/nicompute/nicompute/internal/web"
 )
@@ -28,18 +29,10 @@ func newRentListCmd(a *app) *cobra.Command {
 		Short: "List your allocations (never a secret)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			list, err := c.Allocations(cmd.Context(), all)
-			if err != nil {
-				return apiErr(err)
-			}
-			if f.asJSON {
-				return a.printJSON(web.AllocationList{Allocations: list})
-			}
-			return writeAllocations(a.Out, list)
+			return rentDo(a, &f, func(c *web.Client) (web.AllocationList, error) {
+				list, err := c.Allocations(cmd.Context(), all)
+				return web.AllocationList{Allocations: list}, err
+			}, func(l web.AllocationList) error { return writeAllocations(a.Out, l.Allocations) })
 		},
 	}
 	f.register(cmd, `{"allocations": [...]}`)
@@ -54,18 +47,8 @@ func newRentShowCmd(a *app) *cobra.Command {
 		Short: "Show one allocation",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			al, err := c.Allocation(cmd.Context(), args[0])
-			if err != nil {
-				return apiErr(err)
-			}
-			if f.asJSON {
-				return a.printJSON(al)
-			}
-			return writeAllocation(a.Out, al)
+			return rentDo(a, &f, func(c *web.Client) (rental.Allocation, error) { return c.Allocation(cmd.Context(), args[0]) },
+				func(al rental.Allocation) error { return writeAllocation(a.Out, al) })
 		},
 	}
 	f.register(cmd, "the allocation")
@@ -83,19 +66,11 @@ func newRentExtendCmd(a *app) *cobra.Command {
 			if d < rental.MinDuration {
 				return usageErr("--duration must be at least %s", rental.MinDuration)
 			}
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			al, err := c.Extend(cmd.Context(), args[0], d)
-			if err != nil {
-				return apiErr(err)
-			}
-			if f.asJSON {
-				return a.printJSON(al)
-			}
-			fmt.Fprintf(a.Out, "allocation %s now ends %s\n", al.ID, al.ExpiresAt.Format(time.RFC3339))
-			return nil
+			return rentDo(a, &f, func(c *web.Client) (rental.Allocation, error) { return c.Extend(cmd.Context(), args[0], d) },
+				func(al rental.Allocation) error {
+					_, err := fmt.Fprintf(a.Out, "allocation %s now ends %s\n", al.ID, al.ExpiresAt.Format(time.RFC3339))
+					return err
+				})
 		},
 	}
 	f.register(cmd, "the allocation")
@@ -110,23 +85,15 @@ func newRentStopCmd(a *app) *cobra.Command {
 		Short: "End an allocation (the miner is told; the API retries until it confirms)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			al, err := c.End(cmd.Context(), args[0])
-			if err != nil {
-				return apiErr(err)
-			}
-			if f.asJSON {
-				return a.printJSON(al)
-			}
-			if al.State == "ended" {
-				fmt.Fprintf(a.Out, "allocation %s ended\n", al.ID)
-			} else {
-				fmt.Fprintf(a.Out, "allocation %s is ending: %s\n", al.ID, al.Note)
-			}
-			return nil
+			return rentDo(a, &f, func(c *web.Client) (rental.Allocation, error) { return c.End(cmd.Context(), args[0]) },
+				func(al rental.Allocation) error {
+					if al.State == market.AllocEnded {
+						_, err := fmt.Fprintf(a.Out, "allocation %s ended\n", al.ID)
+						return err
+					}
+					_, err := fmt.Fprintf(a.Out, "allocation %s is ending: %s\n", al.ID, al.Note)
+					return err
+				})
 		},
 	}
 	f.register(cmd, "the allocation")

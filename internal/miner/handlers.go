@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
-	"net/http"
 	"strings"
 	"time"
 
@@ -22,23 +21,7 @@ type allocateAnswer struct {
 
 // httpStatus maps an error code to the axon status, as the transport does
 // for every service.
-func httpStatus(code string) int {
-	switch code {
-	case market.EINVALID:
-		return http.StatusBadRequest
-	case market.EUNAUTHORIZED:
-		return http.StatusUnauthorized
-	case market.EFORBIDDEN:
-		return http.StatusForbidden
-	case market.ENOTFOUND:
-		return http.StatusNotFound
-	case market.ECONFLICT:
-		return http.StatusConflict
-	case market.EUNAVAILABLE:
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
-}
+func httpStatus(code string) int { return market.HTTPStatus(code) }
 
 // handleAllocate serves the Allocate synapse in all its modes. A refusal
 // answers with the status of its error code and the synapse whose

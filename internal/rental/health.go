@@ -32,32 +32,52 @@ func each[T any](items []T, fn func(T)) {
 	wg.Wait()
 }
 
-// healthLoop checks every running allocation each HealthInterval.
-func (s *Service) healthLoop(ctx context.Context) {
-	t := time.NewTicker(s.cfg.HealthInterval)
+// every runs fn at once, then each d and whenever wake fires (nil: never),
+// until ctx ends.
+func every(ctx context.Context, d time.Duration, wake <-chan struct{}, fn func(context.Context)) {
+	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-wake:
 		}
-		s.CheckHealth(ctx)
+		fn(ctx)
+		t.Reset(d)
 	}
+}
+
+// backoff is the wait after attempt n: base doubling, up to limit.
+func backoff(base, limit time.Duration, n int) time.Duration {
+	d := base
+	for i := 1; i < n && d < limit; i++ {
+		d *= 2
+	}
+	return min(d, limit)
+}
+
+// live reads the live allocations; a failure is logged (unless the
+// service is stopping) and reads as none.
+func (s *Service) live(ctx context.Context) []market.Allocation {
+	live, err := s.deps.Store.LiveAllocations(ctx)
+	if err != nil && ctx.Err() == nil {
+		s.log.Warn("read allocations", "err", err)
+	}
+	return live
+}
+
+// healthLoop checks every running allocation each HealthInterval.
+func (s *Service) healthLoop(ctx context.Context) {
+	every(ctx, s.cfg.HealthInterval, nil, s.CheckHealth)
 }
 
 // CheckHealth checks every running allocation once, now (the health loop
 // calls it every HealthInterval).
 func (s *Service) CheckHealth(ctx context.Context) {
-	live, err := s.deps.Store.LiveAllocations(ctx)
-	if err != nil {
-		if ctx.Err() == nil {
-			s.log.Warn("read allocations for health checks", "err", err)
-		}
-		return
-	}
 	var run []market.Allocation
-	for _, a := range live {
+	for _, a := range s.live(ctx) {
 		if !a.Orphan && a.State.Running() {
 			run = append(run, a)
 		}
@@ -153,33 +173,14 @@ func (s *Service) save(ctx context.Context, a market.Allocation, types ...string
 // endLoop ends allocations whose time is up, sends expiring notices, and
 // releases ending allocations when their next try is due.
 func (s *Service) endLoop(ctx context.Context) {
-	tick := min(time.Second, s.cfg.RetryBase)
-	t := time.NewTimer(0)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-s.wakeEnd:
-		}
-		s.sweep(ctx)
-		t.Reset(tick)
-	}
+	every(ctx, min(time.Second, s.cfg.RetryBase), s.wakeEnd, s.sweep)
 }
 
 // sweep is one pass of the end loop.
 func (s *Service) sweep(ctx context.Context) {
-	live, err := s.deps.Store.LiveAllocations(ctx)
-	if err != nil {
-		if ctx.Err() == nil {
-			s.log.Warn("read allocations", "err", err)
-		}
-		return
-	}
 	now := s.cfg.Now()
 	var due []market.Allocation
-	for _, a := range live {
+	for _, a := range s.live(ctx) {
 		switch {
 		case a.State == market.AllocEnding && !now.Before(a.NextTry):
 			due = append(due, a)
@@ -252,20 +253,11 @@ func (s *Service) release(ctx context.Context, a market.Allocation) market.Alloc
 		return a
 	}
 	a.Tries++
-	a.NextTry = now.Add(s.backoff(a.Tries))
+	a.NextTry = now.Add(backoff(s.cfg.RetryBase, s.cfg.RetryMax, a.Tries))
 	a.Note = "the miner has not confirmed the end yet (" + market.ErrorMessage(minerErr(err)) + "); retrying"
 	s.save(ctx, a)
 	s.log.Warn("deallocation not confirmed; retrying", "allocation", a.ID, "tries", a.Tries, "next", a.NextTry, "err", err)
 	return a
-}
-
-// backoff is the wait before try n+1: RetryBase doubling, up to RetryMax.
-func (s *Service) backoff(n int) time.Duration {
-	d := s.cfg.RetryBase
-	for i := 1; i < n && d < s.cfg.RetryMax; i++ {
-		d *= 2
-	}
-	return min(d, s.cfg.RetryMax)
 }
 
 // probeSSH dials addr and reads the first bytes of the server's banner:

@@ -252,29 +252,23 @@ func (s *Service) Deliveries(ctx context.Context, who market.Token, id string) (
 // webhookLoop sends due deliveries: each webhook's oldest pending one,
 // all webhooks at once, then the next batch.
 func (s *Service) webhookLoop(ctx context.Context) {
-	t := time.NewTimer(0)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-s.wakeHook:
-		}
-		for ctx.Err() == nil {
-			due, err := s.deps.Store.DueDeliveries(ctx, s.cfg.Now(), 64)
-			if err != nil {
-				if ctx.Err() == nil {
-					s.log.Warn("read webhook queue", "err", err)
-				}
-				break
+	every(ctx, s.cfg.WebhookPoll, s.wakeHook, s.sendDue)
+}
+
+// sendDue sends batches of due deliveries until none is due.
+func (s *Service) sendDue(ctx context.Context) {
+	for ctx.Err() == nil {
+		due, err := s.deps.Store.DueDeliveries(ctx, s.cfg.Now(), 64)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("read webhook queue", "err", err)
 			}
-			if len(due) == 0 {
-				break
-			}
-			each(due, func(d market.Delivery) { s.deliver(ctx, d) })
+			break
 		}
-		t.Reset(s.cfg.WebhookPoll)
+		if len(due) == 0 {
+			break
+		}
+		each(due, func(d market.Delivery) { s.deliver(ctx, d) })
 	}
 }
 
@@ -292,21 +286,11 @@ func (s *Service) deliver(ctx context.Context, d market.Delivery) {
 		s.log.Warn("webhook delivery given up", "webhook", d.WebhookID, "delivery", d.ID, "attempts", d.Attempts, "err", err)
 	default:
 		d.LastError = err.Error()
-		d.NextAt = now.Add(s.webhookBackoff(d.Attempts))
+		d.NextAt = now.Add(backoff(s.cfg.WebhookBackoff, s.cfg.WebhookBackoffMax, d.Attempts))
 	}
 	if err := s.deps.Store.RecordAttempt(ctx, d); err != nil {
 		s.log.Warn("record webhook attempt", "delivery", d.ID, "err", err)
 	}
-}
-
-// webhookBackoff is the wait after attempt n: WebhookBackoff doubling, up
-// to WebhookBackoffMax.
-func (s *Service) webhookBackoff(n int) time.Duration {
-	d := s.cfg.WebhookBackoff
-	for i := 1; i < n && d < s.cfg.WebhookBackoffMax; i++ {
-		d *= 2
-	}
-	return min(d, s.cfg.WebhookBackoffMax)
 }
 
 // post sends d signed; any 2xx is a delivery.

@@ -84,23 +84,7 @@ func ProblemCodes() []string {
 }
 
 // statusOf maps a market error kind to its HTTP status.
-func statusOf(kind string) int {
-	switch kind {
-	case market.EINVALID:
-		return http.StatusBadRequest
-	case market.EUNAUTHORIZED:
-		return http.StatusUnauthorized
-	case market.EFORBIDDEN:
-		return http.StatusForbidden
-	case market.ENOTFOUND:
-		return http.StatusNotFound
-	case market.ECONFLICT:
-		return http.StatusConflict
-	case market.EUNAVAILABLE:
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
-}
+func statusOf(kind string) int { return market.HTTPStatus(kind) }
 
 // genericCode is the stable code of a market error kind without a more
 // specific one.
