@@ -176,22 +176,33 @@ func (s *RentalStore) TokenByHash(ctx context.Context, hash []byte) (market.Toke
 	return t, err
 }
 
-// Tokens returns every token, oldest first.
-func (s *RentalStore) Tokens(ctx context.Context) ([]market.Token, error) {
-	rows, err := s.db.SQL().QueryContext(ctx, `SELECT `+tokenColumns+` FROM api_tokens ORDER BY created_at, id`)
+// queryer runs queries: the DB or a transaction.
+type queryer interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// queryAll runs q and scans every row with scan; what names the rows in
+// errors.
+func queryAll[T any](ctx context.Context, db queryer, what string, scan func(interface{ Scan(...any) error }) (T, error), q string, args ...any) ([]T, error) {
+	rows, err := db.QueryContext(ctx, q, args...)
 	if err != nil {
-		return nil, fmt.Errorf("query tokens: %w", err)
+		return nil, fmt.Errorf("query %s: %w", what, err)
 	}
 	defer rows.Close()
-	var out []market.Token
+	var out []T
 	for rows.Next() {
-		t, err := scanToken(rows)
+		v, err := scan(rows)
 		if err != nil {
-			return nil, fmt.Errorf("scan token: %w", err)
+			return nil, fmt.Errorf("scan %s: %w", what, err)
 		}
-		out = append(out, t)
+		out = append(out, v)
 	}
 	return out, rows.Err()
+}
+
+// Tokens returns every token, oldest first.
+func (s *RentalStore) Tokens(ctx context.Context) ([]market.Token, error) {
+	return queryAll(ctx, s.db.SQL(), "tokens", scanToken, `SELECT `+tokenColumns+` FROM api_tokens ORDER BY created_at, id`)
 }
 
 // RevokeToken revokes token id at at (revoking twice keeps the first
@@ -407,20 +418,7 @@ func (s *RentalStore) LiveAllocations(ctx context.Context) ([]market.Allocation,
 }
 
 func (s *RentalStore) queryAllocations(ctx context.Context, q string, args ...any) ([]market.Allocation, error) {
-	rows, err := s.db.SQL().QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("query allocations: %w", err)
-	}
-	defer rows.Close()
-	var out []market.Allocation
-	for rows.Next() {
-		a, err := scanAllocation(rows)
-		if err != nil {
-			return nil, fmt.Errorf("scan allocation: %w", err)
-		}
-		out = append(out, a)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s.db.SQL(), "allocations", scanAllocation, q, args...)
 }
 
 // clip shortens an id from a request for an error message.
@@ -429,18 +427,13 @@ func clip(id string) string { return leaseClipID(id) }
 // RentedHotkeys returns the hotkeys of the miners that hold a live
 // allocation (orphans and ones being allocated included).
 func (s *RentalStore) RentedHotkeys(ctx context.Context) (map[string]bool, error) {
-	rows, err := s.db.SQL().QueryContext(ctx, `SELECT DISTINCT miner_hotkey FROM allocations WHERE state != 'ended' AND miner_hotkey != ''`)
-	if err != nil {
-		return nil, fmt.Errorf("query rented miners: %w", err)
-	}
-	defer rows.Close()
-	out := map[string]bool{}
-	for rows.Next() {
+	hotkeys, err := queryAll(ctx, s.db.SQL(), "rented miners", func(r interface{ Scan(...any) error }) (string, error) {
 		var h string
-		if err := rows.Scan(&h); err != nil {
-			return nil, err
-		}
+		return h, r.Scan(&h)
+	}, `SELECT DISTINCT miner_hotkey FROM allocations WHERE state != 'ended' AND miner_hotkey != ''`)
+	out := make(map[string]bool, len(hotkeys))
+	for _, h := range hotkeys {
 		out[h] = true
 	}
-	return out, rows.Err()
+	return out, err
 }

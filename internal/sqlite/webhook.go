@@ -55,20 +55,7 @@ func (s *RentalStore) Webhooks(ctx context.Context, tenant string) ([]market.Web
 		q += ` AND tenant = ?`
 		args = append(args, tenant)
 	}
-	rows, err := s.db.SQL().QueryContext(ctx, q+` ORDER BY created_at, id`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("query webhooks: %w", err)
-	}
-	defer rows.Close()
-	var out []market.Webhook
-	for rows.Next() {
-		w, err := scanWebhook(rows)
-		if err != nil {
-			return nil, fmt.Errorf("scan webhook: %w", err)
-		}
-		out = append(out, w)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s.db.SQL(), "webhooks", scanWebhook, q+` ORDER BY created_at, id`, args...)
 }
 
 // DeleteWebhook deletes webhook id at at; its pending deliveries fail.
@@ -100,21 +87,8 @@ func insertEvent(ctx context.Context, tx *sql.Tx, e market.Event) error {
 	if err != nil {
 		return err
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT `+webhookColumns+` FROM webhooks WHERE tenant = ? AND deleted_at = 0`, e.Tenant)
+	hooks, err := queryAll(ctx, tx, "webhooks", scanWebhook, `SELECT `+webhookColumns+` FROM webhooks WHERE tenant = ? AND deleted_at = 0`, e.Tenant)
 	if err != nil {
-		return err
-	}
-	var hooks []market.Webhook
-	for rows.Next() {
-		w, err := scanWebhook(rows)
-		if err != nil {
-			rows.Close()
-			return err
-		}
-		hooks = append(hooks, w)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return err
 	}
 	for _, w := range hooks {
@@ -165,21 +139,9 @@ func (s *RentalStore) Deliveries(ctx context.Context, webhookID string, limit in
 	if limit <= 0 {
 		limit = 100
 	}
-	rows, err := s.db.SQL().QueryContext(ctx, `SELECT `+deliveryColumns+` FROM deliveries d JOIN events e ON e.id = d.event_id
+	return queryAll(ctx, s.db.SQL(), "deliveries", func(r interface{ Scan(...any) error }) (market.Delivery, error) { return scanDelivery(r) },
+		`SELECT `+deliveryColumns+` FROM deliveries d JOIN events e ON e.id = d.event_id
 		WHERE d.webhook_id = ? ORDER BY d.id DESC LIMIT ?`, webhookID, limit)
-	if err != nil {
-		return nil, fmt.Errorf("query deliveries: %w", err)
-	}
-	defer rows.Close()
-	var out []market.Delivery
-	for rows.Next() {
-		d, err := scanDelivery(rows)
-		if err != nil {
-			return nil, fmt.Errorf("scan delivery: %w", err)
-		}
-		out = append(out, d)
-	}
-	return out, rows.Err()
 }
 
 // DueDeliveries returns, for each webhook, its oldest pending delivery
@@ -189,26 +151,16 @@ func (s *RentalStore) DueDeliveries(ctx context.Context, now time.Time, limit in
 	if limit <= 0 {
 		limit = 100
 	}
-	rows, err := s.db.SQL().QueryContext(ctx, `SELECT `+deliveryColumns+`, w.url, w.secret, e.payload
+	return queryAll(ctx, s.db.SQL(), "due deliveries", func(r interface{ Scan(...any) error }) (market.Delivery, error) {
+		var url, secret string
+		var payload []byte
+		d, err := scanDelivery(r, &url, &secret, &payload)
+		d.URL, d.Secret, d.Payload = url, secret, payload
+		return d, err
+	}, `SELECT `+deliveryColumns+`, w.url, w.secret, e.payload
 		FROM deliveries d JOIN events e ON e.id = d.event_id JOIN webhooks w ON w.id = d.webhook_id
 		WHERE d.id IN (SELECT MIN(id) FROM deliveries WHERE state = 'pending' GROUP BY webhook_id) AND d.next_at <= ?
 		ORDER BY d.next_at, d.id LIMIT ?`, nanos(now), limit)
-	if err != nil {
-		return nil, fmt.Errorf("query due deliveries: %w", err)
-	}
-	defer rows.Close()
-	var out []market.Delivery
-	for rows.Next() {
-		var d market.Delivery
-		var url, secret string
-		var payload []byte
-		if d, err = scanDelivery(rows, &url, &secret, &payload); err != nil {
-			return nil, fmt.Errorf("scan delivery: %w", err)
-		}
-		d.URL, d.Secret, d.Payload = url, secret, payload
-		out = append(out, d)
-	}
-	return out, rows.Err()
 }
 
 // RecordAttempt stores the outcome of an attempt at delivery d (its
@@ -226,20 +178,11 @@ func (s *RentalStore) Events(ctx context.Context, limit int) ([]market.Event, er
 	if limit <= 0 {
 		limit = 100
 	}
-	rows, err := s.db.SQL().QueryContext(ctx, `SELECT id, tenant, type, allocation_id, payload, created_at FROM events ORDER BY id LIMIT ?`, limit)
-	if err != nil {
-		return nil, fmt.Errorf("query events: %w", err)
-	}
-	defer rows.Close()
-	var out []market.Event
-	for rows.Next() {
+	return queryAll(ctx, s.db.SQL(), "events", func(r interface{ Scan(...any) error }) (market.Event, error) {
 		var e market.Event
 		var at int64
-		if err := rows.Scan(&e.ID, &e.Tenant, &e.Type, &e.AllocationID, &e.Payload, &at); err != nil {
-			return nil, fmt.Errorf("scan event: %w", err)
-		}
+		err := r.Scan(&e.ID, &e.Tenant, &e.Type, &e.AllocationID, &e.Payload, &at)
 		e.CreatedAt = fromNanos(at)
-		out = append(out, e)
-	}
-	return out, rows.Err()
+		return e, err
+	}, `SELECT id, tenant, type, allocation_id, payload, created_at FROM events ORDER BY id LIMIT ?`, limit)
 }
