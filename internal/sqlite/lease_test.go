@@ -203,3 +203,40 @@ func TestLeasePortsAndExtend(t *testing.T) {
 		t.Fatalf("an ended lease lost its port record: %+v", got.Ports)
 	}
 }
+
+// TestLeaseSchemaUpgrade opens a lease store written before extra ports
+// existed: its leases read back whole, without ports, and hold their SSH
+// port exclusively as before.
+func TestLeaseSchemaUpgrade(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "leases.db")
+	old := Schema{Name: LeaseSchema.Name, Migrations: LeaseSchema.Migrations[:1]}
+	db, err := Open(ctx, path, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := testLease("l1", 4444, "GPU-a")
+	if _, err := db.SQL().ExecContext(ctx, `INSERT INTO leases (id, owner_hotkey, owner_key, state, gpus, cpus, memory_bytes, disk_bytes, ssh_port,
+		image, container_id, testing, password, created_at, expires_at) VALUES (?, ?, ?, 'active', '["GPU-a"]', 2, ?, ?, 4444, ?, 'c1', 1, 1, ?, ?)`,
+		l.ID, l.Owner.Hotkey, l.Owner.KeyFingerprint, l.Resources.MemoryBytes, l.Resources.DiskBytes, l.Image, leaseTime(l.CreatedAt), leaseTime(l.ExpiresAt)); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	db, err = Open(ctx, path, LeaseSchema)
+	if err != nil {
+		t.Fatalf("upgrade: %v", err)
+	}
+	defer db.Close()
+	if v, _ := db.Version(ctx, LeaseSchema.Name); v != len(LeaseSchema.Migrations) {
+		t.Fatalf("version %d after the upgrade", v)
+	}
+	s := NewLeaseStore(db)
+	got, err := s.Lease(ctx, "l1")
+	if err != nil || got.Ports != nil || got.SSHPort != 4444 || got.ContainerID != "c1" || !slices.Equal(got.Resources.GPUs, []string{"GPU-a"}) {
+		t.Fatalf("the old lease after the upgrade: %+v, %v", got, err)
+	}
+	clash := testLease("l2", 5000)
+	clash.Ports = []market.PortMap{{Container: 80, Host: 4444}}
+	wantCode(t, s.InsertLease(ctx, clash), market.ECONFLICT)
+}
