@@ -515,7 +515,7 @@ func (f minerFlags) options() (minerOptions, error) {
 		}
 		o.LeasePorts = r
 	}
-	if f.portsMax < 1 || f.portsMax > market.MaxLeasePorts {
+	if f.portsMax < 0 || f.portsMax > market.MaxLeasePorts {
 		return o, usageErr("--miner.ports.max must be 1 to %d", market.MaxLeasePorts)
 	}
 	o.MaxLeasePorts = f.portsMax

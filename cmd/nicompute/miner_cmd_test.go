@@ -41,6 +41,9 @@ func TestMinerFlags(t *testing.T) {
 		{"version check off", func(f *minerFlags) { f.minValidator = "0" }, func(o minerOptions) bool { return o.Policy.MinValidatorVersion == 0 }},
 		{"version", func(f *minerFlags) { f.minValidator = "1.8.3" }, func(o minerOptions) bool { return o.Policy.MinValidatorVersion == 1_008_003 }},
 		{"body signatures", func(f *minerFlags) { f.requireBodySig = true }, func(o minerOptions) bool { return o.RequireBodySignature }},
+		{"extra ports", func(f *minerFlags) { f.portsRange, f.portsMax = "30000-30009", 2 }, func(o minerOptions) bool {
+			return o.LeasePorts == (miner.PortRange{First: 30000, Last: 30009}) && o.MaxLeasePorts == 2
+		}},
 		{"lists", func(f *minerFlags) {
 			f.blackHotkeys, f.whiteHotkeys, f.notEnough, f.notUpdated = []string{"a"}, []string{"b"}, true, true
 		}, func(o minerOptions) bool {
@@ -68,6 +71,8 @@ func TestMinerFlags(t *testing.T) {
 		func(f *minerFlags) { f.reserveRAM = "-1" },
 		func(f *minerFlags) { f.leaseMemory = "lots" },
 		func(f *minerFlags) { f.reserveCPUs = -1 },
+		func(f *minerFlags) { f.portsRange = "ports" },
+		func(f *minerFlags) { f.portsMax = 17 },
 	} {
 		f := base()
 		mod(&f)

@@ -123,3 +123,24 @@ func TestExtend(t *testing.T) {
 		t.Fatalf("extend by a stranger: %d %+v", st, out)
 	}
 }
+
+// TestLeasePortsConfig refuses a port range for extra ports that overlaps
+// the SSH ports, or a per-lease limit out of range.
+func TestLeasePortsConfig(t *testing.T) {
+	hk := mustKey(t, "//PortsConfig")
+	for _, tc := range []struct {
+		ports PortRange
+		max   int
+		want  string
+	}{
+		{PortRange{First: 20500, Last: 21500}, 0, "overlap"},
+		{PortRange{First: 30000, Last: 29000}, 0, "lease ports"},
+		{PortRange{First: 30000, Last: 30010}, 99, "max lease ports"},
+	} {
+		c := Config{NetUID: 1, Hotkey: hk, Listen: "127.0.0.1:0", ExternalIP: "127.0.0.1", DefaultImage: "busybox",
+			SSHPorts: PortRange{First: 20000, Last: 20999}, LeasePorts: tc.ports, MaxLeasePorts: tc.max}
+		if err := c.setDefaults(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("lease ports %+v max %d: %v, want %q", tc.ports, tc.max, err, tc.want)
+		}
+	}
+}
