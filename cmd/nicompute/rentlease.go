@@ -7,7 +7,9 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -108,7 +110,8 @@ func newRentSSHCmd(a *app) *cobra.Command {
 		Use:   "ssh ID [-- COMMAND...]",
 		Short: "Log into an allocation with OpenSSH",
 		Long: `Log into an allocation with the system's OpenSSH client (ssh -p PORT
-USER@HOST), with -i KEY when --identity is given and -o OPTION for each
+USER@HOST), with -i KEY for --identity or, without it, for the key in
+~/.ssh whose public half the allocation lists, and -o OPTION for each
 --ssh-option; arguments after -- are the remote command. The lease's host
 key is new to this machine: it is accepted the first time
 (StrictHostKeyChecking=accept-new) and checked afterwards.`,
@@ -128,6 +131,9 @@ key is new to this machine: it is accepted the first time
 			if !allocator.ValidUsername(al.Username) || net.ParseIP(al.Host) == nil {
 				return fmt.Errorf("allocation %s names an invalid login %q at %q", al.ID, al.Username, al.Host)
 			}
+			if identity == "" {
+				identity = findIdentity(al.SSHKeys)
+			}
 			argv := sshArgv(al, identity, options, args[1:])
 			return a.execSSH(cmd.Context(), argv)
 		},
@@ -136,6 +142,34 @@ key is new to this machine: it is accepted the first time
 	cmd.Flags().StringVarP(&identity, "identity", "i", "", "private key file for ssh -i")
 	cmd.Flags().StringArrayVarP(&options, "ssh-option", "o", nil, "an OpenSSH option for ssh -o (repeatable; these come first, so they win)")
 	return cmd
+}
+
+// findIdentity returns the private key file in ~/.ssh whose public key
+// file (NAME.pub beside NAME) holds one of keys, or "".
+func findIdentity(keys []string) string {
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return ""
+	}
+	want := map[string]bool{}
+	for _, k := range keys {
+		if f := strings.Fields(k); len(f) >= 2 {
+			want[f[0]+" "+f[1]] = true
+		}
+	}
+	pubs, _ := filepath.Glob(filepath.Join(home, ".ssh", "*.pub"))
+	for _, pub := range pubs {
+		b, err := os.ReadFile(pub)
+		if err != nil || len(b) > 16<<10 {
+			continue
+		}
+		if f := strings.Fields(string(b)); len(f) >= 2 && want[f[0]+" "+f[1]] {
+			if priv := identityFile(pub); priv != "" {
+				return priv
+			}
+		}
+	}
+	return ""
 }
 
 // sshArgv is the OpenSSH command line that logs into al. The user's
