@@ -5,6 +5,7 @@ go 1.26.8
 require (
 	github.com/ChainSafe/go-schnorrkel v1.1.0
 	github.com/centrifuge/go-substrate-rpc-client/v4 v4.2.1
+	github.com/cloudflare/circl v1.6.5
 	github.com/containerd/errdefs v1.0.0
 	github.com/cosmos/go-bip39 v1.0.0
 	github.com/creack/pty v1.1.24

@@ -100,11 +100,12 @@ func (a *app) openAlloc(ctx context.Context, f *allocFlags) (*allocSession, erro
 	}, nil
 }
 
-// leaseCommands names the commands that check or release the allocation
-// of (netuid, miner hotkey), for messages.
-func leaseCommands(f *allocFlags, hotkey string) (status, deallocate string) {
-	sel := fmt.Sprintf("--netuid %d --hotkey %s", f.netuid, hotkey)
-	return "nicompute allocation status " + sel, "nicompute deallocate " + sel
+// leaseCommands names the commands that check or release this wallet's
+// allocation on the miner with hotkey, for messages: with the flags that
+// select the same wallet, chain and subnet.
+func (f *allocFlags) leaseCommands(hotkey string) (status, deallocate string) {
+	return commandLine("allocation status", f.netuid, f.w, f.sf, "--hotkey", hotkey),
+		commandLine("deallocate", f.netuid, f.w, f.sf, "--hotkey", hotkey)
 }
 
 // noRecord rewords a missing record for the user.
@@ -225,7 +226,7 @@ func (a *app) runAllocate(ctx context.Context, f *allocFlags, r allocator.Reques
 		return err
 	}
 	defer s.close()
-	statusCmd, deallocCmd := leaseCommands(f, s.miner.Hotkey)
+	statusCmd, deallocCmd := f.leaseCommands(s.miner.Hotkey)
 	stop := a.waiting(fmt.Sprintf("asking miner uid %d (%s) to allocate", s.miner.UID, s.miner.Addr), f.timeout)
 	rec, g, err := s.client.AllocateRecorded(ctx, s.records, s.miner, r)
 	stop()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/nicompute/nicompute/internal/allocations"
 	"github.com/nicompute/nicompute/internal/axon"
+	"github.com/nicompute/nicompute/internal/market"
 	"github.com/nicompute/nicompute/internal/nictest"
 	"github.com/nicompute/nicompute/internal/protocol"
 	"github.com/nicompute/nicompute/internal/subnet"
@@ -132,12 +134,21 @@ func TestAllocateUnknownOutcome(t *testing.T) {
 			return nil, &axon.Error{Status: status, Message: "no", Result: answer{Output: protocol.Output{Error: "refused for the test"}}}
 		}
 	}
+	// How a nicompute miner refuses: HTTP 200, status false, a code.
+	refuse200 := func(code string) axon.Handler {
+		return func(context.Context, *axon.Call) (any, error) {
+			return answer{Output: protocol.Output{Error: "refused for the test", Code: code}}, nil
+		}
+	}
 	for _, tc := range []struct {
 		name    string
 		handler axon.Handler
 		dead    bool // the chain points at a port nothing listens on
 		keep    bool
 	}{
+		{"refused with 200 and a conflict", refuse200(market.ECONFLICT), false, false},
+		{"refused with 200 and invalid", refuse200(market.EINVALID), false, false},
+		{"refused with 200 and unavailable", refuse200(market.EUNAVAILABLE), false, true},
 		{"refused 400", refuse(http.StatusBadRequest), false, false},
 		{"refused 409", refuse(http.StatusConflict), false, false},
 		{"refused 403", refuse(http.StatusForbidden), false, false},
@@ -169,15 +180,18 @@ func TestAllocateUnknownOutcome(t *testing.T) {
 				if !errors.Is(rerr, allocations.ErrNotFound) || !errors.Is(kerr, allocations.ErrNotFound) {
 					t.Fatalf("after a refusal: record %+v (%v), key err %v; want both removed", rec, rerr, kerr)
 				}
-				if strings.Contains(stderr, "unknown") {
-					t.Errorf("a refusal reported as unknown: %s", stderr)
+				if strings.Contains(stderr, "unknown") || !strings.Contains(stderr, "refused for the test") {
+					t.Errorf("a refusal reported as unknown, or without the miner's reason: %s", stderr)
 				}
 				return
 			}
 			if rerr != nil || !rec.Pending || kerr != nil {
 				t.Fatalf("after an unknown outcome: record %+v (%v), key err %v; want a pending record and its key", rec, rerr, kerr)
 			}
-			for _, want := range []string{"outcome is unknown", "nicompute allocation status", "nicompute deallocate", fx.w.minerKey.SS58()} {
+			// The commands it suggests select the same wallet, chain and subnet.
+			sel := fmt.Sprintf("--netuid %d --hotkey %s --wallet.path %s --wallet.name validator --subtensor.chain_endpoint %s",
+				fx.w.netuid, fx.w.minerKey.SS58(), fx.w.wallets, fx.w.node.Endpoint())
+			for _, want := range []string{"outcome is unknown", "nicompute allocation status " + sel, "nicompute deallocate " + sel} {
 				if !strings.Contains(stderr, want) {
 					t.Errorf("stderr lacks %q: %s", want, stderr)
 				}

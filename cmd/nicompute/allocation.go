@@ -43,7 +43,7 @@ func newAllocationStatusCmd(a *app) *cobra.Command {
 			rec, o, recorded, err := s.client.StatusRecorded(ctx, s.records, s.miner)
 			if err != nil {
 				if rec.Pending && allocator.Absent(err) {
-					_, deallocCmd := leaseCommands(&f, s.miner.Hotkey)
+					_, deallocCmd := f.leaseCommands(s.miner.Hotkey)
 					return fmt.Errorf("%w\nthe pending allocation has no lease on miner uid %d; run `%s` to remove its record", err, rec.UID, deallocCmd)
 				}
 				return s.noRecord(err)

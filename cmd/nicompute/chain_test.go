@@ -9,32 +9,17 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nicompute/nicompute/internal/chain/local"
 	"github.com/nicompute/nicompute/internal/keys"
+	"github.com/nicompute/nicompute/internal/nictest"
 )
 
 // lockedBuffer is a bytes.Buffer safe for a command writing while the test
 // reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type lockedBuffer = nictest.SyncBuffer
 
 // chainCLI runs nicompute commands against one embedded chain node with
 // wallets in a temporary directory.
@@ -139,7 +124,7 @@ func TestChainCLI(t *testing.T) {
 	}
 
 	// Subnet creation: netuids from 1.
-	if got := c.ok("owner", "subnet", "create", "--tempo", "10"); got["netuid"] != 1.0 {
+	if got := c.ok("owner", "subnet", "create", "--tempo", "10", "--commit-reveal=false"); got["netuid"] != 1.0 {
 		t.Fatalf("subnet create = %v", got)
 	}
 	if got := c.ok("owner", "subnet", "list"); len(got["subnets"].([]any)) != 1 {
@@ -167,8 +152,11 @@ func TestChainCLI(t *testing.T) {
 	// validator permit; without one only a self-weight is allowed.
 	c.refused("no validator permit", "val", "weights", "set", "--netuid", "1", "--uids", "0,1", "--weights", "0.7,0.3")
 	c.advance(10)
-	if got := c.ok("val", "weights", "set", "--netuid", "1", "--uids", "0,1", "--weights", "0.7,0.3"); !reflect.DeepEqual(got["weights"], []any{65535.0, 28086.0}) || got["version_key"] != 0.0 {
+	if got := c.ok("val", "weights", "set", "--netuid", "1", "--uids", "0,1", "--weights", "0.7,0.3"); !reflect.DeepEqual(got["weights"], []any{65535.0, 28086.0}) || got["version_key"] != 0.0 || got["mode"] != "set" {
 		t.Fatalf("weights set = %v", got)
+	}
+	if h := c.ok("val", "subnet", "hyperparameters", "--netuid", "1"); h["commit_reveal_weights_enabled"] != false {
+		t.Fatalf("hyperparameters of a --commit-reveal=false subnet: %v", h)
 	}
 
 	// Refusals: exit 1, clear message, state unchanged.
@@ -226,6 +214,21 @@ func TestChainCLI(t *testing.T) {
 	if miner := neurons[0].(map[string]any); miner["incentive"].(float64) <= 0 {
 		t.Fatalf("miner after the epoch = %v", miner)
 	}
+
+	// A subnet with commit-reveal on (the default, as on Bittensor): the
+	// same command commits the weights, timelocked to the chain's beacon.
+	if got := c.ok("owner", "subnet", "create", "--tempo", "10"); got["netuid"] != 2.0 {
+		t.Fatalf("subnet create = %v", got)
+	}
+	if h := c.ok("val", "subnet", "hyperparameters", "--netuid", "2"); h["commit_reveal_weights_enabled"] != true || h["commit_reveal_period"] != 1.0 {
+		t.Fatalf("hyperparameters = %v", h)
+	}
+	c.advance(1)
+	c.ok("val", "subnet", "register", "--netuid", "2")
+	if got := c.ok("val", "weights", "set", "--netuid", "2", "--uids", "0", "--weights", "1"); got["mode"] != "commit" || got["reveal_round"].(float64) < 1 || got["reveal_epoch"] == nil {
+		t.Fatalf("weights set with commit-reveal on = %v", got)
+	}
+	c.refused("CommittingWeightsTooFast", "val", "weights", "set", "--netuid", "2", "--uids", "0", "--weights", "1")
 
 	// Readable forms.
 	code, out, errOut := c.run(c.chainArgs("val", "subnet", "metagraph", "--netuid", "1")...)

@@ -25,7 +25,7 @@ type subtensorFlags struct {
 }
 
 func (s *subtensorFlags) register(fs *pflag.FlagSet) {
-	fs.StringVar(&s.network, "subtensor.network", "local", "chain: local (the embedded development chain), finney, test, or an endpoint URL (ws://, wss://, http://)")
+	fs.StringVar(&s.network, "subtensor.network", defaultNetwork, "chain: local (the embedded development chain), finney, test, or an endpoint URL (ws://, wss://, http://)")
 	fs.StringVar(&s.endpoint, "subtensor.chain_endpoint", "", "chain endpoint URL; overrides --subtensor.network (http:// = embedded chain, ws:// or wss:// = subtensor node)")
 }
 

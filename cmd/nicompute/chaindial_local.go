@@ -13,7 +13,7 @@ import (
 type localChain interface {
 	subnet.Chain
 	Faucet(ctx context.Context, ss58 string, amount subnet.Balance) (subnet.Balance, error)
-	CreateSubnet(ctx context.Context, owner subnet.Signer, tempo uint16) (subnet.NetUID, error)
+	CreateSubnetWith(ctx context.Context, owner subnet.Signer, o local.SubnetOptions) (subnet.NetUID, error)
 	Subnets(ctx context.Context) ([]local.SubnetInfo, error)
 }
 

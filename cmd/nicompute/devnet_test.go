@@ -167,7 +167,8 @@ func runCLI(tb testing.TB, args ...string) (int, string, string) {
 // TestDevnetEndToEnd runs the whole subnet: three miners on Docker, each
 // simulating one model, and the validator testing them with Proof-of-GPU.
 // Within a few tempos the chain's incentives must follow the models'
-// scores: H200 > H100 80GB HBM3 > A100-SXM4-80GB > 0 (the validator).
+// scores: H200 > H100 80GB HBM3 > A100-SXM4-80GB > 0 (the validator),
+// with commit-reveal weights on.
 func TestDevnetEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a devnet on Docker")
@@ -238,6 +239,20 @@ func TestDevnetEndToEnd(t *testing.T) {
 	t.Logf("incentives ordered %s after the devnet started (%s)", time.Since(start).Round(time.Second), last)
 	if !strings.Contains(out.String(), "1 × NVIDIA H200") {
 		t.Errorf("the validator's miner table was not printed:\n%s", out)
+	}
+	// The devnet subnet has commit-reveal on: the validator's weights were
+	// committed to the chain's beacon, and the chain revealed them (the
+	// incentives above come from revealed weights).
+	if !strings.Contains(out.String(), "committed for reveal in round") {
+		t.Errorf("the validator did not commit its weights:\n%s", out)
+	}
+	code, stdout, stderr := runCLI(t, "subnet", "hyperparameters", "--netuid", "1", "--subtensor.chain_endpoint", endpoint, "--json")
+	var hp struct {
+		CommitReveal bool   `json:"commit_reveal_weights_enabled"`
+		Period       uint64 `json:"commit_reveal_period"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &hp); code != 0 || err != nil || !hp.CommitReveal || hp.Period != 1 {
+		t.Errorf("devnet hyperparameters: exit %d, %v, %s %s", code, err, stdout, stderr)
 	}
 	rentOnDevnet(t, data, out.String())
 	if code := stop(); code != 0 {

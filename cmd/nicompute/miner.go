@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/docker/go-units"
@@ -61,6 +62,8 @@ type minerOptions struct {
 	// published (zero: none).
 	LeasePorts    miner.PortRange
 	MaxLeasePorts int
+	// DisableSSHForwarding refuses ssh -L, -R and -D in leases.
+	DisableSSHForwarding bool
 	// Image is the default lease image, Images the others renters may pick.
 	Image  string
 	Images []string
@@ -85,8 +88,21 @@ type minerOptions struct {
 	Policy      miner.PolicyConfig
 	Reserve     market.Reserve
 	LeaseMemory int64
-	Metrics     prometheus.Registerer
-	Log         *slog.Logger
+	// LeaseDisk is a lease's disk size when its request names none;
+	// DiskCheck how often lease disks are measured where the engine cannot
+	// limit them (zero: the miner's defaults).
+	LeaseDisk int64
+	DiskCheck time.Duration
+	// AllowCIDRs are ranges leases may reach besides the internet;
+	// UnsafeUnconfined rents leases even without the packet filter.
+	AllowCIDRs       []netip.Prefix
+	UnsafeUnconfined bool
+	// EgressLock is the packet filter's lock file (default
+	// egress.DefaultLockPath); IPTables its binary (tests).
+	EgressLock string
+	IPTables   string
+	Metrics    prometheus.Registerer
+	Log        *slog.Logger
 	// Test and devnet knobs; zero means the miner's defaults.
 	LeaseUnit       time.Duration
 	PollInterval    time.Duration
@@ -101,16 +117,16 @@ type minerOptions struct {
 // runningMiner is a miner with the adapters it owns.
 type runningMiner struct {
 	*miner.Service
-	db   *sqlite.DB
-	rt   *docker.Runtime
-	lock *os.File
+	db    *sqlite.DB
+	rt    *docker.Runtime
+	lock  *os.File
+	close func() error // once
 }
 
 // Close stops the miner, then closes its store and engine connection and
-// releases its data directory. Lease containers keep running.
-func (m *runningMiner) Close() error {
-	return errors.Join(m.Service.Close(), m.db.Close(), m.rt.Close(), m.lock.Close())
-}
+// releases its data directory. Lease containers keep running. It is
+// idempotent.
+func (m *runningMiner) Close() error { return m.close() }
 
 // minerInstance is the default container label of a miner: its hotkey and
 // netuid, so that one hotkey mining several subnets on one engine runs
@@ -193,8 +209,15 @@ func startMiner(ctx context.Context, o minerOptions) (rm *runningMiner, err erro
 		HostIP:       o.SSHHostIP,
 		Host:         o.DockerHost,
 		Logger:       log,
+
+		DisableSSHForwarding: o.DisableSSHForwarding,
 	})
 	if err != nil {
+		return nil, fmt.Errorf("start miner: %w", err)
+	}
+	guard, err := newLeaseGuard(ctx, rt, o, log)
+	if err != nil {
+		rt.Close()
 		return nil, fmt.Errorf("start miner: %w", err)
 	}
 	db, err := sqlite.Open(ctx, filepath.Join(o.DataDir, "leases.db"), sqlite.LeaseSchema)
@@ -210,39 +233,47 @@ func startMiner(ctx context.Context, o minerOptions) (rm *runningMiner, err erro
 		Chain:   o.Chain,
 		Runtime: dockerRuntime{rt: rt, simulatedGPUs: o.SimulatedGPUs, files: o.LeaseFiles},
 		Store:   sqlite.NewLeaseStore(db),
-		Specs:   &hostinfo.Collector{GPUs: gpus},
+		Specs:   &hostinfo.Collector{GPUs: gpus, DiskPath: dockerDiskPath(ctx, rt)},
+		Guard:   guard,
 	}, miner.Config{
-		NetUID:               o.NetUID,
-		Hotkey:               o.Hotkey,
-		Listen:               o.AxonListen,
-		ExternalIP:           o.ExternalIP,
-		ExternalPort:         o.ExternalPort,
-		Version:              version.Int(),
-		Policy:               o.Policy,
-		DefaultImage:         o.Image,
-		Images:               o.Images,
-		SSHPorts:             o.SSHPorts,
-		SSHHostIP:            o.SSHHostIP,
-		LeasePorts:           o.LeasePorts,
-		MaxLeasePorts:        o.MaxLeasePorts,
-		Reserve:              o.Reserve,
-		DefaultMemory:        o.LeaseMemory,
-		LeaseUnit:            o.LeaseUnit,
-		PollInterval:         o.PollInterval,
-		SweepInterval:        o.SweepInterval,
-		OrphanGrace:          o.OrphanGrace,
-		ReconcileDryRun:      o.ReconcileDryRun,
-		RequireBodySignature: o.RequireBodySignature,
-		Log:                  log,
-		Metrics:              o.Metrics,
-		Failpoint:            o.Failpoint,
+		NetUID:                o.NetUID,
+		Hotkey:                o.Hotkey,
+		Listen:                o.AxonListen,
+		ExternalIP:            o.ExternalIP,
+		ExternalPort:          o.ExternalPort,
+		Version:               version.Int(),
+		Policy:                o.Policy,
+		DefaultImage:          o.Image,
+		Images:                o.Images,
+		SSHPorts:              o.SSHPorts,
+		SSHHostIP:             o.SSHHostIP,
+		LeasePorts:            o.LeasePorts,
+		MaxLeasePorts:         o.MaxLeasePorts,
+		Reserve:               o.Reserve,
+		DefaultMemory:         o.LeaseMemory,
+		DefaultDisk:           o.LeaseDisk,
+		DiskCheckInterval:     o.DiskCheck,
+		AllowUnconfinedLeases: o.UnsafeUnconfined,
+		LeaseUnit:             o.LeaseUnit,
+		PollInterval:          o.PollInterval,
+		SweepInterval:         o.SweepInterval,
+		OrphanGrace:           o.OrphanGrace,
+		ReconcileDryRun:       o.ReconcileDryRun,
+		RequireBodySignature:  o.RequireBodySignature,
+		Log:                   log,
+		Metrics:               o.Metrics,
+		Failpoint:             o.Failpoint,
 	})
 	if err != nil {
 		db.Close()
 		rt.Close()
 		return nil, err
 	}
-	return &runningMiner{Service: svc, db: db, rt: rt, lock: lock}, nil
+	rm = &runningMiner{Service: svc, db: db, rt: rt, lock: lock}
+	rm.close = sync.OnceValue(func() error {
+		return errors.Join(rm.Service.Close(), rm.db.Close(), rm.rt.Close(), rm.lock.Close())
+	})
+	return rm, nil
 }
 
 // dockerAvailable reports why the Docker engine at host (empty: the
@@ -306,6 +337,18 @@ func (d dockerRuntime) Remove(ctx context.Context, lease string) error {
 }
 func (d dockerRuntime) Ping(ctx context.Context) error { return d.rt.Ping(ctx) }
 
+func (d dockerRuntime) HasImage(ctx context.Context, image string) (bool, error) {
+	return d.rt.HasImage(ctx, image)
+}
+
+func (d dockerRuntime) PullImage(ctx context.Context, image string, progress func(miner.PullProgress)) error {
+	return d.rt.PullImage(ctx, image, func(p docker.PullProgress) {
+		if progress != nil {
+			progress(miner.PullProgress(p))
+		}
+	})
+}
+
 func (d dockerRuntime) SetAuthorizedKeys(ctx context.Context, lease string, keys []ssh.PublicKey) error {
 	return d.rt.SetAuthorizedKeys(ctx, lease, keys)
 }
@@ -322,6 +365,11 @@ func (d dockerRuntime) List(ctx context.Context) ([]miner.Container, error) {
 		out = append(out, fromDocker(c))
 	}
 	return out, err
+}
+
+func (d dockerRuntime) DiskQuota(ctx context.Context) (bool, error) { return d.rt.DiskQuota(ctx) }
+func (d dockerRuntime) DiskUsage(ctx context.Context) (map[string]int64, error) {
+	return d.rt.DiskUsage(ctx)
 }
 
 func (d dockerRuntime) EngineVersion(ctx context.Context) (string, error) {
@@ -350,6 +398,7 @@ type minerFlags struct {
 	sshIP          string
 	portsRange     string
 	portsMax       int
+	sshForwarding  bool
 	notEnough      bool
 	requireBodySig bool
 	notUpdated     bool
@@ -363,8 +412,8 @@ type minerFlags struct {
 	dataDir        string
 	reserveCPUs    int
 	reserveRAM     string
-	reserveDisk    string
 	reserveGPUs    []string
+	limits         limitFlags
 	leaseMemory    string
 	dockerHost     string
 	dockerNetwork  string
@@ -392,11 +441,24 @@ miner stops and are reconciled with the lease records when it starts.
 
 Renters get --miner.image unless they name one of --miner.images ("*" allows
 any image the engine can pull); SN27's placeholder "ubuntu" means the
-default. Password login is enabled only when the request sets
-docker_requirement.password or sends no ssh_key. Renters may ask for extra
-TCP ports (docker_requirement.ports, a nicompute extension) when
---miner.ports.range is set: each is published on a host port of that range,
-at most --miner.ports.max per lease.`,
+default. --miner.images offers by default the PyTorch images SN27's Python
+validators and register_api ask for. The miner pulls the offered images
+that are missing in the background when it starts (progress in the log) and
+reuses them; a request for an image still being pulled, or that the engine
+cannot pull, is refused with the reason. Password login is enabled only
+when the request sets docker_requirement.password or sends no ssh_key.
+Renters may forward ports over SSH inside their lease (ssh -L, -R, -D)
+unless --ssh.forwarding=false, and ask for extra TCP ports
+(docker_requirement.ports, a nicompute extension) when --miner.ports.range
+is set: each is published on a host port of that range, at most
+--miner.ports.max per lease.
+
+Every lease has a disk size (hard_disk, or --miner.lease.disk): the storage
+driver enforces it where it can; elsewhere the miner pauses a lease past it.
+Free disk is the free space less --miner.disk.reserve. Leases reach the
+internet but not this host or its private networks: the miner installs rules
+in the host packet filter (root needed) and refuses to allocate when it
+cannot, unless --` + unsafeUnconfinedFlag + ` is set.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return a.runMiner(cmd.Context(), f) },
 	}
@@ -413,6 +475,7 @@ at most --miner.ports.max per lease.`,
 	fs.StringVar(&f.sshIP, "ssh.ip", "0.0.0.0", "address lease SSH ports are published on")
 	fs.StringVar(&f.portsRange, "miner.ports.range", "", "host ports for renters' extra container ports, FIRST-LAST (default: none offered)")
 	fs.IntVar(&f.portsMax, "miner.ports.max", miner.DefaultMaxLeasePorts, "extra ports one lease may ask for")
+	fs.BoolVar(&f.sshForwarding, "ssh.forwarding", true, "let renters forward ports over SSH inside their lease (ssh -L, -R on its loopback, -D); false refuses it in leases created from now on")
 	fs.BoolVar(&f.notEnough, "miner.whitelist.not.enough.stake", false, "admit registered callers whose stake is below the validator permit")
 	fs.BoolVar(&f.requireBodySig, "miner.require.body.signature", false, "admit only callers that also sign the request body (nicompute validators); Bittensor's signature does not cover SN27 bodies, so this refuses SN27's Python validators")
 	fs.BoolVar(&f.notUpdated, "miner.whitelist.not.updated", false, "admit validators whose axon version is below the minimum")
@@ -422,11 +485,11 @@ at most --miner.ports.max per lease.`,
 	fs.StringSliceVar(&f.blackColdkeys, "blacklist.coldkeys", nil, "coldkeys whose hotkeys are always refused")
 	fs.StringSliceVar(&f.whiteHotkeys, "whitelist.hotkeys", nil, "hotkeys always admitted")
 	fs.StringVar(&f.image, "miner.image", defaultMinerImage, "default lease image (also used for SN27's placeholder \"ubuntu\")")
-	fs.StringSliceVar(&f.images, "miner.images", nil, "other images renters may ask for (\"*\": any)")
+	fs.StringSliceVar(&f.images, "miner.images", miner.SN27Images(), "other images renters may ask for (the default: the ones SN27's validators and register_api ask for); setting it replaces the list: \"\" for none, \"*\" for any")
 	fs.StringVar(&f.dataDir, "miner.data", "", "state directory for leases.db (default ~/.nicompute/miner/WALLET-HOTKEY-netuidN)")
 	fs.IntVar(&f.reserveCPUs, "miner.reserve.cpus", 0, "CPUs kept for the host, never leased")
 	fs.StringVar(&f.reserveRAM, "miner.reserve.ram", "2GiB", "memory kept for the host")
-	fs.StringVar(&f.reserveDisk, "miner.reserve.disk", "20GiB", "disk kept for the host")
+	f.limits.register(fs)
 	fs.StringSliceVar(&f.reserveGPUs, "miner.reserve.gpus", nil, "GPU indexes or UUIDs never leased")
 	fs.StringVar(&f.leaseMemory, "miner.lease.ram", "1GiB", "memory of a lease whose request names none")
 	fs.StringVar(&f.dockerHost, "miner.docker.host", "", "Docker engine address (default: DOCKER_HOST or the local socket)")
@@ -446,13 +509,14 @@ at most --miner.ports.max per lease.`,
 // hotkey and chain).
 func (f minerFlags) options() (minerOptions, error) {
 	o := minerOptions{
-		NetUID:        subnet.NetUID(f.netuid),
-		SSHHostIP:     f.sshIP,
-		Image:         f.image,
-		Images:        f.images,
-		BinaryPath:    f.binary,
-		DockerHost:    f.dockerHost,
-		DockerNetwork: f.dockerNetwork,
+		NetUID:               subnet.NetUID(f.netuid),
+		SSHHostIP:            f.sshIP,
+		DisableSSHForwarding: !f.sshForwarding,
+		Image:                f.image,
+		Images:               f.images,
+		BinaryPath:           f.binary,
+		DockerHost:           f.dockerHost,
+		DockerNetwork:        f.dockerNetwork,
 		Policy: miner.PolicyConfig{
 			AllowLowStake:     f.notEnough,
 			AllowOutdated:     f.notUpdated,
@@ -537,7 +601,7 @@ func (f minerFlags) options() (minerOptions, error) {
 	if o.Reserve.MemoryBytes, err = parseBytes("--miner.reserve.ram", f.reserveRAM); err != nil {
 		return o, err
 	}
-	if o.Reserve.DiskBytes, err = parseBytes("--miner.reserve.disk", f.reserveDisk); err != nil {
+	if err := f.limits.apply(&o); err != nil {
 		return o, err
 	}
 	if o.LeaseMemory, err = parseBytes("--miner.lease.ram", f.leaseMemory); err != nil {
@@ -631,6 +695,9 @@ func (a *app) runMiner(ctx context.Context, f minerFlags) error {
 		}
 	}
 	m, err := startMiner(ctx, o)
+	if errors.Is(err, miner.ErrNotRegistered) {
+		return chainErr("%w; register it first: %s", err, commandLine("subnet register", f.netuid, f.w, f.sf))
+	}
 	if err != nil {
 		return err
 	}

@@ -157,7 +157,7 @@ func originalAllocate(ctx context.Context, e *leaseEnv, inst, tag, keyLine strin
 	init := true
 	cr, err := e.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Config: &container.Config{
-			Image: tag, User: "0:0", Entrypoint: sshd.Entrypoint(), ExposedPorts: network.PortSet{p22: {}},
+			Image: tag, User: "0:0", Entrypoint: sshd.Entrypoint(true), ExposedPorts: network.PortSet{p22: {}},
 			Labels: map[string]string{docker.LabelManaged: "true", docker.LabelMiner: inst},
 		},
 		HostConfig: &container.HostConfig{

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nicompute/nicompute/internal/miner"
 	"github.com/nicompute/nicompute/internal/version"
@@ -15,15 +17,21 @@ import (
 // usage errors.
 func TestMinerFlags(t *testing.T) {
 	base := func() minerFlags {
-		return minerFlags{netuid: 27, axonPort: 8091, sshPort: 4444, sshIP: "0.0.0.0", threshold: 60, image: "img",
-			reserveRAM: "2GiB", reserveDisk: "20GiB", leaseMemory: "1GiB"}
+		return minerFlags{netuid: 27, axonPort: 8091, sshPort: 4444, sshIP: "0.0.0.0", sshForwarding: true, threshold: 60, image: "img",
+			reserveRAM: "2GiB", leaseMemory: "1GiB", limits: limitFlags{diskReserve: "10%", leaseDisk: "20GiB", diskCheck: 5 * time.Second}}
+	}
+	// SN27's validators and register_api get the images they ask for.
+	if got, err := newMinerCmd(&app{}).Flags().GetStringSlice("miner.images"); err != nil || !slices.Equal(got, miner.SN27Images()) {
+		t.Fatalf("--miner.images default %q, %v; want SN27's images", got, err)
 	}
 	o, err := base().options()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if o.AxonListen != ":8091" || o.ExternalIP != "" || o.ExternalPort != 8091 || o.SSHPorts != (miner.PortRange{First: 4444, Last: 4543}) ||
-		o.Reserve.MemoryBytes != 2<<30 || o.LeaseMemory != 1<<30 || o.Policy.MinValidatorVersion != version.Int()/1000*1000 {
+		o.Reserve.MemoryBytes != 2<<30 || o.LeaseMemory != 1<<30 || o.Policy.MinValidatorVersion != version.Int()/1000*1000 || o.DisableSSHForwarding ||
+		o.Reserve.DiskPercent != 10 || o.Reserve.DiskBytes != 0 || o.LeaseDisk != 20<<30 || o.DiskCheck != 5*time.Second ||
+		len(o.AllowCIDRs) != 0 || o.UnsafeUnconfined {
 		t.Fatalf("defaults: %+v", o)
 	}
 	for _, tc := range []struct {
@@ -44,6 +52,17 @@ func TestMinerFlags(t *testing.T) {
 		{"extra ports", func(f *minerFlags) { f.portsRange, f.portsMax = "30000-30009", 2 }, func(o minerOptions) bool {
 			return o.LeasePorts == (miner.PortRange{First: 30000, Last: 30009}) && o.MaxLeasePorts == 2
 		}},
+		{"ssh forwarding off", func(f *minerFlags) { f.sshForwarding = false }, func(o minerOptions) bool { return o.DisableSSHForwarding }},
+		{"disk reserve in bytes", func(f *minerFlags) { f.limits.diskReserve = "50GiB" }, func(o minerOptions) bool {
+			return o.Reserve.DiskBytes == 50<<30 && o.Reserve.DiskPercent == 0
+		}},
+		{"deprecated disk reserve", func(f *minerFlags) { f.limits.oldDiskReserve = "7GiB" }, func(o minerOptions) bool {
+			return o.Reserve.DiskBytes == 7<<30 && o.Reserve.DiskPercent == 0
+		}},
+		{"allowed ranges", func(f *minerFlags) { f.limits.allowCIDRs = []string{"10.1.2.3/16", " fd00::/8"} }, func(o minerOptions) bool {
+			return len(o.AllowCIDRs) == 2 && o.AllowCIDRs[0].String() == "10.1.0.0/16" && o.AllowCIDRs[1].String() == "fd00::/8"
+		}},
+		{"unconfined", func(f *minerFlags) { f.limits.unconfined = true }, func(o minerOptions) bool { return o.UnsafeUnconfined }},
 		{"lists", func(f *minerFlags) {
 			f.blackHotkeys, f.whiteHotkeys, f.notEnough, f.notUpdated = []string{"a"}, []string{"b"}, true, true
 		}, func(o minerOptions) bool {
@@ -73,6 +92,11 @@ func TestMinerFlags(t *testing.T) {
 		func(f *minerFlags) { f.reserveCPUs = -1 },
 		func(f *minerFlags) { f.portsRange = "ports" },
 		func(f *minerFlags) { f.portsMax = 17 },
+		func(f *minerFlags) { f.limits.diskReserve = "101%" },
+		func(f *minerFlags) { f.limits.diskReserve = "x%" },
+		func(f *minerFlags) { f.limits.leaseDisk = "0" },
+		func(f *minerFlags) { f.limits.diskCheck = -time.Second },
+		func(f *minerFlags) { f.limits.allowCIDRs = []string{"10.0.0.1"} },
 	} {
 		f := base()
 		mod(&f)
@@ -93,8 +117,10 @@ func TestMinerUnregistered(t *testing.T) {
 	var out, errb lockedBuffer
 	code := Run(context.Background(), []string{"miner", "--subtensor.chain_endpoint", w.node.Endpoint(), "--wallet.path", w.wallets,
 		"--wallet.name", "stranger", "--netuid", strconv.Itoa(int(w.netuid)), "--axon.ip", "127.0.0.1", "--axon.port", "1",
-		"--miner.data", t.TempDir(), "--miner.image", "busybox"}, Stdio{In: strings.NewReader(""), Out: &out, Err: &errb})
-	if code != 1 || !strings.Contains(errb.String(), "is not registered on subnet") || !strings.Contains(errb.String(), "subnet register") {
-		t.Fatalf("exit %d: %s", code, errb.String())
+		"--miner.data", t.TempDir(), "--miner.image", "busybox", "--miner.images="}, Stdio{In: strings.NewReader(""), Out: &out, Err: &errb})
+	hint := "nicompute subnet register --netuid " + strconv.Itoa(int(w.netuid)) + " --wallet.path " + w.wallets +
+		" --wallet.name stranger --subtensor.chain_endpoint " + w.node.Endpoint()
+	if code != 1 || !strings.Contains(errb.String(), "is not registered on subnet") || !strings.Contains(errb.String(), hint) {
+		t.Fatalf("exit %d: %s; want the hint %q", code, errb.String(), hint)
 	}
 }

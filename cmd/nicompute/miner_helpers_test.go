@@ -22,6 +22,7 @@ import (
 	"github.com/nicompute/nicompute/internal/axon"
 	"github.com/nicompute/nicompute/internal/chain/local"
 	"github.com/nicompute/nicompute/internal/docker"
+	"github.com/nicompute/nicompute/internal/egress"
 	"github.com/nicompute/nicompute/internal/keys"
 	"github.com/nicompute/nicompute/internal/market"
 	"github.com/nicompute/nicompute/internal/miner"
@@ -129,8 +130,25 @@ func newLeaseEnv(tb testing.TB, instance string) *leaseEnv {
 	e := &leaseEnv{cli: cli, bin: nictest.BuildNicompute(tb), instance: instance}
 	e.image = nictest.BuildTestImage(tb, cli, "")
 	e.network = "nicompute-test-" + randHex(tb, 4)
+	tb.Cleanup(func() { pruneFilters(tb) }) // runs last: after the network is gone
 	nictest.CleanupLabel(tb, cli, docker.LabelMiner+"="+instance, e.network)
 	return e
+}
+
+// pruneFilters removes the packet filter rules of lease networks that no
+// longer exist (a test's miner killed before it released them).
+func pruneFilters(tb testing.TB) {
+	if os.Geteuid() != 0 {
+		return
+	}
+	f, err := egress.New(egress.Config{})
+	if err != nil {
+		tb.Error(err)
+		return
+	}
+	if _, err := f.Prune(context.Background()); err != nil {
+		tb.Errorf("prune packet filter rules: %v", err)
+	}
 }
 
 // containers lists the lease containers of the env's miner instance.
@@ -190,10 +208,11 @@ func newLeaseClient(tb testing.TB, signer *keys.Keypair, addr, hotkey string) *l
 }
 
 // call sends req and returns the output and the status (200 on success,
-// 0 when no answer came).
+// the status of the refusal's code for a refusal answered with 200 — see
+// protocol.CallAllocate — 0 when no answer came).
 func (c *leaseClient) call(ctx context.Context, req *protocol.Allocate, timeout time.Duration) (protocol.Output, int, error) {
-	var resp struct{ Output protocol.Output }
-	_, err := c.d.Call(ctx, c.target, protocol.AllocateName, req, &resp, timeout)
+	var resp protocol.Allocate
+	_, err := protocol.CallAllocate(ctx, c.d, c.target, req, &resp, timeout)
 	if err == nil {
 		return resp.Output, 200, nil
 	}

@@ -72,7 +72,7 @@ func TestMinerKill9(t *testing.T) {
 	args := []string{"miner", "--subtensor.chain_endpoint", w.node.Endpoint(), "--wallet.path", w.wallets, "--wallet.name", "miner",
 		"--netuid", strconv.Itoa(int(w.netuid)), "--axon.ip", "127.0.0.1", "--axon.port", strconv.Itoa(axonPort),
 		"--ssh.port-range", fmt.Sprintf("%d-%d", sshBase, min(sshBase+49, 65535)), "--ssh.ip", "127.0.0.1",
-		"--miner.image", e.image, "--miner.data", dataDir, "--miner.binary", e.bin, "--miner.docker.network", e.network,
+		"--miner.image", e.image, "--miner.images=", "--miner.data", dataDir, "--miner.binary", e.bin, "--miner.docker.network", e.network,
 		"--miner.reserve.ram", "0", "--miner.reserve.disk", "0", "--miner.lease.ram", "256MiB",
 		"--miner.chain-poll", "200ms", "--miner.sweep", "1s", "--logging.debug"}
 	lc := newLeaseClient(t, w.validator, "127.0.0.1:"+strconv.Itoa(axonPort), w.minerKey.SS58())

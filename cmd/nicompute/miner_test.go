@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -83,6 +84,44 @@ func TestMinerLeaseEndToEnd(t *testing.T) {
 		t.Fatalf("download differs (%d bytes, %v)", len(back), err)
 	}
 	sc.Close()
+
+	// Port forwarding inside the lease, on by default: -L (and -D, which
+	// opens the same channels) reaches the lease's own sshd on its
+	// loopback; -R listens on the lease's loopback and hands connections
+	// back to the client.
+	fc, err := c.Dial("tcp", "127.0.0.1:22")
+	if err != nil {
+		t.Fatalf("ssh -L inside the lease: %v", err)
+	}
+	fc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if banner, err := bufio.NewReader(fc).ReadString('\n'); err != nil || !strings.HasPrefix(banner, "SSH-2.0-nicompute") {
+		t.Fatalf("banner through ssh -L: %q, %v", banner, err)
+	}
+	fc.Close()
+	rl, err := c.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("ssh -R inside the lease: %v", err)
+	}
+	got := make(chan string, 1)
+	go func() {
+		rc, err := rl.Accept()
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		defer rc.Close()
+		rc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		line, _ := bufio.NewReader(rc).ReadString('\n')
+		got <- line
+	}()
+	rport := rl.Addr().(*net.TCPAddr).Port
+	if _, err := sshOutput(c, fmt.Sprintf("echo through-R | nc -w 5 127.0.0.1 %d", rport)); err != nil {
+		t.Fatalf("connect to the -R port inside the lease: %v", err)
+	}
+	if line := <-got; line != "through-R\n" {
+		t.Fatalf("through ssh -R: %q", line)
+	}
+	rl.Close()
 	c.Close()
 
 	// exchange_key: the old key is refused, the new one works.

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -89,15 +90,38 @@ func usageError(err error) error {
 
 // markUsageErrors makes flag and argument-count errors of cmd and its
 // subcommands exit with code 2, so a failing command is never mistaken for a
-// usage mistake by the text of its message.
+// usage mistake by the text of its message. A group of commands (one that
+// only holds subcommands) prints its help when run alone and refuses an
+// unknown subcommand: cobra would print the help and exit 0 for
+// `nicompute wallet lst`.
 func markUsageErrors(cmd *cobra.Command) {
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
+	if cmd.HasSubCommands() && cmd.Run == nil && cmd.RunE == nil {
+		cmd.Args = unknownSubcommand
+		cmd.RunE = func(c *cobra.Command, _ []string) error { return c.Help() }
+	}
 	if args := cmd.Args; args != nil {
 		cmd.Args = func(c *cobra.Command, a []string) error { return usageError(args(c, a)) }
 	}
 	for _, c := range cmd.Commands() {
 		markUsageErrors(c)
 	}
+}
+
+// unknownSubcommand refuses any argument of a group of commands: it can
+// only be a mistyped subcommand.
+func unknownSubcommand(c *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	msg := fmt.Sprintf("unknown command %q for %q", args[0], c.CommandPath())
+	if c.SuggestionsMinimumDistance <= 0 {
+		c.SuggestionsMinimumDistance = 2
+	}
+	if s := c.SuggestionsFor(args[0]); len(s) > 0 {
+		msg += fmt.Sprintf("; did you mean %q?", s[0])
+	}
+	return usageErr("%s (see %s --help)", msg, c.CommandPath())
 }
 
 func (a *app) rootCmd() *cobra.Command {
@@ -115,7 +139,7 @@ func (a *app) rootCmd() *cobra.Command {
 		},
 	}
 	pf := root.PersistentFlags()
-	pf.StringVar(&a.configPath, "config", "", "YAML config file; keys are flag names (nested or dotted), flags and NICOMPUTE_* environment variables override it")
+	pf.StringVar(&a.configPath, "config", "", "YAML config file; keys are flag names (nested or dotted) of any nicompute command, each command takes its own; flags and NICOMPUTE_* environment variables override it")
 	pf.BoolVar(&a.logDebug, "logging.debug", false, "log at debug level")
 	pf.BoolVar(&a.logTrace, "logging.trace", false, "log at trace level (more than debug)")
 	pf.StringVar(&a.logFormat, "logging.format", "text", "log format: text or json")
@@ -149,7 +173,10 @@ func envName(flag string) string {
 
 // applyConfig fills every flag the user did not set on the command line,
 // first from its NICOMPUTE_* environment variable, then from the YAML config
-// file. Precedence: flag > environment > config file > default.
+// file. Precedence: flag > environment > config file > default. A flag set
+// this way counts as given, so required flags (--netuid) may come from
+// either. One file may serve every command: keys naming another command's
+// flags are ignored, keys that no command knows are refused (a typo).
 func (a *app) applyConfig(cmd *cobra.Command) error {
 	path := a.configPath
 	if path == "" {
@@ -162,11 +189,9 @@ func (a *app) applyConfig(cmd *cobra.Command) error {
 			return err
 		}
 	}
-	known := map[string]bool{}
 	var firstErr error
 	cmd.Flags().VisitAll(func(f *pflag.Flag) {
-		known[f.Name] = true
-		if f.Changed || firstErr != nil {
+		if f.Changed || firstErr != nil || f.Name == "help" {
 			return
 		}
 		src, val, ok := "", "", false
@@ -180,17 +205,82 @@ func (a *app) applyConfig(cmd *cobra.Command) error {
 		}
 		if err := setFlag(f, val); err != nil {
 			firstErr = fmt.Errorf("%s: %s: %w", src, f.Name, err)
+			return
 		}
+		f.Changed = true
 	})
 	if firstErr != nil {
 		return firstErr
 	}
+	if len(fileVals) == 0 {
+		return nil
+	}
+	known := flagNames(cmd.Root())
+	var unknown []string
 	for k := range fileVals {
-		if !known[k] && k != "config" {
-			return fmt.Errorf("config file %s: unknown key %q for %q (keys are this command's flag names)", path, k, cmd.CommandPath())
+		if !known[k] {
+			unknown = append(unknown, k)
 		}
 	}
-	return nil
+	if len(unknown) == 0 {
+		return nil
+	}
+	slices.Sort(unknown)
+	msg := fmt.Sprintf("config file %s: unknown key %q: no nicompute command has a flag of that name", path, unknown[0])
+	if near := nearest(unknown[0], known); near != "" {
+		msg += fmt.Sprintf(" (did you mean %q?)", near)
+	}
+	return errors.New(msg)
+}
+
+// flagNames returns the flag names of every command under root.
+func flagNames(root *cobra.Command) map[string]bool {
+	names := map[string]bool{}
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		add := func(f *pflag.Flag) { names[f.Name] = true }
+		c.Flags().VisitAll(add)
+		c.PersistentFlags().VisitAll(add)
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(root)
+	delete(names, "help")
+	return names
+}
+
+// nearest returns the name in names closest to key, if it is within two
+// edits.
+func nearest(key string, names map[string]bool) string {
+	best, bestD := "", 3
+	for n := range names {
+		if d := editDistance(key, n); d < bestD || (d == bestD && n < best) {
+			best, bestD = n, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance of a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 func setFlag(f *pflag.Flag, val string) error {
@@ -315,9 +405,9 @@ type walletFlags struct {
 }
 
 func (w *walletFlags) register(fs *pflag.FlagSet) {
-	fs.StringVar(&w.path, "wallet.path", "~/.bittensor/wallets", "directory holding the wallets")
-	fs.StringVar(&w.name, "wallet.name", "default", "wallet (coldkey) name")
-	fs.StringVar(&w.hotkey, "wallet.hotkey", "default", "hotkey name")
+	fs.StringVar(&w.path, "wallet.path", defaultWalletPath, "directory holding the wallets")
+	fs.StringVar(&w.name, "wallet.name", defaultWalletName, "wallet (coldkey) name")
+	fs.StringVar(&w.hotkey, "wallet.hotkey", defaultHotkeyName, "hotkey name")
 }
 
 // dir returns the wallet directory with ~ expanded.

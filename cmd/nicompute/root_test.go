@@ -3,9 +3,11 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -14,15 +16,22 @@ import (
 	"github.com/nicompute/nicompute/internal/nictest"
 )
 
-// walletShow runs `wallet show --json` with the given environment and
-// arguments and returns the hotkey address it reports.
-func walletShow(t *testing.T, args ...string) (int, map[string]string, string) {
+// walletShow runs `wallet show --json` with the given arguments and
+// returns the exit code, the JSON object it printed and stderr.
+func walletShow(t *testing.T, args ...string) (int, map[string]any, string) {
 	t.Helper()
-	code, out, errOut := runCLI(t, append([]string{"wallet", "show", "--json"}, args...)...)
-	var m map[string]string
+	return cliJSON(t, append([]string{"wallet", "show", "--json"}, args...)...)
+}
+
+// cliJSON runs nicompute with args and returns the exit code, the JSON
+// object printed on success and stderr.
+func cliJSON(t *testing.T, args ...string) (int, map[string]any, string) {
+	t.Helper()
+	code, out, errOut := runCLI(t, args...)
+	var m map[string]any
 	if code == 0 {
 		if err := json.Unmarshal([]byte(out), &m); err != nil {
-			t.Fatalf("show output %q: %v", out, err)
+			t.Fatalf("nicompute %s: output %q: %v", strings.Join(args, " "), out, err)
 		}
 	}
 	return code, m, errOut
@@ -69,16 +78,20 @@ func TestConfigPrecedence(t *testing.T) {
 	}
 }
 
+// writeTestFile writes body to dir/name and returns the path.
+func writeTestFile(t *testing.T, dir, name, body string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func TestConfigErrors(t *testing.T) {
 	clearWalletEnv(t)
 	dir := t.TempDir()
-	write := func(name, body string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name, body string) string { return writeTestFile(t, dir, name, body) }
 	tests := []struct {
 		name, file, want string
 	}{
@@ -213,5 +226,104 @@ func TestSignalStopsChain(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "chain.db")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestConfigServesEveryFlag: a required flag (--netuid) may come from the
+// environment or the config file, and one config file may hold the flags
+// of several commands: each command takes its own and ignores the others,
+// while a key no command knows is refused with a suggestion.
+func TestConfigServesEveryFlag(t *testing.T) {
+	clearWalletEnv(t)
+	c := newChainCLI(t, nil)
+	c.wallet("owner")
+	c.ok("owner", "wallet", "faucet", "--amount", "10")
+	created := c.ok("owner", "subnet", "create")
+	netuid := strconv.Itoa(int(created["netuid"].(float64)))
+	dir := t.TempDir()
+	write := func(name, body string) string { return writeTestFile(t, dir, name, body) }
+	// The flags of the miner, the validator, allocate and the chain
+	// commands in one file.
+	shared := write("shared.yaml", fmt.Sprintf(`netuid: %s
+wallet:
+  path: %s
+  name: owner
+subtensor:
+  chain_endpoint: %s
+miner:
+  image: busybox
+  images: []
+axon.port: 8091
+ssh:
+  forwarding: false
+validator.pog.max-workers: 2
+ssh-key: /nonexistent.pub
+`, netuid, c.wallets, c.endpoint))
+
+	hyper := func(args ...string) (int, map[string]any, string) {
+		return cliJSON(t, append([]string{"subnet", "hyperparameters", "--json"}, args...)...)
+	}
+	if code, m, errOut := hyper("--config", shared); code != 0 || m["tempo"] == nil {
+		t.Fatalf("required --netuid from the shared config file: exit %d, %v, %s", code, m, errOut)
+	}
+	t.Setenv("NICOMPUTE_NETUID", netuid)
+	if code, m, errOut := hyper("--subtensor.chain_endpoint", c.endpoint); code != 0 || m["tempo"] == nil {
+		t.Fatalf("required --netuid from the environment: exit %d, %v, %s", code, m, errOut)
+	}
+	os.Unsetenv("NICOMPUTE_NETUID")
+	if code, _, errOut := runCLI(t, "subnet", "hyperparameters", "--subtensor.chain_endpoint", c.endpoint); code != 2 || !strings.Contains(errOut, "netuid") {
+		t.Fatalf("no --netuid anywhere: exit %d, %s", code, errOut)
+	}
+	if code, m, errOut := walletShow(t, "--config", shared); code != 0 || m["hotkey"] == nil {
+		t.Fatalf("wallet show with the shared config file: exit %d, %v, %s", code, m, errOut)
+	}
+
+	typo := write("typo.yaml", "wallet:\n  name: owner\nminer:\n  imagee: busybox\n")
+	if code, _, errOut := walletShow(t, "--config", typo); code != 2 || !strings.Contains(errOut, `"miner.imagee"`) || !strings.Contains(errOut, `did you mean "miner.image"`) {
+		t.Fatalf("typo in a section of another command: exit %d, %s", code, errOut)
+	}
+}
+
+// TestMistypedSubcommand: an unknown subcommand of a group exits 2 with a
+// suggestion; the group alone prints its help.
+func TestMistypedSubcommand(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"walet"}, `unknown command "walet"`},
+		{[]string{"wallet", "lst"}, `did you mean "list"?`},
+		{[]string{"allocation", "stauts"}, `did you mean "status"?`},
+		{[]string{"subnet", "metagraf"}, `unknown command "metagraf" for "nicompute subnet"`},
+	} {
+		code, out, errOut := runCLI(t, tc.args...)
+		if code != 2 || !strings.Contains(errOut, tc.want) || out != "" {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want 2 and %q", tc.args, code, out, errOut, tc.want)
+		}
+	}
+	if code, out, _ := runCLI(t, "wallet"); code != 0 || !strings.Contains(out, "Available Commands") {
+		t.Errorf("wallet alone: exit %d, %q", code, out)
+	}
+}
+
+func TestCommandLineHints(t *testing.T) {
+	w := walletFlags{path: defaultWalletPath, name: "my wallet", hotkey: defaultHotkeyName}
+	s := subtensorFlags{network: "finney"}
+	got := commandLine("subnet register", 27, w, s)
+	want := "nicompute subnet register --netuid 27 --wallet.name 'my wallet' --subtensor.network finney"
+	if got != want {
+		t.Errorf("commandLine = %q, want %q", got, want)
+	}
+	for in, want := range map[string]string{
+		"plain":          "plain",
+		"~/wallets/a-b":  "~/wallets/a-b",
+		"it's":           `'it'\''s'`,
+		"":               "''",
+		"$(reboot)":      "'$(reboot)'",
+		"ws://host:9944": "ws://host:9944",
+	} {
+		if got := shellQuote(in); got != want {
+			t.Errorf("shellQuote(%q) = %q, want %q", in, got, want)
+		}
 	}
 }

@@ -13,8 +13,9 @@ import (
 
 func newSSHDCmd(a *app) *cobra.Command {
 	var (
-		listen string
-		cfg    sshd.Config
+		listen     string
+		forwarding bool
+		cfg        sshd.Config
 	)
 	cmd := &cobra.Command{
 		Use:   "sshd",
@@ -26,11 +27,19 @@ or, when <dir>/password exists, by password; both files are re-read at every
 login, so a replaced authorized_keys applies to the next login at once. The
 ed25519 host key is kept in <dir>/ssh_host_ed25519_key, created on first start.
 Sessions get a shell (the passwd shell, /bin/sh or /bin/busybox sh), exec with
-or without a terminal, SFTP, and the container's own environment. SIGTERM
-lets running sessions finish for --shutdown-grace before hanging them up.`,
+or without a terminal, SFTP, port forwarding (ssh -L, -D and -R, inside the
+container's network namespace; -R listens on loopback only), and the
+container's own environment. SIGTERM lets running sessions finish for
+--shutdown-grace before hanging them up.
+
+Only modern algorithms are offered (no SHA-1, no finite-field key exchange).
+Past --max-startups unauthenticated connections, a new one takes the place of
+one that made no progress for --startup-protection, so a flood of idle
+connections cannot lock the renter out.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Env = sessionEnv(os.Environ())
+			cfg.DisableTCPForwarding = !forwarding
 			srv, err := sshd.New(cfg, a.logger())
 			if err != nil {
 				return err
@@ -51,13 +60,13 @@ lets running sessions finish for --shutdown-grace before hanging them up.`,
 	f.StringVar(&cfg.Dir, "dir", sshd.Dir, "directory holding authorized_keys, the optional password file and the host key")
 	f.StringVar(&listen, "listen", ":22", "TCP address to listen on")
 	f.StringVar(&cfg.User, "user", sshd.DefaultUser, "the only login name accepted; commands run as the server's own user")
-	f.BoolVar(&cfg.AllowTCPForwarding, "allow-tcp-forwarding", false, "allow local port forwarding (ssh -L) from the container")
+	f.BoolVar(&forwarding, "allow-tcp-forwarding", true, "allow port forwarding: ssh -L and -D connect from inside the container, ssh -R listens on its loopback address")
 	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", sshd.DefaultShutdownGrace, "how long running sessions may continue after SIGTERM")
 	f.DurationVar(&cfg.LoginGraceTime, "login-grace-time", sshd.DefaultLoginGraceTime, "time allowed from connect to successful authentication")
 	f.IntVar(&cfg.MaxAuthTries, "max-auth-tries", sshd.DefaultMaxAuthTries, "failed authentication attempts allowed per connection")
 	f.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", sshd.DefaultHandshakeTimeout, "time allowed for the version and key exchange")
-	f.IntVar(&cfg.MaxStartups, "max-startups", sshd.DefaultMaxStartups, "concurrent unauthenticated connections; more are dropped (random early drop starts at 10)")
-	f.IntVar(&cfg.MaxStartupsPerSource, "max-startups-per-source", sshd.DefaultMaxStartupsPerSource, "concurrent unauthenticated connections from one IP address (IPv6: one /64)")
+	f.IntVar(&cfg.MaxStartups, "max-startups", sshd.DefaultMaxStartups, "concurrent unauthenticated connections; past it a new one evicts the stalest of the source holding most")
+	f.DurationVar(&cfg.StartupProtection, "startup-protection", sshd.DefaultStartupProtection, "how long an unauthenticated connection keeps its place after each handshake step")
 	f.IntVar(&cfg.MaxSessions, "max-sessions", sshd.DefaultMaxSessions, "concurrent sessions per connection")
 	return cmd
 }

@@ -3,7 +3,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -11,32 +10,17 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/nicompute/nicompute/internal/nictest"
 	"github.com/nicompute/nicompute/internal/sshd"
 )
 
 // sshdLog collects the command's log output across goroutines.
-type sshdLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *sshdLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *sshdLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type sshdLog = nictest.SyncBuffer
 
 // TestSSHDCommand runs `nicompute sshd` as the container entrypoint would,
 // logs in with a key and stops it by cancelling its context (SIGTERM in

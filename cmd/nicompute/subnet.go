@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/nicompute/nicompute/internal/chain/local"
 	"github.com/nicompute/nicompute/internal/subnet"
 )
 
@@ -47,6 +48,7 @@ func newSubnetCmd(a *app) *cobra.Command {
 func newSubnetCreateCmd(a *app) *cobra.Command {
 	var f chainFlags
 	var tempo uint16
+	var commitReveal bool
 	cmd := &cobra.Command{
 		Use:   "create",
 		Short: "Create a subnet owned by the wallet's coldkey (embedded chain only)",
@@ -62,7 +64,7 @@ func newSubnetCreateCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			netuid, err := ch.CreateSubnet(ctx, coldkey, tempo)
+			netuid, err := ch.CreateSubnetWith(ctx, coldkey, local.SubnetOptions{Tempo: tempo, PlainWeights: !commitReveal})
 			if err != nil {
 				return chainErr("create subnet: %w", err)
 			}
@@ -75,6 +77,7 @@ func newSubnetCreateCmd(a *app) *cobra.Command {
 	}
 	f.register(cmd, `{"netuid": N}`)
 	cmd.Flags().Uint16Var(&tempo, "tempo", 0, "blocks between epochs (0: the chain's default)")
+	cmd.Flags().BoolVar(&commitReveal, "commit-reveal", true, "commit-reveal weights: validators commit timelocked weights that the chain reveals one epoch later, as on Bittensor (false: weights are set in the clear)")
 	return cmd
 }
 
@@ -264,6 +267,7 @@ func newSubnetHyperparametersCmd(a *app) *cobra.Command {
 				{"serving_rate_limit", strconv.FormatUint(h.ServingRateLimit, 10)},
 				{"burn", h.Burn.String()},
 				{"commit_reveal_weights_enabled", strconv.FormatBool(h.CommitRevealEnabled)},
+				{"commit_reveal_period", strconv.FormatUint(h.RevealPeriodEpochs, 10)},
 				{"registration_allowed", strconv.FormatBool(h.RegistrationAllowed)},
 			} {
 				fmt.Fprintf(tw, "%s\t%s\n", row[0], row[1])

@@ -338,7 +338,7 @@ func (a *app) runValidator(ctx context.Context, f validatorFlags) error {
 	})
 	if err != nil {
 		if errors.Is(err, validator.ErrNotRegistered) {
-			return chainErr("%w", err)
+			return chainErr("%w; register it first: %s", err, commandLine("subnet register", f.netuid, f.w, f.sf))
 		}
 		return err
 	}

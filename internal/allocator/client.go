@@ -165,42 +165,51 @@ func Definite(err error) bool {
 }
 
 // Absent reports whether err, from Status, Deallocate or Act, proves the
-// caller holds no lease on the miner. The Allocate handler (not the
-// transport, whose refusals carry no output) answered 404 (no lease at
-// all) or 403 (its leases belong to others), or — as SN27-style miners
-// refuse — 200 with status false and no lease id. A transport 403 (a
-// blacklist or stake refusal) proves nothing.
+// caller holds no lease on the miner: the Allocate handler (not the
+// transport) refused with not_found (no lease at all) or forbidden (its
+// leases belong to others) — as output.code of a 200, or as a 404 or 403
+// carrying its output — or answered status false with no lease and no
+// code. A transport 403 (a blacklist or stake refusal) proves nothing.
 func Absent(err error) bool {
 	var r *Refusal
 	return errors.As(err, &r) && r.Absent
 }
 
 // call sends req to m and decodes the answer into resp. A refusal is a
-// *Refusal carrying the miner's reason; with statusRefuses, so is a 200
-// whose output.status is false.
+// *Refusal carrying the miner's reason and the status of its kind: a
+// refusal the Allocate handler answers with HTTP 200 and output.code (as
+// SN27's miner, and nicompute's since, do), one answered with a non-200
+// status (older nicompute miners, and every transport refusal), and, with
+// statusRefuses, a 200 whose output.status is false without a code.
 func (c *Client) call(ctx context.Context, m Miner, req, resp *protocol.Allocate, statusRefuses bool) error {
 	target := axon.Target{Addr: m.Addr, Hotkey: m.Hotkey}
 	_, err := c.caller.Call(ctx, target, protocol.AllocateName, req, resp, c.timeout)
 	mode := req.Mode()
 	owned := mode == protocol.ModeStatus || mode == protocol.ModeDeallocate || mode == protocol.ModeDockerAction
+	out := resp.Output
 	if err == nil {
-		if statusRefuses && !resp.Output.Status {
-			msg := resp.Output.Error
+		if r := out.Refusal(); r != nil {
+			code := market.ErrorCode(r)
+			absent := owned && (code == market.ENOTFOUND || code == market.EFORBIDDEN && out.LeaseID == "")
+			return &Refusal{Status: protocol.RefusalStatus(code), Message: market.ErrorMessage(r), Absent: absent}
+		}
+		if statusRefuses && !out.Status {
+			msg := out.Error
 			if msg == "" {
 				msg = "the miner answered status false without a reason"
 			}
-			return &Refusal{Status: http.StatusOK, Message: msg, Absent: owned && resp.Output.LeaseID == ""}
+			return &Refusal{Status: http.StatusOK, Message: msg, Absent: owned && out.LeaseID == ""}
 		}
 		return nil
 	}
 	var ae *axon.Error
 	if errors.As(err, &ae) {
-		msg, handler := ae.Message, resp.Output.Error != ""
+		msg, handler := ae.Message, out.Error != ""
 		if handler {
-			msg = resp.Output.Error
+			msg = out.Error
 		}
 		absent := owned && handler && (ae.Status == http.StatusNotFound ||
-			ae.Status == http.StatusForbidden && resp.Output.LeaseID == "")
+			ae.Status == http.StatusForbidden && out.LeaseID == "")
 		return &Refusal{Status: ae.Status, Message: msg, Absent: absent}
 	}
 	return fmt.Errorf("call miner uid %d at %s: %w", m.UID, m.Addr, err)

@@ -103,7 +103,10 @@ func TestClientOutcomes(t *testing.T) {
 		{"handler 404", allocatortest.Refuse(http.StatusNotFound, "no lease", protocol.ModeAllocate, protocol.ModeStatus), 0, true, true},
 		{"server error", allocatortest.Refuse(http.StatusInternalServerError, "oops", protocol.ModeAllocate, protocol.ModeStatus), 0, false, false},
 		{"timeout", nil, time.Second, false, false},
-		{"200 status false (SN27 style)", allocatortest.StatusFalse("no capacity", protocol.ModeAllocate, protocol.ModeStatus), 0, true, true},
+		{"200 status false, no code (SN27's Python miner)", allocatortest.StatusFalse("no capacity", protocol.ModeAllocate, protocol.ModeStatus), 0, true, true},
+		{"coded 200 conflict", allocatortest.RefuseCode(market.ECONFLICT, "busy", protocol.ModeAllocate, protocol.ModeStatus), 0, true, false},
+		{"coded 200 not found", allocatortest.RefuseCode(market.ENOTFOUND, "no lease", protocol.ModeAllocate, protocol.ModeStatus), 0, true, true},
+		{"coded 200 unavailable", allocatortest.RefuseCode(market.EUNAVAILABLE, "docker is down", protocol.ModeAllocate, protocol.ModeStatus), 0, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fm := allocatortest.NewMiner(t)

@@ -63,7 +63,7 @@ func BenchmarkAxonSignedRoundTrip(b *testing.B) {
 // BenchmarkNonceStoreFlood measures nonce commits while admitted hotkeys
 // flood a full store with fresh uuids, so that it keeps trimming.
 func BenchmarkNonceStoreFlood(b *testing.B) {
-	s := newNonceStore(DefaultMaxTimeout+5*time.Second, DefaultNonceCapacity, DefaultNoncesPerHotkey)
+	s := newNonceStore(DefaultMaxNonceAge+time.Second, DefaultNonceCapacity, DefaultNoncesPerHotkey)
 	now := time.Now()
 	hotkeys := make([]string, 1024)
 	for i := range hotkeys {

@@ -15,6 +15,23 @@ import (
 // stays ahead of every honest one for minutes.
 const MaxNonceSkew = 5 * time.Second
 
+// DefaultMaxNonceAge bounds how old a request's nonce may be, whatever the
+// timeout the request names. Bittensor's axon allows 4 s + the request's
+// timeout, and the timeout header is not covered by the signature, so
+// anyone holding a signed request could stretch that to 4 s + MaxTimeout
+// (124 s) by rewriting one header — long enough to deliver a captured
+// request after the axon restarted and forgot its nonces. Dendrites stamp
+// the nonce just before sending (Bittensor's preprocess_synapse_for_request,
+// nicompute's Call), so an honest nonce is only as old as the network delay
+// plus clock skew, except in one case: Bittensor's dendrite shares one
+// aiohttp session (at most 100 connections) across a broadcast, so when a
+// validator queries more axons at once than that, the rest wait for a
+// connection with their nonces already stamped, for at most the broadcast's
+// timeout — 12 s by default (SN27's register_api broadcasts its "is it
+// free?" checks that way). 4 s + 12 s keeps those requests and refuses
+// anything older.
+const DefaultMaxNonceAge = time.Duration(allowedDelta) + 12*time.Second
+
 var (
 	errNonceReplayed  = errors.New("nonce is not newer than the last one processed for this dendrite")
 	errNonceStale     = errors.New("nonce is too old")
@@ -23,15 +40,17 @@ var (
 )
 
 // checkFresh applies the freshness window to a nonce (ns since the epoch):
-// it must be newer than now − 4 s − timeout, as Bittensor requires of a
-// dendrite's first nonce, and at most MaxNonceSkew ahead of now. Unlike the
-// SDK, every request is checked, whatever its dendrite version and whether
-// or not a nonce is stored: with the window always applied, forgetting a
-// stored nonce once it has aged out of the window can never let its
-// request be replayed.
-func checkFresh(nonce int64, now time.Time, timeout time.Duration) error {
+// it must be newer than now − min(4 s + timeout, maxAge) — Bittensor's rule
+// for a dendrite's first nonce, bounded independently of the timeout the
+// request names (see DefaultMaxNonceAge) — and at most MaxNonceSkew ahead
+// of now. Unlike the SDK, every request is checked, whatever its dendrite
+// version and whether or not a nonce is stored: with the window always
+// applied, forgetting a stored nonce once it has aged out of the window can
+// never let its request be replayed.
+func checkFresh(nonce int64, now time.Time, timeout, maxAge time.Duration) error {
 	n := now.UnixNano()
-	if nonce <= n-int64(allowedDelta)-int64(timeout) {
+	age := min(time.Duration(allowedDelta)+timeout, maxAge)
+	if nonce <= n-int64(age) {
 		return errNonceStale
 	}
 	if nonce > n+int64(MaxNonceSkew) {
@@ -65,7 +84,7 @@ const minPurgeInterval = time.Second
 // affects others: a hotkey not yet stored is refused (errNonceStoreFull)
 // while 7/8 of capacity distinct hotkeys, all still within the freshness
 // window, are stored, which takes that many hotkeys passing the blacklist
-// within about two minutes.
+// within the freshness window (MaxNonceAge).
 type nonceStore struct {
 	retention time.Duration // longest freshness window plus a margin
 	capacity  int

@@ -21,7 +21,13 @@ func TestCheckFresh(t *testing.T) {
 		{"now", now, 12 * time.Second, nil},
 		{"just inside the window", now.Add(-16*time.Second + time.Nanosecond), 12 * time.Second, nil},
 		{"at the window edge", now.Add(-16 * time.Second), 12 * time.Second, errNonceStale},
+		{"short timeout, short window", now.Add(-7 * time.Second), 2 * time.Second, errNonceStale},
 		{"old with no timeout", now.Add(-5 * time.Second), 0, errNonceStale},
+		// A long timeout does not widen the window past DefaultMaxNonceAge,
+		// as Bittensor's 4 s + timeout would (to 124 s here).
+		{"long timeout, inside the bound", now.Add(-DefaultMaxNonceAge + time.Nanosecond), DefaultMaxTimeout, nil},
+		{"long timeout, past the bound", now.Add(-DefaultMaxNonceAge), DefaultMaxTimeout, errNonceStale},
+		{"long timeout, a minute old", now.Add(-time.Minute), DefaultMaxTimeout, errNonceStale},
 		{"slightly ahead", now.Add(3 * time.Second), 0, nil},
 		{"ahead by the allowed skew", now.Add(MaxNonceSkew), DefaultMaxTimeout, nil},
 		{"beyond the skew with a long timeout", now.Add(MaxNonceSkew + time.Nanosecond), DefaultMaxTimeout, errNonceFuture},
@@ -29,8 +35,38 @@ func TestCheckFresh(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := checkFresh(tt.nonce.UnixNano(), now, tt.timeout); !errors.Is(got, tt.want) {
+			if got := checkFresh(tt.nonce.UnixNano(), now, tt.timeout, DefaultMaxNonceAge); !errors.Is(got, tt.want) {
 				t.Errorf("checkFresh = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestStretchedTimeoutNonce: the timeout header is not covered by the
+// request's signature, so a request signed a minute ago must be refused
+// even when its timeout says 120 s (Bittensor's axon would accept it up to
+// 124 s). A request as old as Bittensor's broadcast queue can make an honest
+// one (a 12 s wait) still passes.
+func TestStretchedTimeoutNonce(t *testing.T) {
+	ta := startAxon(t, Config{}, Hooks{})
+	d := NewDendrite(mustKey(t, "//Alice"))
+	tests := []struct {
+		name    string
+		age     time.Duration
+		timeout time.Duration
+		status  int
+	}{
+		{"queued 12 s in a broadcast", 12 * time.Second, 12 * time.Second, http.StatusOK},
+		{"a minute old, timeout 120 s", time.Minute, DefaultMaxTimeout, http.StatusUnauthorized},
+		{"20 s old, timeout 120 s", 20 * time.Second, DefaultMaxTimeout, http.StatusUnauthorized},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			nonce := time.Now().Add(-tt.age).UnixNano()
+			r := signedRequest(t, d, ta.target, "Echo", echoRequest{}, tt.timeout, floodUUID(100+i), nonce)
+			rep := send(t, ta.addr, r)
+			if rep.status != tt.status {
+				t.Errorf("status %d (%s), want %d", rep.status, rep.message, tt.status)
 			}
 		})
 	}

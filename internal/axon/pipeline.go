@@ -207,7 +207,7 @@ func (s *Server) precheck(in *inbound) *Error {
 	if in.axonHotkey != "" && in.axonHotkey != s.hotkey {
 		return &Error{Status: http.StatusUnauthorized, Message: "request is addressed to another axon hotkey"}
 	}
-	if err := checkFresh(in.dendrite.Nonce, s.cfg.Now(), in.timeout); err != nil {
+	if err := checkFresh(in.dendrite.Nonce, s.cfg.Now(), in.timeout, s.cfg.MaxNonceAge); err != nil {
 		return &Error{Status: http.StatusUnauthorized, Message: err.Error()}
 	}
 	if err := s.nonces.check(in.dendrite.Hotkey, in.dendrite.UUID, in.dendrite.Nonce); err != nil {

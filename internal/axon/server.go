@@ -55,10 +55,14 @@ type Config struct {
 	// QueueSize is how many requests may wait for a worker, served highest
 	// priority first; beyond it requests get 503. Negative: none may wait.
 	QueueSize int
-	// MaxTimeout caps the timeout a request asks for. It bounds both the
-	// request's deadline and how old its nonce may be (4 s + timeout); how
-	// far ahead it may be is MaxNonceSkew, whatever the timeout.
+	// MaxTimeout caps the timeout a request asks for, which is its
+	// deadline here.
 	MaxTimeout time.Duration
+	// MaxNonceAge bounds how old a request's nonce may be (default
+	// DefaultMaxNonceAge): at most 4 s + the request's timeout, as
+	// Bittensor's axon allows, and never more than MaxNonceAge, whatever
+	// the timeout. How far ahead it may be is MaxNonceSkew.
+	MaxNonceAge time.Duration
 	// NonceCapacity bounds the memory that replay protection uses: the
 	// number of dendrite endpoints (hotkey, uuid) whose last nonce is
 	// remembered, each hotkey counting at least one. Beyond it the hotkeys
@@ -109,6 +113,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxTimeout <= 0 {
 		c.MaxTimeout = DefaultMaxTimeout
+	}
+	if c.MaxNonceAge <= 0 {
+		c.MaxNonceAge = DefaultMaxNonceAge
 	}
 	if c.NonceCapacity <= 0 {
 		c.NonceCapacity = DefaultNonceCapacity
@@ -236,7 +243,7 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 		log:    log,
 		hotkey: cfg.Hotkey.SS58(),
 		uuid:   newUUID(4),
-		nonces: newNonceStore(time.Duration(allowedDelta)+cfg.MaxTimeout+time.Second, cfg.NonceCapacity, cfg.NoncesPerHotkey),
+		nonces: newNonceStore(cfg.MaxNonceAge+time.Second, cfg.NonceCapacity, cfg.NoncesPerHotkey),
 		sched:  newScheduler(cfg.MaxWorkers, cfg.QueueSize),
 		base:   base,
 		cancel: cancel,

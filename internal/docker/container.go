@@ -77,12 +77,12 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (Container, error) {
 		return Container{}, fmt.Errorf("%w (%w)", market.Errorf(market.EINTERNAL, "lease %s: cannot prepare its ssh files", s.LeaseID), err)
 	}
 
-	netID, err := r.ensureNetwork(ctx)
+	lnet, err := r.ensureNetwork(ctx)
 	if err != nil {
 		return Container{}, err
 	}
 	cfg := r.cfg
-	cfg.Network = netID // by id: a name may be ambiguous for a moment (see ensureNetwork)
+	cfg.Network = lnet.ID // by id: a name may be ambiguous for a moment (see ensureNetwork)
 	if err := r.ensureImage(ctx, image); err != nil {
 		return Container{}, err
 	}
@@ -172,7 +172,8 @@ func (r *Runtime) setQuota(s quotaState) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.diskQuota != s && s == quotaUnsupported {
-		r.log.Warn("storage driver cannot enforce disk sizes; lease disk is not limited")
+		r.log.Warn("storage driver refused a container disk size; lease disk sizes are not enforced by the engine")
+		r.quotaWarned = true
 	}
 	r.diskQuota = s
 }
@@ -399,6 +400,29 @@ func (r *Runtime) List(ctx context.Context) ([]Container, error) {
 		}
 		c.SSHPort, _ = strconv.Atoi(s.Labels[LabelSSHPort])
 		out = append(out, c)
+	}
+	return out, nil
+}
+
+// DiskUsage returns, for each of this instance's lease containers, the
+// bytes its writable layer holds (the engine's SizeRw: what the renter
+// wrote, its volume path included). The engine measures it by walking the
+// layer, so callers should not ask more often than every few seconds.
+// Errors: EUNAVAILABLE.
+func (r *Runtime) DiskUsage(ctx context.Context) (map[string]int64, error) {
+	ctx, cancel := r.call(ctx)
+	defer cancel()
+	f := client.Filters{}.Add("label", LabelManaged+"=true", LabelMiner+"="+r.cfg.Instance)
+	res, err := r.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Size: true, Filters: f})
+	if err != nil {
+		return nil, wrap(ctx, "measure containers", "lease containers", err)
+	}
+	out := make(map[string]int64, len(res.Items))
+	for _, s := range res.Items {
+		if s.Labels[LabelManaged] != "true" || s.Labels[LabelMiner] != r.cfg.Instance || !validLeaseID(s.Labels[LabelLease]) {
+			continue
+		}
+		out[s.Labels[LabelLease]] = s.SizeRw
 	}
 	return out, nil
 }

@@ -28,9 +28,12 @@
 //     CPU lease, never Count -1; NVIDIA_VISIBLE_DEVICES is set to the same
 //     ids ("void" for a CPU lease) so an image's own NVIDIA_VISIBLE_DEVICES=all
 //     cannot widen the set on hosts whose default runtime is nvidia.
-//   - Disk: StorageOpt size = Resources.DiskBytes only where the storage
-//     driver supports quotas (overlay2 on xfs with pquota, btrfs, zfs,
-//     devicemapper); elsewhere disk is not enforced and Info says so.
+//   - Disk: StorageOpt size = Resources.DiskBytes where the storage driver
+//     supports quotas (overlay2 on xfs with pquota, btrfs, zfs,
+//     devicemapper): writes past it fail with ENOSPC. Elsewhere the engine
+//     cannot limit a container's disk (DiskQuota says so, and the runtime
+//     logs it once); DiskUsage reports what each lease wrote so the miner
+//     can hold leases to their size itself.
 //   - No privileged mode, no host network/pid/ipc namespaces, no mounts
 //     except the read-only binary (no volumes), no-new-privileges, NET_RAW and MKNOD
 //     dropped (no ARP/IP spoofing of neighbours), docker-init as PID 1 to
@@ -44,7 +47,8 @@
 //
 // Lease containers join one bridge network created by the runtime with
 // inter-container communication disabled, so tenants cannot reach each
-// other. Containers carry the labels nicompute.managed=true,
+// other; LeaseNetwork names its bridge for the host packet filter that
+// keeps leases off the host and private networks (internal/egress). Containers carry the labels nicompute.managed=true,
 // nicompute.lease=<lease id> and nicompute.miner=<instance>, and are named
 // nicompute-<instance>-<lease id>; a runtime only sees its own instance's
 // containers, so several miners can share one engine.
@@ -119,6 +123,10 @@ type Config struct {
 	CallTimeout time.Duration
 	// PullTimeout bounds an image pull (default 15 min).
 	PullTimeout time.Duration
+	// DisableSSHForwarding starts lease SSH servers with port forwarding
+	// refused (by default renters may use ssh -L, -R and -D inside their
+	// lease).
+	DisableSSHForwarding bool
 	// StopTimeout is the grace period between SIGTERM and SIGKILL on stop
 	// and restart (default 10 s).
 	StopTimeout time.Duration
@@ -142,9 +150,10 @@ type Runtime struct {
 	netMu sync.Mutex
 
 	// mu protects the following.
-	mu         sync.Mutex
-	diskQuota  quotaState // learned from the first create with a disk size
-	driverInfo *Info      // cached Info for quota decisions; nil until fetched
+	mu          sync.Mutex
+	diskQuota   quotaState // learned from the first create with a disk size
+	driverInfo  *Info      // cached Info for quota decisions; nil until fetched
+	quotaWarned bool       // the missing quota was logged
 }
 
 type quotaState int

@@ -14,8 +14,11 @@ type Info struct {
 	// BackingFilesystem is the storage driver's backing filesystem where
 	// the driver reports one (overlay2: "xfs", "extfs", …).
 	BackingFilesystem string `json:"backing_filesystem,omitempty"`
-	CgroupDriver      string `json:"cgroup_driver"`
-	CgroupVersion     string `json:"cgroup_version,omitempty"`
+	// RootDir is the engine's data directory (Docker Root Dir), whose
+	// filesystem holds every container's writable layer.
+	RootDir       string `json:"root_dir,omitempty"`
+	CgroupDriver  string `json:"cgroup_driver"`
+	CgroupVersion string `json:"cgroup_version,omitempty"`
 	// NvidiaRuntime is true when the engine has a runtime named "nvidia"
 	// (NVIDIA container toolkit registered with Docker).
 	NvidiaRuntime bool `json:"nvidia_runtime"`
@@ -46,6 +49,7 @@ func (r *Runtime) Info(ctx context.Context) (Info, error) {
 		ServerVersion: si.ServerVersion,
 		APIVersion:    r.cli.ClientVersion(),
 		StorageDriver: si.Driver,
+		RootDir:       si.DockerRootDir,
 		CgroupDriver:  si.CgroupDriver,
 		CgroupVersion: si.CgroupVersion,
 		CDI:           len(si.CDISpecDirs) > 0,
@@ -68,7 +72,13 @@ func (r *Runtime) Info(ctx context.Context) (Info, error) {
 		info.DiskQuota = false
 	}
 	r.driverInfo = &info
+	warn := !info.DiskQuota && !r.quotaWarned
+	r.quotaWarned = r.quotaWarned || warn
 	r.mu.Unlock()
+	if warn {
+		r.log.Warn("storage driver cannot limit a container's disk; lease disk sizes are not enforced by the engine",
+			"storage_driver", info.StorageDriver, "backing_filesystem", info.BackingFilesystem)
+	}
 	return info, nil
 }
 

@@ -3,6 +3,7 @@ package docker
 import (
 	"context"
 	"fmt"
+	"net/netip"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/network"
@@ -25,11 +26,11 @@ const iccOption = "com.docker.network.bridge.enable_icc"
 // processes) that create the network at the same moment can make several.
 // Every runtime then keeps the same one — the oldest, ties broken by id —
 // and removes the others, which were created a moment ago and hold no
-// containers. It returns the kept network's id, which containers attach to,
+// containers. It returns the kept network, whose id containers attach to,
 // so a duplicate that cannot be removed (another process attached a
 // container to it first) is left alone and logged without breaking leases.
 // Errors: ECONFLICT (the network exists without isolation), EUNAVAILABLE.
-func (r *Runtime) ensureNetwork(ctx context.Context) (string, error) {
+func (r *Runtime) ensureNetwork(ctx context.Context) (network.Network, error) {
 	r.netMu.Lock()
 	defer r.netMu.Unlock()
 	ctx, cancel := r.call(ctx)
@@ -37,7 +38,7 @@ func (r *Runtime) ensureNetwork(ctx context.Context) (string, error) {
 	name := r.cfg.Network
 	nets, err := r.networksNamed(ctx, name)
 	if err != nil {
-		return "", wrap(ctx, "list networks", "network "+name, err)
+		return network.Network{}, wrap(ctx, "list networks", "network "+name, err)
 	}
 	if len(nets) == 0 {
 		_, err = r.cli.NetworkCreate(ctx, name, client.NetworkCreateOptions{
@@ -46,14 +47,14 @@ func (r *Runtime) ensureNetwork(ctx context.Context) (string, error) {
 			Labels:  map[string]string{LabelManaged: "true"},
 		})
 		if err != nil && !cerrdefs.IsConflict(err) && !cerrdefs.IsAlreadyExists(err) {
-			return "", wrap(ctx, "create network", "network "+name, err)
+			return network.Network{}, wrap(ctx, "create network", "network "+name, err)
 		}
 		// Created here or, concurrently, by another runtime: look again.
 		if nets, err = r.networksNamed(ctx, name); err != nil {
-			return "", wrap(ctx, "list networks", "network "+name, err)
+			return network.Network{}, wrap(ctx, "list networks", "network "+name, err)
 		}
 		if len(nets) == 0 {
-			return "", market.Errorf(market.EINTERNAL, "network %s vanished right after it was created", name)
+			return network.Network{}, market.Errorf(market.EINTERNAL, "network %s vanished right after it was created", name)
 		}
 	}
 	keep := electNetwork(nets)
@@ -68,9 +69,9 @@ func (r *Runtime) ensureNetwork(ctx context.Context) (string, error) {
 		r.log.Info("removed a duplicate lease network", "network", name, "id", shortID(n.ID), "kept", shortID(keep.ID))
 	}
 	if err := checkNetwork(keep); err != nil {
-		return "", fmt.Errorf("lease network: %w", err)
+		return network.Network{}, fmt.Errorf("lease network: %w", err)
 	}
-	return keep.ID, nil
+	return keep, nil
 }
 
 // networksNamed lists the networks whose name is exactly name (the
@@ -108,4 +109,85 @@ func checkNetwork(n network.Network) error {
 		return market.Errorf(market.ECONFLICT, "network %s exists but is not a bridge with inter-container communication disabled; remove it or configure another network name", n.Name)
 	}
 	return nil
+}
+
+// bridgeNameOption is the bridge driver option naming the host interface.
+const bridgeNameOption = "com.docker.network.bridge.name"
+
+// LeaseNetwork is the lease network as the host's packet filter sees it.
+type LeaseNetwork struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	// Bridge is the network's interface on the engine's host.
+	Bridge string `json:"bridge"`
+	// IPv6 is true when the network gives containers IPv6 addresses.
+	IPv6     bool           `json:"ipv6"`
+	Subnets  []netip.Prefix `json:"subnets"`
+	Gateways []netip.Addr   `json:"gateways"`
+}
+
+func leaseNetworkOf(n network.Network) LeaseNetwork {
+	ln := LeaseNetwork{ID: n.ID, Name: n.Name, IPv6: n.EnableIPv6, Bridge: n.Options[bridgeNameOption]}
+	if ln.Bridge == "" && len(n.ID) >= 12 {
+		ln.Bridge = "br-" + n.ID[:12] // the bridge driver's default name
+	}
+	for _, c := range n.IPAM.Config {
+		if c.Subnet.IsValid() {
+			ln.Subnets = append(ln.Subnets, c.Subnet)
+		}
+		if c.Gateway.IsValid() {
+			ln.Gateways = append(ln.Gateways, c.Gateway)
+		}
+	}
+	return ln
+}
+
+// LeaseNetwork returns the lease network, creating it if it is missing.
+// Errors: ECONFLICT (a network of that name does not isolate containers),
+// EUNAVAILABLE.
+func (r *Runtime) LeaseNetwork(ctx context.Context) (LeaseNetwork, error) {
+	n, err := r.ensureNetwork(ctx)
+	if err != nil {
+		return LeaseNetwork{}, err
+	}
+	if len(n.IPAM.Config) == 0 {
+		// The list call leaves IPAM out on some engines: inspect.
+		cctx, cancel := r.call(ctx)
+		defer cancel()
+		res, err := r.cli.NetworkInspect(cctx, n.ID, client.NetworkInspectOptions{})
+		if err != nil {
+			return LeaseNetwork{}, wrap(cctx, "inspect network", "network "+n.Name, err)
+		}
+		n = res.Network.Network
+	}
+	return leaseNetworkOf(n), nil
+}
+
+// FindLeaseNetwork returns the lease network without creating it; found
+// is false when there is none. Errors: EUNAVAILABLE.
+func (r *Runtime) FindLeaseNetwork(ctx context.Context) (ln LeaseNetwork, found bool, err error) {
+	ctx, cancel := r.call(ctx)
+	defer cancel()
+	nets, err := r.networksNamed(ctx, r.cfg.Network)
+	if err != nil {
+		return LeaseNetwork{}, false, wrap(ctx, "list networks", "network "+r.cfg.Network, err)
+	}
+	if len(nets) == 0 {
+		return LeaseNetwork{}, false, nil
+	}
+	return leaseNetworkOf(electNetwork(nets)), true, nil
+}
+
+// NetworkInUse reports whether any container, of any miner and in any
+// state (created ones included), is attached to the lease network with
+// id. Errors: EUNAVAILABLE.
+func (r *Runtime) NetworkInUse(ctx context.Context, id string) (bool, error) {
+	ctx, cancel := r.call(ctx)
+	defer cancel()
+	f := client.Filters{}.Add("network", id)
+	res, err := r.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f, Limit: 1})
+	if err != nil {
+		return false, wrap(ctx, "list containers", "network "+id, err)
+	}
+	return len(res.Items) > 0, nil
 }

@@ -76,12 +76,12 @@ func TestEnsureNetworkConverges(t *testing.T) {
 	if got := countNetworks(t, cli, name); got != 2 {
 		t.Fatalf("duplicate not created: %d networks", got)
 	}
-	id, err := r.ensureNetwork(ctx)
+	kept, err := r.ensureNetwork(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if id != before[0].ID {
-		t.Fatalf("kept %s, want the older %s", id, before[0].ID)
+	if kept.ID != before[0].ID {
+		t.Fatalf("kept %s, want the older %s", kept.ID, before[0].ID)
 	}
 	after, err := r.networksNamed(ctx, name)
 	if err != nil || len(after) != 1 || after[0].ID != before[0].ID {

@@ -1,7 +1,10 @@
 package docker
 
 import (
+	"bytes"
+	"log/slog"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -68,5 +71,38 @@ func TestDiskQuotaFallback(t *testing.T) {
 	s.LeaseID, s.SSHPort = "q2", nictest.FreePort(t)
 	if _, err := r.Create(ctx, s); err != nil {
 		t.Fatalf("second Create: %v", err)
+	}
+}
+
+// TestDiskQuotaWarning: on a storage driver that cannot limit a
+// container's disk, the runtime says so once, the first time it learns it.
+func TestDiskQuotaWarning(t *testing.T) {
+	t.Parallel()
+	nictest.RequireDocker(t)
+	var buf bytes.Buffer
+	r, err := New(Config{
+		Instance:   "tw" + strconv.FormatInt(time.Now().UnixNano(), 36),
+		BinaryPath: nictest.BuildNicompute(t),
+		Logger:     slog.New(slog.NewTextHandler(&buf, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for range 2 {
+		if _, err := r.DiskQuota(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Info(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	info, _ := r.Info(t.Context())
+	n := strings.Count(buf.String(), "storage driver cannot limit a container's disk")
+	switch {
+	case info.DiskQuota && n != 0:
+		t.Errorf("driver %s with quotas logged the warning:\n%s", info.StorageDriver, buf.String())
+	case !info.DiskQuota && n != 1:
+		t.Errorf("driver %s without quotas logged the warning %d times, want once:\n%s", info.StorageDriver, n, buf.String())
 	}
 }

@@ -224,7 +224,7 @@ func TestCreateLimits(t *testing.T) {
 		{"DeviceRequests", len(hc.DeviceRequests) == 0, hc.DeviceRequests},
 		{"Binds", len(hc.Binds) == 0, hc.Binds},
 		{"StorageOpt", (hc.StorageOpt["size"] != "") == info.DiskQuota, hc.StorageOpt},
-		{"Entrypoint", slices.Equal(append([]string{ci.Path}, ci.Args...), sshd.Entrypoint()), append([]string{ci.Path}, ci.Args...)},
+		{"Entrypoint", slices.Equal(append([]string{ci.Path}, ci.Args...), sshd.Entrypoint(true)), append([]string{ci.Path}, ci.Args...)},
 		{"User", ci.Config.User == "0:0", ci.Config.User},
 		{"Env", slices.Contains(ci.Config.Env, "NVIDIA_VISIBLE_DEVICES=void"), ci.Config.Env},
 		{"Labels", ci.Config.Labels[docker.LabelManaged] == "true" && ci.Config.Labels[docker.LabelLease] == "limits" && ci.Config.Labels[docker.LabelMiner] == e.instance, ci.Config.Labels},
@@ -531,6 +531,17 @@ func TestMissingImage(t *testing.T) {
 	t.Logf("missing image: %v", err)
 	if list, err := e.rt.List(ctx); err != nil || len(list) != 0 {
 		t.Errorf("List after failed create = %+v, %v", list, err)
+	}
+
+	if ok, err := e.rt.HasImage(ctx, e.image); !ok || err != nil {
+		t.Errorf("HasImage(test image) = %v, %v", ok, err)
+	}
+	if ok, err := e.rt.HasImage(ctx, s.Image); ok || err != nil {
+		t.Errorf("HasImage(missing image) = %v, %v", ok, err)
+	}
+	err = e.rt.PullImage(ctx, s.Image, func(docker.PullProgress) {})
+	if code := market.ErrorCode(err); (code != market.EUNAVAILABLE && code != market.ENOTFOUND) || !strings.Contains(market.ErrorMessage(err), s.Image) {
+		t.Errorf("PullImage(missing image) = %v (code %s)", err, code)
 	}
 }
 

@@ -224,7 +224,7 @@ func createOptions(cfg Config, s Spec, image string, quota bool) client.Containe
 		Config: &container.Config{
 			Image:        image,
 			User:         "0:0", // the server must read its root-only files
-			Entrypoint:   sshd.Entrypoint(),
+			Entrypoint:   sshd.Entrypoint(!cfg.DisableSSHForwarding),
 			Env:          []string{gpuEnv + "=" + gpus},
 			ExposedPorts: exposed,
 			Labels:       labels,

@@ -127,8 +127,13 @@ func TestCreateOptionsGPULease(t *testing.T) {
 	if !reflect.DeepEqual(hc.Mounts, wantMounts) {
 		t.Errorf("mounts = %+v, want %+v", hc.Mounts, wantMounts)
 	}
-	if !reflect.DeepEqual([]string(cc.Entrypoint), sshd.Entrypoint()) || len(cc.Cmd) != 0 {
+	if !reflect.DeepEqual([]string(cc.Entrypoint), sshd.Entrypoint(true)) || len(cc.Cmd) != 0 {
 		t.Errorf("entrypoint = %v cmd = %v", cc.Entrypoint, cc.Cmd)
+	}
+	noFwd := cfg
+	noFwd.DisableSSHForwarding = true
+	if ep := createOptions(noFwd, s, "img", true).Config.Entrypoint; !reflect.DeepEqual([]string(ep), sshd.Entrypoint(false)) {
+		t.Errorf("entrypoint with forwarding disabled = %v", ep)
 	}
 	if cc.User != "0:0" {
 		t.Errorf("user = %q", cc.User)

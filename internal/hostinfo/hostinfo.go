@@ -66,15 +66,9 @@ func (c *Collector) Collect(ctx context.Context) (market.Specs, error) {
 		return s, fmt.Errorf("read memory: %w", err)
 	}
 	s.RAM = market.RAMSpecs{Total: int64(vm.Total), Available: int64(vm.Available), Used: int64(vm.Used), Free: int64(vm.Free)}
-	path := c.DiskPath
-	if path == "" {
-		path = "/"
+	if s.Disk, err = c.Disk(ctx); err != nil {
+		return s, err
 	}
-	du, err := disk.UsageWithContext(ctx, path)
-	if err != nil {
-		return s, fmt.Errorf("read disk usage of %s: %w", path, err)
-	}
-	s.Disk = market.DiskSpecs{Total: int64(du.Total), Free: int64(du.Free), Used: int64(du.Used), Path: path}
 	s.GPU.Details = []market.GPUDevice{}
 	if c.GPUs != nil {
 		gpus, drv, err := c.GPUs.GPUs(ctx)
@@ -89,6 +83,21 @@ func (c *Collector) Collect(ctx context.Context) (market.Specs, error) {
 		s.GPU.DriverVersion, s.GPU.CUDAVersion = drv.DriverVersion, drv.CUDAVersion
 	}
 	return s, nil
+}
+
+// Disk measures the filesystem at DiskPath (a statfs: cheap enough to ask
+// before every lease decision). Free is what an unprivileged writer may
+// still use.
+func (c *Collector) Disk(ctx context.Context) (market.DiskSpecs, error) {
+	path := c.DiskPath
+	if path == "" {
+		path = "/"
+	}
+	du, err := disk.UsageWithContext(ctx, path)
+	if err != nil {
+		return market.DiskSpecs{}, fmt.Errorf("read disk usage of %s: %w", path, err)
+	}
+	return market.DiskSpecs{Total: int64(du.Total), Free: int64(du.Free), Used: int64(du.Used), Path: path}, nil
 }
 
 // NVML probes GPUs through nvidia-smi's NVML queries.

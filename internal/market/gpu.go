@@ -27,6 +27,10 @@ type GPUModel struct {
 	FP32TFLOPS float64
 	// MemoryBytes is the device memory the driver reports.
 	MemoryBytes uint64
+	// MemoryBandwidth is the datasheet memory bandwidth in bytes per
+	// second, 0 when the table does not give it. The Proof-of-GPU
+	// residency round's time bound derives from it.
+	MemoryBandwidth float64
 	// BaseScore is the score of one verified GPU of this model.
 	BaseScore float64
 	// TolerancePair names a model a benchmark cannot tell apart from this
@@ -96,6 +100,8 @@ type gpuTableFile struct {
 		FP16   map[string]float64 `yaml:"GPU_TFLOPS_FP16"`
 		FP32   map[string]float64 `yaml:"GPU_TFLOPS_FP32"`
 		Memory map[string]float64 `yaml:"GPU_MEMORY_MIB"`
+		// Bandwidth is the datasheet memory bandwidth in GB/s (optional).
+		Bandwidth map[string]float64 `yaml:"GPU_MEMORY_BANDWIDTH_GBPS"`
 		// AVRAM is the original's allocation-probe size; accepted, unused.
 		AVRAM  map[string]float64 `yaml:"GPU_AVRAM"`
 		Pairs  map[string]string  `yaml:"gpu_tolerance_pairs"`
@@ -107,7 +113,8 @@ type gpuTableFile struct {
 // needs an fp16 rate and a memory size; a missing fp32 rate or score is 0.
 // Unknown keys, names used in one section but not in GPU_TFLOPS_FP16,
 // non-positive rates or memory, negative scores and pairs naming unknown
-// models are EINVALID errors.
+// models are EINVALID errors. GPU_MEMORY_BANDWIDTH_GBPS is optional per
+// model.
 func ParseGPUTable(b []byte) (*GPUTable, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
@@ -136,7 +143,7 @@ func ParseGPUTable(b []byte) (*GPUTable, error) {
 	for _, s := range []struct {
 		name string
 		m    map[string]float64
-	}{{"GPU_TFLOPS_FP32", p.FP32}, {"GPU_MEMORY_MIB", p.Memory}, {"GPU_AVRAM", p.AVRAM}, {"gpu_scores", p.Scores}} {
+	}{{"GPU_TFLOPS_FP32", p.FP32}, {"GPU_MEMORY_MIB", p.Memory}, {"GPU_MEMORY_BANDWIDTH_GBPS", p.Bandwidth}, {"GPU_AVRAM", p.AVRAM}, {"gpu_scores", p.Scores}} {
 		if err := check(s.name, keys(s.m)); err != nil {
 			return nil, err
 		}
@@ -171,10 +178,16 @@ func ParseGPUTable(b []byte) (*GPUTable, error) {
 		if !ok {
 			return nil, Errorf(EINVALID, "GPU table: %s has no GPU_MEMORY_MIB entry", name)
 		}
-		if !(mib >= 1) || mib > 1<<24 {
-			return nil, Errorf(EINVALID, "GPU table: %s: GPU_MEMORY_MIB must be in [1, 2^24], got %v", name, mib)
+		if !(mib > 0) || mib > 1<<24 {
+			return nil, Errorf(EINVALID, "GPU table: %s: GPU_MEMORY_MIB must be in (0, 2^24], got %v", name, mib)
 		}
 		m.MemoryBytes = uint64(mib * (1 << 20))
+		if bw, ok := p.Bandwidth[name]; ok {
+			if !(bw > 0) || bw > 1e6 {
+				return nil, Errorf(EINVALID, "GPU table: %s: GPU_MEMORY_BANDWIDTH_GBPS must be in (0, 1e6], got %v", name, bw)
+			}
+			m.MemoryBandwidth = bw * 1e9
+		}
 		if m.BaseScore < 0 || math.IsNaN(m.BaseScore) || math.IsInf(m.BaseScore, 0) || m.BaseScore > 1e6 {
 			return nil, Errorf(EINVALID, "GPU table: %s: gpu_scores must be in [0, 1e6], got %v", name, m.BaseScore)
 		}

@@ -18,13 +18,13 @@ func TestDefaultGPUTable(t *testing.T) {
 		fp16  float64
 		memGB float64 // GiB
 	}{
-		{"NVIDIA H200", 4.00, 610, 140.4},
-		{"NVIDIA H100 80GB HBM3", 3.30, 570, 79.6},
-		{"NVIDIA H100", 2.80, 330, 79.6},
-		{"NVIDIA A100-SXM4-80GB", 1.90, 238.8, 80},
-		{"NVIDIA A100 80GB PCIe", 1.65, 197, 80},
-		{"NVIDIA L40s", 1.10, 171, 45},
-		{"NVIDIA RTX 4000 Ada Generation", 0, 70, 20},
+		{"NVIDIA H200", 4.00, 742, 140.4},
+		{"NVIDIA H100 80GB HBM3", 3.30, 742, 79.6},
+		{"NVIDIA H100", 2.80, 567.4, 79.6},
+		{"NVIDIA A100-SXM4-80GB", 1.90, 249.6, 80},
+		{"NVIDIA A100 80GB PCIe", 1.65, 249.6, 80},
+		{"NVIDIA L40s", 1.10, 271.5, 45},
+		{"NVIDIA RTX 4000 Ada Generation", 0, 40, 20},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -39,6 +39,11 @@ func TestDefaultGPUTable(t *testing.T) {
 				t.Errorf("memory %.1f GiB, want %.1f", gib, tt.memGB)
 			}
 		})
+	}
+	for _, m := range tab.Models() {
+		if m.MemoryBandwidth < 300e9 {
+			t.Errorf("%s: memory bandwidth %v, want the datasheet's (≥ 300 GB/s)", m.Name, m.MemoryBandwidth)
+		}
 	}
 	if tab.BestScore() != 4 {
 		t.Errorf("best score %v, want 4", tab.BestScore())

@@ -33,27 +33,56 @@ type Capacity struct {
 type Reserve struct {
 	CPUs        int   `json:"cpus"`
 	MemoryBytes int64 `json:"memory_bytes"`
+	// DiskBytes of free disk are kept, or, when it is zero, DiskPercent of
+	// the filesystem holding the containers (see DiskReserve).
 	DiskBytes   int64 `json:"disk_bytes"`
+	DiskPercent int   `json:"disk_percent,omitempty"`
 	// GPUs lists device ids (index or UUID) that are never leased.
 	GPUs []string `json:"gpus,omitempty"`
 }
 
 // CapacityOf returns the leasable capacity of a machine with specs s less
-// reserve r: logical CPUs, total memory, total disk and every GPU not
-// reserved. Amounts never go below zero. Disk is the total size of the
-// filesystem holding the containers: leases account for their quota, not
-// for what they actually write.
+// reserve r: logical CPUs, total memory, every GPU not reserved, and the
+// disk DiskCapacity gives for the free space in s with no lease yet.
+// Amounts never go below zero. Disk changes as leases write: callers
+// deciding on a lease compute it afresh with DiskCapacity.
 func CapacityOf(s Specs, r Reserve) Capacity {
 	c := Capacity{
 		CPUs:        max(s.CPU.Count-r.CPUs, 0),
 		MemoryBytes: max(s.RAM.Total-r.MemoryBytes, 0),
-		DiskBytes:   max(s.Disk.Total-r.DiskBytes, 0),
+		DiskBytes:   DiskCapacity(s.Disk, r, nil, nil),
 	}
 	for _, g := range s.GPU.Details {
 		if slices.Contains(r.GPUs, g.ID()) || slices.Contains(r.GPUs, strconv.Itoa(g.Index)) {
 			continue
 		}
 		c.GPUs = append(c.GPUs, g)
+	}
+	return c
+}
+
+// DiskReserve is the free disk reserve r keeps on a filesystem of disk:
+// DiskBytes, or DiskPercent of its size.
+func DiskReserve(disk DiskSpecs, r Reserve) int64 {
+	if r.DiskBytes > 0 {
+		return r.DiskBytes
+	}
+	return disk.Total / 100 * int64(min(max(r.DiskPercent, 0), 100))
+}
+
+// DiskCapacity is the disk to put in a Capacity whose Free takes the live
+// leases out: the free space of the filesystem holding the containers,
+// less the reserve, plus what each live lease has already written of its
+// size (used, by lease id; unknown counts as nothing written), which that
+// free space no longer holds but Free takes out again with the lease's
+// whole size. So a lease's unwritten size stays promised to it, and
+// space the reserve keeps is never promised at all.
+func DiskCapacity(disk DiskSpecs, r Reserve, leases []Lease, used map[string]int64) int64 {
+	c := max(disk.Free-DiskReserve(disk, r), 0)
+	for _, l := range leases {
+		if l.State.Live() {
+			c += min(max(used[l.ID], 0), l.Resources.DiskBytes)
+		}
 	}
 	return c
 }
@@ -94,27 +123,39 @@ func (c Capacity) Resources() Resources {
 	return r
 }
 
+// LeaseDefaults are what a lease gets where its requirement names nothing.
+type LeaseDefaults struct {
+	MemoryBytes int64
+	// DiskBytes bounds the disk of a lease that asks for none: every lease
+	// has a size.
+	DiskBytes int64
+}
+
 // Fit chooses resources for requirement r out of the free capacity c: the
-// requested CPUs (at least one), memory (defaultMemory when r names none,
-// at least MinLeaseMemoryBytes), disk, and r.GPUs whole GPUs whose name and
-// memory match r, lowest index first. Errors: EINVALID for an invalid
-// requirement, ECONFLICT naming the first resource that is short.
-func (c Capacity) Fit(r Requirement, defaultMemory int64) (Resources, error) {
+// requested CPUs (at least one), memory (def.MemoryBytes when r names none,
+// at least MinLeaseMemoryBytes), disk (def.DiskBytes when r names none),
+// and r.GPUs whole GPUs whose name and memory match r, lowest index first.
+// Errors: EINVALID for an invalid requirement, ECONFLICT naming the first
+// resource that is short.
+func (c Capacity) Fit(r Requirement, def LeaseDefaults) (Resources, error) {
 	if err := r.Validate(); err != nil {
 		return Resources{}, err
 	}
 	res := Resources{CPUs: r.EffectiveCPUs(), MemoryBytes: r.MemoryBytes, DiskBytes: r.DiskBytes, GPUs: []string{}}
 	if res.MemoryBytes == 0 {
-		res.MemoryBytes = defaultMemory
+		res.MemoryBytes = def.MemoryBytes
 	}
 	res.MemoryBytes = max(res.MemoryBytes, MinLeaseMemoryBytes)
+	if res.DiskBytes == 0 {
+		res.DiskBytes = def.DiskBytes
+	}
 	switch {
 	case res.CPUs > c.CPUs:
 		return Resources{}, Errorf(ECONFLICT, "not enough free cpus: %d requested, %d free", res.CPUs, c.CPUs)
 	case res.MemoryBytes > c.MemoryBytes:
-		return Resources{}, Errorf(ECONFLICT, "not enough free memory: %s requested, %s free", bytesText(res.MemoryBytes), bytesText(c.MemoryBytes))
+		return Resources{}, Errorf(ECONFLICT, "not enough free memory: %s requested, %s free", FormatBytes(res.MemoryBytes), FormatBytes(c.MemoryBytes))
 	case res.DiskBytes > c.DiskBytes:
-		return Resources{}, Errorf(ECONFLICT, "not enough free disk: %s requested, %s free", bytesText(res.DiskBytes), bytesText(c.DiskBytes))
+		return Resources{}, Errorf(ECONFLICT, "not enough free disk: %s requested, %s free", FormatBytes(res.DiskBytes), FormatBytes(c.DiskBytes))
 	}
 	if r.GPUs == 0 {
 		return res, nil
@@ -142,8 +183,8 @@ func (c Capacity) Fit(r Requirement, defaultMemory int64) (Resources, error) {
 	return res, nil
 }
 
-// bytesText formats n bytes in binary units for messages.
-func bytesText(n int64) string {
+// FormatBytes formats n bytes in binary units for messages ("1.5 GiB").
+func FormatBytes(n int64) string {
 	const unit = 1024
 	if n < unit {
 		return strconv.FormatInt(n, 10) + " B"

@@ -23,11 +23,10 @@ const (
 )
 
 // HTTPStatus is the HTTP status of error code: the one table every HTTP
-// transport (the axon, the allocation API) answers with.
+// transport (the axon's refusals, the allocation API) answers with.
+// Unknown codes are internal errors.
 func HTTPStatus(code string) int {
 	switch code {
-	case "":
-		return 200
 	case EINVALID:
 		return 400
 	case EUNAUTHORIZED:

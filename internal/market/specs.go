@@ -15,6 +15,45 @@ type Specs struct {
 	Docker    string    `json:"docker_version,omitempty"`
 	// Free is what the miner could lease right now.
 	Free *Resources `json:"free,omitempty"`
+	// Enforcement says how the miner holds leases to their limits.
+	Enforcement *Enforcement `json:"enforcement,omitempty"`
+}
+
+// How a miner holds a lease to its disk size (Enforcement.Disk).
+const (
+	// DiskByEngine: the storage driver refuses writes past the size
+	// (ENOSPC inside the lease).
+	DiskByEngine = "engine-quota"
+	// DiskByMiner: the miner measures each lease's writable layer every
+	// Enforcement.DiskCheckSeconds and pauses a lease past its size.
+	DiskByMiner = "miner-pauses"
+)
+
+// How a miner confines a lease's network (Enforcement.Network).
+const (
+	// NetworkFiltered: the host's packet filter lets leases reach the
+	// internet (and Enforcement.AllowedRanges) but not the host, private,
+	// link-local or multicast addresses.
+	NetworkFiltered = "filtered"
+	// NetworkUnfiltered: the filter cannot be installed and the operator
+	// chose to rent anyway.
+	NetworkUnfiltered = "unfiltered"
+	// NetworkUnavailable: the filter cannot be installed, so the miner
+	// allocates no lease.
+	NetworkUnavailable = "unavailable"
+)
+
+// Enforcement is what a miner reports about holding leases to their
+// limits.
+type Enforcement struct {
+	Disk             string  `json:"disk"`
+	DiskCheckSeconds float64 `json:"disk_check_seconds,omitempty"`
+	// DiskReserveBytes of free disk are never leased.
+	DiskReserveBytes int64  `json:"disk_reserve_bytes"`
+	Network          string `json:"network"`
+	// NetworkDetail names the packet filter, or why it is missing.
+	NetworkDetail string   `json:"network_detail,omitempty"`
+	AllowedRanges []string `json:"allowed_ranges,omitempty"`
 }
 
 // CPUSpecs describe the processors.

@@ -2,6 +2,7 @@ package miner
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -42,6 +43,10 @@ func newChainSync(cfg Config, ch Chain, log *slog.Logger) *chainSync {
 	return &chainSync{cfg: cfg, chain: ch, log: log.With("component", "chain")}
 }
 
+// ErrNotRegistered is returned by New when the miner's hotkey has no uid
+// on its subnet.
+var ErrNotRegistered = errors.New("miner hotkey is not registered")
+
 // start fetches the first metagraph and checks the miner is registered.
 func (c *chainSync) start(ctx context.Context) error {
 	v, err := c.fetch(ctx)
@@ -50,7 +55,7 @@ func (c *chainSync) start(ctx context.Context) error {
 	}
 	hk := c.cfg.Hotkey.SS58()
 	if _, ok := v.byHotkey[hk]; !ok {
-		return fmt.Errorf("hotkey %s is not registered on subnet %d: register it first (nicompute subnet register --netuid %d)", hk, c.cfg.NetUID, c.cfg.NetUID)
+		return fmt.Errorf("%w: hotkey %s is not registered on subnet %d", ErrNotRegistered, hk, c.cfg.NetUID)
 	}
 	c.registered = true
 	c.view.Store(v)
@@ -90,16 +95,7 @@ func (c *chainSync) uid() subnet.UID {
 // run polls the head every PollInterval and refreshes the metagraph when
 // it moved: one cheap call per poll, one metagraph per block at most.
 func (c *chainSync) run(ctx context.Context) {
-	t := time.NewTicker(c.cfg.PollInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		c.poll(ctx)
-	}
+	every(ctx, c.cfg.PollInterval, c.poll)
 }
 
 func (c *chainSync) poll(ctx context.Context) {

@@ -37,6 +37,19 @@ type Runtime interface {
 	Inspect(ctx context.Context, lease string) (Container, error)
 	// List returns every container of this miner, in any state.
 	List(ctx context.Context) ([]Container, error)
+	// HasImage reports whether image (a canonical reference) is present.
+	// Errors: EUNAVAILABLE.
+	HasImage(ctx context.Context, image string) (bool, error)
+	// PullImage pulls image, calling progress (when not nil) as it goes;
+	// it may take minutes. Errors: ENOTFOUND (the registry does not have
+	// it), EUNAVAILABLE (engine or registry unreachable).
+	PullImage(ctx context.Context, image string, progress func(PullProgress)) error
+	// DiskQuota reports whether the engine itself holds a container to its
+	// disk size (writes past it fail with ENOSPC).
+	DiskQuota(ctx context.Context) (bool, error)
+	// DiskUsage returns the bytes each of this miner's lease containers
+	// has written, by lease id. It may take a while on large layers.
+	DiskUsage(ctx context.Context) (map[string]int64, error)
 	// Ping checks the engine answers. EngineVersion returns its version.
 	Ping(ctx context.Context) error
 	EngineVersion(ctx context.Context) (string, error)
@@ -123,6 +136,26 @@ type LeaseStore interface {
 // SpecsSource measures the machine; *hostinfo.Collector implements it.
 type SpecsSource interface {
 	Collect(ctx context.Context) (market.Specs, error)
+	// Disk measures only the filesystem holding the containers, quickly
+	// enough to run before every lease decision.
+	Disk(ctx context.Context) (market.DiskSpecs, error)
+}
+
+// NetworkGuard confines the lease network with the host's packet filter so
+// that leases reach the internet but not the host, its private networks,
+// link-local addresses (the cloud metadata service) or multicast; the
+// wiring in cmd/nicompute adapts internal/egress to the runtime's lease
+// network. Errors say why the filter cannot be in force.
+type NetworkGuard interface {
+	// Check reports, changing nothing, whether Confine can work.
+	Check(ctx context.Context) error
+	// Confine installs the filter, or repairs it; it is idempotent.
+	Confine(ctx context.Context) error
+	// Release removes the filter once no container of any miner is left
+	// on the lease network.
+	Release(ctx context.Context) error
+	// Describe names the filter and what it allows, for logs and specs.
+	Describe(ctx context.Context) (detail string, allowed []string)
 }
 
 // Deps are the adapters a Service runs on.
@@ -131,4 +164,5 @@ type Deps struct {
 	Runtime Runtime
 	Store   LeaseStore
 	Specs   SpecsSource
+	Guard   NetworkGuard
 }

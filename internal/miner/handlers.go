@@ -19,14 +19,12 @@ type allocateAnswer struct {
 	Output protocol.Output `json:"output"`
 }
 
-// httpStatus maps an error code to the axon status, as the transport does
-// for every service.
-func httpStatus(code string) int { return market.HTTPStatus(code) }
-
 // handleAllocate serves the Allocate synapse in all its modes. A refusal
-// answers with the status of its error code and the synapse whose
-// output.error says why; the message never carries internal detail, which
-// is logged.
+// the handler decides is answered as SN27's miner answered it, with HTTP 200
+// and output.status false, because Bittensor's dendrite drops the body of
+// any other status: output.error carries the reason and output.code its kind
+// (see protocol.Refuse). The reason never carries internal detail, which is
+// logged.
 func (s *Service) handleAllocate(ctx context.Context, call *axon.Call) (any, error) {
 	start := time.Now()
 	mode := "malformed"
@@ -41,20 +39,20 @@ func (s *Service) handleAllocate(ctx context.Context, call *axon.Call) (any, err
 		return allocateAnswer{Output: out}, nil
 	}
 	code := market.ErrorCode(err)
-	msg := market.ErrorMessage(err)
 	if code == market.EINTERNAL {
 		s.log.Error("allocate request failed", "mode", mode, "caller", call.Caller.Hotkey, "err", err)
 	} else {
 		s.log.Info("allocate request refused", "mode", mode, "caller", call.Caller.Hotkey, "code", code, "err", err)
 	}
-	out = protocol.Output{Status: false, Error: msg, Port: out.Port, LeaseID: out.LeaseID, State: out.State}
-	return nil, &axon.Error{Status: httpStatus(code), Message: msg, Result: allocateAnswer{Output: out}}
+	refusal := protocol.Refuse(err)
+	refusal.Port, refusal.LeaseID, refusal.State = out.Port, out.LeaseID, out.State
+	return allocateAnswer{Output: refusal}, nil
 }
 
 func (s *Service) allocateMode(ctx context.Context, hotkey string, a *protocol.Allocate) (protocol.Output, error) {
 	switch a.Mode() {
 	case protocol.ModeCheck:
-		return s.check(ctx, a)
+		return s.check(ctx, hotkey, a)
 	case protocol.ModeAllocate:
 		return s.allocate(ctx, hotkey, a)
 	case protocol.ModeStatus:
@@ -92,12 +90,21 @@ func (s *Service) owner(hotkey, pemText string) (market.LeaseOwner, *rsa.PublicK
 	return market.LeaseOwner{Hotkey: hotkey, KeyFingerprint: protocol.PublicKeyFingerprint(pub)}, pub, nil
 }
 
-// check answers whether the requirement fits the free resources now. A
-// requirement that does not fit is a successful "no", not an error.
-func (s *Service) check(ctx context.Context, a *protocol.Allocate) (protocol.Output, error) {
+// check answers SN27's "is it free?" (checking, timeline > 0). A caller
+// that holds a live lease here gets no: SN27's register_api polls its live
+// rentals this way and reads "no" as "the rental is alive" (and 20 yeses in
+// a row as "gone"). Otherwise the answer is whether the requirement fits
+// the free resources now; one that does not fit is a successful "no", not
+// an error.
+func (s *Service) check(ctx context.Context, hotkey string, a *protocol.Allocate) (protocol.Output, error) {
 	r, err := a.Requirement()
 	if err != nil {
 		return protocol.Output{}, err
+	}
+	if l, ok, err := s.leases.heldBy(ctx, hotkey); err != nil {
+		return protocol.Output{}, err
+	} else if ok {
+		return protocol.Output{Status: false, Error: "this hotkey holds lease " + l.ID + " on this miner", LeaseID: l.ID}, nil
 	}
 	err = s.leases.check(ctx, r)
 	switch market.ErrorCode(err) {
@@ -113,6 +120,9 @@ func (s *Service) check(ctx context.Context, a *protocol.Allocate) (protocol.Out
 func (s *Service) allocate(ctx context.Context, hotkey string, a *protocol.Allocate) (protocol.Output, error) {
 	req, pub, err := s.allocRequest(hotkey, a)
 	if err != nil {
+		return protocol.Output{}, err
+	}
+	if err := s.pulls.ensure(ctx, req.Image); err != nil {
 		return protocol.Output{}, err
 	}
 	l, err := s.leases.allocate(ctx, req)
@@ -207,6 +217,9 @@ func (s *Service) status(ctx context.Context, hotkey string, a *protocol.Allocat
 	case err == nil:
 		out.State = c.State
 		out.Status = c.State == ContainerRunning || c.State == ContainerPaused
+		if c.State == ContainerPaused {
+			out.Error = s.leases.diskReason(l)
+		}
 	case market.ErrorCode(err) == market.EUNAVAILABLE:
 		// The record says active; the engine cannot confirm it now.
 		out.Status, out.State = true, "unknown"

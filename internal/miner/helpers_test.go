@@ -37,9 +37,16 @@ type fakeRuntime struct {
 	// (tests block or fail there).
 	createHook func(ContainerSpec) error
 	startHook  func(lease string) error
+	// pullHook, when set, is the pull of an absent image (nil: it succeeds
+	// at once); pulls counts pulls.
+	pullHook func(ctx context.Context, image string, progress func(PullProgress)) error
+	pulls    atomic.Int64
 
 	mu         sync.Mutex
 	containers map[string]*fakeContainer
+	absent     map[string]bool  // images missing until pulled
+	quota      bool             // the engine holds leases to their size
+	written    map[string]int64 // disk use by lease, as DiskUsage reports it
 }
 
 type fakeContainer struct {
@@ -49,7 +56,9 @@ type fakeContainer struct {
 	spec     ContainerSpec
 }
 
-func newFakeRuntime() *fakeRuntime { return &fakeRuntime{containers: map[string]*fakeContainer{}} }
+func newFakeRuntime() *fakeRuntime {
+	return &fakeRuntime{containers: map[string]*fakeContainer{}, written: map[string]int64{}}
+}
 
 var errDown = market.Errorf(market.EUNAVAILABLE, "docker engine unreachable")
 
@@ -182,6 +191,69 @@ func (f *fakeRuntime) EngineVersion(context.Context) (string, error) {
 	return "20.10.fake", nil
 }
 
+func (f *fakeRuntime) HasImage(_ context.Context, image string) (bool, error) {
+	if f.down.Load() {
+		return false, errDown
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !f.absent[image], nil
+}
+
+func (f *fakeRuntime) PullImage(ctx context.Context, image string, progress func(PullProgress)) error {
+	f.pulls.Add(1)
+	if f.pullHook != nil {
+		if err := f.pullHook(ctx, image, progress); err != nil {
+			return err
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.absent, image)
+	return nil
+}
+
+// setAbsent marks images as missing from the engine.
+func (f *fakeRuntime) setAbsent(images ...string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.absent == nil {
+		f.absent = map[string]bool{}
+	}
+	for _, img := range images {
+		f.absent[img] = true
+	}
+}
+
+func (f *fakeRuntime) DiskQuota(context.Context) (bool, error) {
+	if f.down.Load() {
+		return false, errDown
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.quota, nil
+}
+
+func (f *fakeRuntime) DiskUsage(context.Context) (map[string]int64, error) {
+	if f.down.Load() {
+		return nil, errDown
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[string]int64{}
+	for id := range f.containers {
+		out[id] = f.written[id]
+	}
+	return out, nil
+}
+
+// write sets what lease has written.
+func (f *fakeRuntime) write(lease string, n int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.written[lease] = n
+}
+
 func (f *fakeRuntime) ValidateImage(ref string) (string, error) { return docker.ValidateImage(ref) }
 func (f *fakeRuntime) ParseSSHKeys(text string) ([]ssh.PublicKey, error) {
 	return docker.ParseSSHKeys(text)
@@ -211,18 +283,75 @@ func fakeSpecs() hostinfo.Static {
 
 type staticSpecs struct{ gpus hostinfo.Static }
 
+// staticDisk is the fake machine's disk: 100 GiB, 80 GiB free; with the
+// default 10 % reserve, 70 GiB can be leased.
+var staticDisk = market.DiskSpecs{Total: 100 << 30, Free: 80 << 30, Path: "/var/lib/docker"}
+
+func (s staticSpecs) Disk(context.Context) (market.DiskSpecs, error) { return staticDisk, nil }
+
 func (s staticSpecs) Collect(ctx context.Context) (market.Specs, error) {
 	devs, drv, _ := s.gpus.GPUs(ctx)
 	spec := market.Specs{
 		CPU:  market.CPUSpecs{Count: 8},
 		RAM:  market.RAMSpecs{Total: 16 << 30, Available: 12 << 30},
-		Disk: market.DiskSpecs{Total: 100 << 30, Free: 80 << 30},
+		Disk: staticDisk,
 		GPU:  market.GPUSpecs{Count: len(devs), Details: devs, DriverVersion: drv.DriverVersion},
 	}
 	for _, d := range devs {
 		spec.GPU.CapacityMiB += d.CapacityMiB
 	}
 	return spec, nil
+}
+
+// fakeGuard stands in for the host packet filter; err, when set, is why it
+// cannot be installed.
+type fakeGuard struct {
+	mu        sync.Mutex
+	err       error
+	installed bool
+	confines  int
+	releases  int
+}
+
+func (g *fakeGuard) Check(context.Context) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.err
+}
+
+func (g *fakeGuard) Confine(context.Context) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.err != nil {
+		return g.err
+	}
+	g.installed = true
+	g.confines++
+	return nil
+}
+
+func (g *fakeGuard) Release(context.Context) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.installed = false
+	g.releases++
+	return nil
+}
+
+func (g *fakeGuard) Describe(context.Context) (string, []string) {
+	return "fake packet filter", []string{"10.9.0.0/16"}
+}
+
+func (g *fakeGuard) set(err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.err = err
+}
+
+func (g *fakeGuard) state() (installed bool, confines, releases int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.installed, g.confines, g.releases
 }
 
 // cutChain wraps a chain so a test can make it unreachable.
@@ -325,6 +454,7 @@ func (w *world) register(tb testing.TB, coldkey, hotkey *keys.Keypair, stakeTAO 
 type testMiner struct {
 	svc   *Service
 	rt    *fakeRuntime
+	guard *fakeGuard
 	store *sqlite.LeaseStore
 	chain *cutChain
 	w     *world
@@ -338,7 +468,7 @@ func startTestMiner(tb testing.TB, w *world, mod func(*Config, *Deps)) *testMine
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { db.Close() })
-	tm := &testMiner{rt: newFakeRuntime(), store: sqlite.NewLeaseStore(db), chain: &cutChain{Chain: w.client}, w: w}
+	tm := &testMiner{rt: newFakeRuntime(), guard: &fakeGuard{}, store: sqlite.NewLeaseStore(db), chain: &cutChain{Chain: w.client}, w: w}
 	return tm.start(tb, mod)
 }
 
@@ -353,7 +483,7 @@ func (tm *testMiner) start(tb testing.TB, mod func(*Config, *Deps)) *testMiner {
 	if _, ok := tb.(*testing.B); !ok {
 		cfg.Log = nictest.Logger(tb)
 	}
-	deps := Deps{Chain: tm.chain, Runtime: tm.rt, Store: tm.store, Specs: staticSpecs{fakeSpecs()}}
+	deps := Deps{Chain: tm.chain, Runtime: tm.rt, Store: tm.store, Specs: staticSpecs{fakeSpecs()}, Guard: tm.guard}
 	if mod != nil {
 		mod(&cfg, &deps)
 	}
@@ -375,7 +505,9 @@ func (tm *testMiner) target() axon.Target {
 }
 
 // call sends an Allocate as signer (nil: the validator) and returns the
-// answer and the axon status (200 on success).
+// answer and the status of a refusal — the axon's, or for a refusal the
+// miner answered with 200, the status of its code (protocol.CallAllocate)
+// — or 200 on success.
 func (tm *testMiner) call(tb testing.TB, signer *keys.Keypair, req *protocol.Allocate) (protocol.Output, int) {
 	tb.Helper()
 	d := tm.d
@@ -384,7 +516,7 @@ func (tm *testMiner) call(tb testing.TB, signer *keys.Keypair, req *protocol.All
 		defer d.Close()
 	}
 	var resp protocol.Allocate
-	_, err := d.Call(context.Background(), tm.target(), protocol.AllocateName, req, &resp, 10*time.Second)
+	_, err := protocol.CallAllocate(context.Background(), d, tm.target(), req, &resp, 10*time.Second)
 	if err == nil {
 		return resp.Output, 200
 	}

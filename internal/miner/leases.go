@@ -44,10 +44,16 @@ type leaseManager struct {
 	cfg      Config
 	rt       Runtime
 	store    LeaseStore
-	capacity market.Capacity
+	specs    SpecsSource
+	guard    NetworkGuard
+	capacity market.Capacity // disk: see capacityNow
 	metrics  *metrics
 	log      *slog.Logger
 	poke     chan struct{} // wakes the expiry loop after a change
+	disk     *diskWatch
+	// confined is the last outcome of guard.Confine or Check, so changes
+	// are logged once.
+	confined atomic.Int32
 
 	// reconciled is set once leases were reconciled with the runtime;
 	// allocations wait for it. runtimeUp is the last known engine state.
@@ -69,11 +75,12 @@ type leaseOp struct {
 	refs int // guarded by leaseManager.mu
 }
 
-func newLeaseManager(cfg Config, rt Runtime, store LeaseStore, capacity market.Capacity, m *metrics, log *slog.Logger) *leaseManager {
+func newLeaseManager(cfg Config, deps Deps, capacity market.Capacity, m *metrics, log *slog.Logger) *leaseManager {
 	return &leaseManager{
-		cfg: cfg, rt: rt, store: store, capacity: capacity, metrics: m,
+		cfg: cfg, rt: deps.Runtime, store: deps.Store, specs: deps.Specs, guard: deps.Guard, capacity: capacity, metrics: m,
 		log:      log.With("component", "leases"),
 		poke:     make(chan struct{}, 1),
+		disk:     newDiskWatch(),
 		inflight: map[string]bool{},
 		ops:      map[string]*leaseOp{},
 	}
@@ -113,7 +120,45 @@ func (m *leaseManager) free(ctx context.Context) (market.Capacity, error) {
 	if err != nil {
 		return market.Capacity{}, fmt.Errorf("read leases: %w", err)
 	}
-	return m.capacity.Free(live), nil
+	c, err := m.capacityNow(ctx, live)
+	if err != nil {
+		return market.Capacity{}, err
+	}
+	return c.Free(live), nil
+}
+
+// capacityNow is the machine's capacity with the disk measured now: the
+// free space of the filesystem holding the containers less the reserve
+// (see market.DiskCapacity), with what the live leases wrote as last
+// measured.
+func (m *leaseManager) capacityNow(ctx context.Context, live []market.Lease) (market.Capacity, error) {
+	disk, err := m.specs.Disk(ctx)
+	if err != nil {
+		return market.Capacity{}, fmt.Errorf("measure disk: %w", err)
+	}
+	c := m.capacity
+	c.DiskBytes = market.DiskCapacity(disk, m.cfg.Reserve, live, m.disk.usage())
+	return c, nil
+}
+
+// defaults are what a lease gets where its request names nothing.
+func (m *leaseManager) defaults() market.LeaseDefaults {
+	return market.LeaseDefaults{MemoryBytes: m.cfg.DefaultMemory, DiskBytes: m.cfg.DefaultDisk}
+}
+
+// heldBy returns a live lease (creating or active) owned by hotkey, under
+// any public key, and whether there is one.
+func (m *leaseManager) heldBy(ctx context.Context, hotkey string) (market.Lease, bool, error) {
+	live, err := m.store.LiveLeases(ctx)
+	if err != nil {
+		return market.Lease{}, false, fmt.Errorf("read leases: %w", err)
+	}
+	for _, l := range live {
+		if l.Owner.Hotkey == hotkey {
+			return l, true, nil
+		}
+	}
+	return market.Lease{}, false, nil
 }
 
 // check reports whether requirement r fits the free capacity now.
@@ -122,7 +167,7 @@ func (m *leaseManager) check(ctx context.Context, r market.Requirement) error {
 	if err != nil {
 		return err
 	}
-	_, err = free.Fit(r, m.cfg.DefaultMemory)
+	_, err = free.Fit(r, m.defaults())
 	return err
 }
 
@@ -140,7 +185,7 @@ func (m *leaseManager) ready(ctx context.Context) error {
 			return err
 		}
 	}
-	return nil
+	return m.confine(ctx, m.guard.Check)
 }
 
 // allocate reserves resources for req, creates and starts its container
@@ -184,7 +229,11 @@ func (m *leaseManager) reserve(ctx context.Context, req allocRequest, skip map[i
 			return market.Lease{}, market.Errorf(market.ECONFLICT, "this hotkey and public key already hold lease %s on this miner; deallocate it or use another key", l.ID)
 		}
 	}
-	res, err := m.capacity.Free(live).Fit(req.Requirement, m.cfg.DefaultMemory)
+	capacity, err := m.capacityNow(ctx, live)
+	if err != nil {
+		return market.Lease{}, err
+	}
+	res, err := capacity.Free(live).Fit(req.Requirement, m.defaults())
 	if err != nil {
 		return market.Lease{}, err
 	}
@@ -320,6 +369,11 @@ func (m *leaseManager) create(reqCtx context.Context, l market.Lease, req allocR
 	}
 	l.ContainerID = c.ID
 	fp("recorded")
+	// After the container exists (so a miner releasing the filter sees
+	// the network in use) and before it runs.
+	if err := m.confine(ctx, m.guard.Confine); err != nil {
+		return l, m.rollback(l, market.EndCreateFailed, err)
+	}
 	if err := m.rt.Start(ctx, l.ID); err != nil {
 		if market.ErrorCode(err) == market.ECONFLICT {
 			err = fmt.Errorf("%w: %w", errPortBusy, err)
@@ -384,6 +438,7 @@ func (m *leaseManager) rollback(l market.Lease, reason string, cause error) erro
 		m.log.Error("end failed lease", "lease", l.ID, "err", err)
 	}
 	m.log.Warn("lease creation failed; rolled back", "lease", l.ID, "owner", l.Owner.Hotkey, "err", cause)
+	m.releaseNetwork(ctx)
 	return cause
 }
 
@@ -453,6 +508,8 @@ func (m *leaseManager) endLocked(ctx context.Context, l market.Lease, reason str
 	}
 	m.metrics.leaseEnded(reason)
 	m.log.Info("lease ended", "lease", l.ID, "owner", l.Owner.Hotkey, "reason", reason)
+	m.disk.forget(l.ID)
+	m.releaseNetwork(ctx)
 	m.wake()
 	return ended, nil
 }

@@ -20,6 +20,7 @@ type metrics struct {
 	ended     *prometheus.CounterVec   // reason
 	leases    *prometheus.GaugeVec     // state
 	axon      *prometheus.CounterVec   // synapse, status
+	paused    prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -52,8 +53,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "nicompute_miner_axon_requests_total",
 			Help: "Axon requests by synapse and HTTP status.",
 		}, []string{"synapse", "status"}),
+		paused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nicompute_miner_leases_disk_paused_total",
+			Help: "Leases paused for writing past their disk size.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.latency, m.allocated, m.ended, m.leases, m.axon} {
+	for _, c := range []prometheus.Collector{m.requests, m.latency, m.allocated, m.ended, m.leases, m.axon, m.paused} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -92,6 +97,13 @@ func (m *metrics) leaseEnded(reason string) {
 		return
 	}
 	m.ended.WithLabelValues(reason).Inc()
+}
+
+func (m *metrics) diskPaused() {
+	if m == nil {
+		return
+	}
+	m.paused.Inc()
 }
 
 func (m *metrics) setLeases(ctx context.Context, store LeaseStore) {

@@ -16,7 +16,9 @@ import (
 //   - an active lease whose container is gone ends as container_missing;
 //     one whose container stopped is started again;
 //   - a container whose lease has ended is removed; one whose lease the
-//     store does not know is removed once older than OrphanGrace.
+//     store does not know is removed once older than OrphanGrace;
+//   - the lease network's packet filter is repaired while leases live and
+//     removed once none is left (see guard.go).
 //
 // Every decision about a lease is taken again under the lease's operation
 // lock against a fresh read, so a lease that finished creating or ended
@@ -61,6 +63,9 @@ func (m *leaseManager) reconcile(ctx context.Context) error {
 		m.reconcileOrphan(ctx, c)
 	}
 	m.reconciled.Store(true)
+	if !m.cfg.ReconcileDryRun {
+		m.guardNetwork(ctx, len(live))
+	}
 	return nil
 }
 

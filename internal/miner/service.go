@@ -29,15 +29,24 @@
 // Decisions use a metagraph refreshed in the background once per block, so
 // a slow or unreachable chain never delays a request.
 //
+// Limits. Every lease has a disk size, held by the engine where its
+// storage driver can and otherwise by the miner, which pauses a lease past
+// it (disk.go); free disk is the free space less a reserve. Leases reach
+// the internet only: the miner refuses to allocate unless its
+// NetworkGuard confines the lease network (guard.go). Specs report both.
+//
 // Renter input. SN27's "ubuntu" placeholder or an empty base_image means the
-// operator's default image; other images must be in the operator's list.
+// operator's default image; other images must be in the operator's list
+// (SN27Images by default, at the command level). A missing image is pulled
+// once, in the background, and reused (see imagePuller); a request waits
+// for it only as long as its own deadline allows.
 // Password login is enabled when docker_requirement.password is true or no
 // ssh_key is given (SN27 validators send none for Proof-of-GPU and could not
 // log in otherwise); the password is random, returned once inside the
 // encrypted credentials and never logged or stored. A dockerfile is refused.
 // SN27's default volume_path "/tmp" means no volume; any other volume_path
 // is a directory of the container's own filesystem (not a Docker volume),
-// so the lease's disk quota covers it.
+// so the lease's disk size covers it.
 package miner
 
 import (
@@ -65,6 +74,9 @@ const (
 	DefaultUpdatedThreshold = 60
 	DefaultLeaseUnit        = 24 * time.Hour
 	DefaultMemory           = 1 << 30
+	DefaultDisk             = 20 << 30
+	DefaultDiskReservePct   = 10
+	DefaultDiskCheck        = 5 * time.Second
 	DefaultPollInterval     = 12 * time.Second
 	DefaultSweepInterval    = 30 * time.Second
 	DefaultOrphanGrace      = 2 * time.Minute
@@ -162,9 +174,13 @@ type Config struct {
 	Policy  PolicyConfig
 
 	// DefaultImage is the image leases run unless the renter picks one of
-	// Images.
+	// Images ("*" among them: any image). The miner pulls the ones missing
+	// in the background when it starts, and any other on first request.
 	DefaultImage string
 	Images       []string
+	// PullRetry is how long a failed image pull is answered from memory
+	// before another is tried (default DefaultPullRetry).
+	PullRetry time.Duration
 	// SSHPorts are the host ports leases are published on; SSHHostIP the
 	// address they are published on (default 0.0.0.0), where a candidate
 	// port is checked to be free.
@@ -176,11 +192,26 @@ type Config struct {
 	// (default 4).
 	LeasePorts    PortRange
 	MaxLeasePorts int
-	// Reserve is kept for the host and never leased.
+	// Reserve is kept for the host and never leased. A reserve of disk
+	// neither in bytes nor in percent keeps DefaultDiskReservePct of the
+	// filesystem holding the containers free, so that the miner's own
+	// state stays writable.
 	Reserve market.Reserve
 	// DefaultMemory is a lease's memory when the request names none
 	// (default 1 GiB).
 	DefaultMemory int64
+	// DefaultDisk is a lease's disk size when the request names none
+	// (default 20 GiB): every lease has one.
+	DefaultDisk int64
+	// DiskCheckInterval is how often the writable layer of each lease is
+	// measured where the engine cannot hold it to its size (default 5 s);
+	// a lease found past its size is paused.
+	DiskCheckInterval time.Duration
+	// AllowUnconfinedLeases rents out leases even when the NetworkGuard
+	// cannot confine them, so renters may reach this host, its private
+	// networks and the cloud metadata service. Off, the miner refuses to
+	// allocate until the filter works.
+	AllowUnconfinedLeases bool
 	// LeaseUnit is the length of one timeline day (default 24 h; tests
 	// shorten it).
 	LeaseUnit time.Duration
@@ -271,12 +302,21 @@ func (c *Config) setDefaults() error {
 		errs = append(errs, fmt.Errorf("updated threshold %d%% out of [0, 100]", c.Policy.UpdatedThreshold))
 	}
 	def(&c.DefaultMemory, DefaultMemory)
+	def(&c.DefaultDisk, DefaultDisk)
+	def(&c.DiskCheckInterval, DefaultDiskCheck)
+	if c.Reserve.DiskBytes == 0 && c.Reserve.DiskPercent == 0 {
+		c.Reserve.DiskPercent = DefaultDiskReservePct
+	}
+	if c.Reserve.DiskBytes < 0 || c.Reserve.DiskPercent < 0 || c.Reserve.DiskPercent > 100 {
+		errs = append(errs, fmt.Errorf("disk reserve %d bytes or %d%% out of range", c.Reserve.DiskBytes, c.Reserve.DiskPercent))
+	}
 	def(&c.LeaseUnit, DefaultLeaseUnit)
 	def(&c.CreateTimeout, DefaultCreateTimeout)
 	def(&c.PollInterval, DefaultPollInterval)
 	def(&c.SweepInterval, DefaultSweepInterval)
 	def(&c.OrphanGrace, DefaultOrphanGrace)
 	def(&c.SpecsInterval, DefaultSpecsInterval)
+	def(&c.PullRetry, DefaultPullRetry)
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -305,6 +345,7 @@ type Service struct {
 	leases  *leaseManager
 	specs   *specsCache
 	images  *imagePolicy
+	pulls   *imagePuller
 	axon    *axon.Server
 	ln      net.Listener
 
@@ -326,8 +367,8 @@ type Service struct {
 // service runs until Close or until its axon fails; ctx only bounds
 // startup.
 func New(ctx context.Context, deps Deps, cfg Config) (*Service, error) {
-	if deps.Chain == nil || deps.Runtime == nil || deps.Store == nil || deps.Specs == nil {
-		return nil, errors.New("miner: chain, runtime, store and specs source are required")
+	if deps.Chain == nil || deps.Runtime == nil || deps.Store == nil || deps.Specs == nil || deps.Guard == nil {
+		return nil, errors.New("miner: chain, runtime, store, specs source and network guard are required")
 	}
 	if err := cfg.setDefaults(); err != nil {
 		return nil, fmt.Errorf("miner config: %w", err)
@@ -349,14 +390,16 @@ func New(ctx context.Context, deps Deps, cfg Config) (*Service, error) {
 	}
 	capacity := market.CapacityOf(specs, cfg.Reserve)
 	s.log.Info("capacity", "gpus", len(capacity.GPUs), "cpus", capacity.CPUs,
-		"memory_bytes", capacity.MemoryBytes, "disk_bytes", capacity.DiskBytes)
+		"memory_bytes", capacity.MemoryBytes, "disk_free_bytes", capacity.DiskBytes,
+		"disk_reserve_bytes", market.DiskReserve(specs.Disk, cfg.Reserve), "disk_path", specs.Disk.Path)
 
 	s.chain = newChainSync(cfg, deps.Chain, s.log)
 	if err := s.chain.start(ctx); err != nil {
 		return nil, err
 	}
-	s.leases = newLeaseManager(cfg, deps.Runtime, deps.Store, capacity, s.metrics, s.log)
+	s.leases = newLeaseManager(cfg, deps, capacity, s.metrics, s.log)
 	s.specs.free = s.leases.free
+	s.specs.enforcement = s.leases.enforcement
 
 	s.axon, err = axon.NewServer(axon.Config{
 		Hotkey:               cfg.Hotkey,
@@ -388,6 +431,10 @@ func New(ctx context.Context, deps Deps, cfg Config) (*Service, error) {
 	if err := s.leases.reconcile(ctx); err != nil {
 		s.log.Warn("leases not reconciled at start; allocations wait for the runtime", "err", err)
 	}
+	s.pulls = newImagePuller(deps.Runtime, cfg.PullRetry, cfg.Now, s.log)
+	s.pulls.prefetch(ctx, s.images.allowed)
+	s.leases.logEnforcement(ctx)
+	s.specs.refreshEnforcement(ctx)
 	s.chain.serveIfNeeded(ctx)
 
 	runCtx, cancel := context.WithCancel(context.Background())
@@ -399,6 +446,7 @@ func New(ctx context.Context, deps Deps, cfg Config) (*Service, error) {
 	})
 	s.goLoop(func() { s.chain.run(runCtx) })
 	s.goLoop(func() { s.leases.run(runCtx) })
+	s.goLoop(func() { s.leases.watchDisk(runCtx) })
 	s.goLoop(func() { s.specs.run(runCtx, cfg.SpecsInterval) })
 	go func() {
 		s.wg.Wait()
@@ -407,6 +455,20 @@ func New(ctx context.Context, deps Deps, cfg Config) (*Service, error) {
 	s.log.Info("miner started", "axon", ln.Addr().String(), "external", net.JoinHostPort(cfg.ExternalIP, strconv.Itoa(s.cfg.ExternalPort)),
 		"netuid", cfg.NetUID, "uid", s.chain.uid(), "ssh_ports", fmt.Sprintf("%d-%d", cfg.SSHPorts.First, cfg.SSHPorts.Last))
 	return s, nil
+}
+
+// every runs fn every d until ctx ends (the first run after d).
+func every(ctx context.Context, d time.Duration, fn func(context.Context)) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		fn(ctx)
+	}
 }
 
 // goLoop runs fn as one of the service's goroutines; the first to return
@@ -452,6 +514,7 @@ func (s *Service) Close() error {
 		s.cancel()
 		<-s.done
 		s.axon.Close()
+		s.pulls.close()
 		s.log.Info("miner stopped; lease containers keep running")
 	})
 	return s.Err()

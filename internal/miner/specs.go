@@ -13,16 +13,18 @@ import (
 // refreshed in the background, so the Specs synapse never waits for the
 // machine probes or the runtime.
 type specsCache struct {
-	src  SpecsSource
-	rt   Runtime
-	log  *slog.Logger
-	free func(context.Context) (market.Capacity, error)
+	src         SpecsSource
+	rt          Runtime
+	log         *slog.Logger
+	free        func(context.Context) (market.Capacity, error)
+	enforcement func(context.Context) *market.Enforcement
 
 	// mu protects the following.
 	mu      sync.Mutex
 	specs   market.Specs
 	docker  string // engine version, "" while unknown
 	dockerU bool   // engine answered at the last refresh
+	enf     *market.Enforcement
 }
 
 func newSpecsCache(src SpecsSource, rt Runtime, log *slog.Logger) *specsCache {
@@ -39,6 +41,7 @@ func (c *specsCache) refresh(ctx context.Context) (market.Specs, error) {
 	vctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	version, verr := c.rt.EngineVersion(vctx)
 	cancel()
+	c.refreshEnforcement(ctx)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.specs = specs
@@ -50,19 +53,24 @@ func (c *specsCache) refresh(ctx context.Context) (market.Specs, error) {
 	return specs, nil
 }
 
-func (c *specsCache) run(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+// refreshEnforcement asks how leases are held to their limits (which runs
+// the packet filter's check).
+func (c *specsCache) refreshEnforcement(ctx context.Context) {
+	if c.enforcement == nil {
+		return
+	}
+	e := c.enforcement(ctx)
+	c.mu.Lock()
+	c.enf = e
+	c.mu.Unlock()
+}
+
+func (c *specsCache) run(ctx context.Context, d time.Duration) {
+	every(ctx, d, func(ctx context.Context) {
 		if _, err := c.refresh(ctx); err != nil {
 			c.log.Warn("measure machine", "err", err)
 		}
-	}
+	})
 }
 
 // get returns the specs with the engine version and the free resources.
@@ -70,6 +78,7 @@ func (c *specsCache) get(ctx context.Context) market.Specs {
 	c.mu.Lock()
 	s := c.specs
 	s.HasDocker, s.Docker = c.dockerU, c.docker
+	s.Enforcement = c.enf
 	c.mu.Unlock()
 	if c.free != nil {
 		if free, err := c.free(ctx); err == nil {

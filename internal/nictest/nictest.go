@@ -1,8 +1,9 @@
 // Package nictest holds helpers for nicompute's tests: a slog logger that
 // writes through testing.TB, free loopback ports, a Docker engine check,
 // the busybox-based test image, a once-per-process build of the static
-// nicompute binary, and cleanup of labelled Docker objects. Only _test.go
-// files import it.
+// nicompute binary, cleanup of labelled Docker objects, and a dendrite that
+// sends requests as Bittensor's Python SDK does. Only _test.go files import
+// it.
 //
 // BuildNicompute caches its result in a package-level sync.OnceValues and
 // BuildTestImage serializes builds with a package-level mutex: the only
@@ -12,6 +13,7 @@
 package nictest
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"log/slog"
@@ -76,4 +78,23 @@ func SSHKey(tb testing.TB) ssh.Signer {
 		tb.Fatalf("ssh signer: %v", err)
 	}
 	return s
+}
+
+// SyncBuffer is a bytes.Buffer that one goroutine may write while another
+// reads it (a log handler's output, a process's stderr).
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -7,21 +7,34 @@ import (
 	"io"
 	"math"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/nicompute/nicompute/internal/market"
 )
 
 // cheatDevice is a dishonest stand-in GPU built from the CPU pipeline.
 type cheatDevice struct {
 	name string
+	mem  uint64
 	// compute returns what the device commits to.
 	compute func(ctx context.Context, req DeviceRequest) (*cpuResult, error)
 	// prove answers cells; nil proves from the committed result.
 	prove func(committed *cpuResult, cells []Cell) ([]Proof, error)
-	last  *cpuResult
+	// residency answers the residency round; nil runs it on the committed
+	// result.
+	residency func(ctx context.Context, committed *cpuResult, nonce Seed) ([]Hash, error)
+	last      *cpuResult
 }
 
-func (d *cheatDevice) Info() GPUInfo { return GPUInfo{Name: d.name, MemoryBytes: 1 << 20} }
+func (d *cheatDevice) Info() GPUInfo {
+	mem := d.mem
+	if mem == 0 {
+		mem = 1 << 20
+	}
+	return GPUInfo{Name: d.name, MemoryBytes: mem}
+}
 
 func (d *cheatDevice) Compute(ctx context.Context, req DeviceRequest) (Commitment, error) {
 	r, err := d.compute(ctx, req)
@@ -37,6 +50,17 @@ func (d *cheatDevice) Prove(_ context.Context, cells []Cell) ([]Proof, error) {
 		return d.prove(d.last, cells)
 	}
 	return d.last.prove(cells)
+}
+
+func (d *cheatDevice) Residency(ctx context.Context, nonce Seed) ([]Hash, error) {
+	if d.residency != nil {
+		return d.residency(ctx, d.last, nonce)
+	}
+	return d.last.residency(nonce), nil
+}
+
+func (d *cheatDevice) Open(_ context.Context, ops []Opening) ([]OpeningProof, error) {
+	return d.last.open(ops)
 }
 
 func (d *cheatDevice) Close() error { return nil }
@@ -69,9 +93,92 @@ func withOptions(opt cpuOptions) func(ctx context.Context, req DeviceRequest) (*
 	}
 }
 
-// bf16 rounds to 8 significant bits, fp8 (e4m3) to 4.
+// bf16 rounds to 8 significant bits, fp8 (e4m3) to 4, fp16 to 11.
 func bf16(x float32) float32 { return float32(roundBits(float64(x), 8)) }
 func fp8(x float32) float32  { return float32(roundBits(float64(x), 4)) }
+func fp16(x float32) float32 { return float32(roundBits(float64(x), 11)) }
+
+// fp16Accumulate multiplies as a tensor core accumulating in fp16 and
+// flushing to fp32 every flush products (worth 2× on GeForce cards).
+func fp16Accumulate(flush int) func(c, a, b []float32, n int) {
+	return func(c, a, b []float32, n int) {
+		for i := range n {
+			ai := a[i*n : (i+1)*n]
+			for j := range n {
+				bj := b[j*n : (j+1)*n]
+				var total float32
+				for k0 := 0; k0 < n; k0 += flush {
+					var acc float32
+					for k := k0; k < k0+flush && k < n; k++ {
+						acc = fp16(acc + ai[k]*bj[k])
+					}
+					total += acc
+				}
+				c[i*n+j] = total
+			}
+		}
+	}
+}
+
+// strassen multiplies with one level of Strassen's algorithm: seven
+// half-size products of block sums, which tensor cores need rounded to
+// fp16, recombined in fp32.
+func strassen(c, a, b []float32, n int) {
+	h := n / 2
+	// X = A, Y = Bᵀ: C = X·Y; blk returns block (r, s) of m (row-major, Bᵀ
+	// read transposed from b).
+	blk := func(m []float32, transposed bool, r, s int) []float32 {
+		out := make([]float32, h*h)
+		for i := range h {
+			for j := range h {
+				if transposed {
+					out[i*h+j] = m[(s*h+j)*n+r*h+i]
+				} else {
+					out[i*h+j] = m[(r*h+i)*n+s*h+j]
+				}
+			}
+		}
+		return out
+	}
+	add := func(x, y []float32, sign float32) []float32 {
+		out := make([]float32, len(x))
+		for i := range x {
+			out[i] = fp16(x[i] + sign*y[i])
+		}
+		return out
+	}
+	mul := func(x, y []float32) []float32 {
+		out := make([]float32, h*h)
+		for i := range h {
+			for j := range h {
+				var s float32
+				for k := range h {
+					s += x[i*h+k] * y[k*h+j]
+				}
+				out[i*h+j] = s
+			}
+		}
+		return out
+	}
+	a11, a12, a21, a22 := blk(a, false, 0, 0), blk(a, false, 0, 1), blk(a, false, 1, 0), blk(a, false, 1, 1)
+	b11, b12, b21, b22 := blk(b, true, 0, 0), blk(b, true, 0, 1), blk(b, true, 1, 0), blk(b, true, 1, 1)
+	m1 := mul(add(a11, a22, 1), add(b11, b22, 1))
+	m2 := mul(add(a21, a22, 1), b11)
+	m3 := mul(a11, add(b12, b22, -1))
+	m4 := mul(a22, add(b21, b11, -1))
+	m5 := mul(add(a11, a12, 1), b22)
+	m6 := mul(add(a21, a11, -1), add(b11, b12, 1))
+	m7 := mul(add(a12, a22, -1), add(b21, b22, 1))
+	for i := range h {
+		for j := range h {
+			k := i*h + j
+			c[i*n+j] = m1[k] + m4[k] - m5[k] + m7[k]
+			c[i*n+h+j] = m3[k] + m5[k]
+			c[(h+i)*n+j] = m2[k] + m4[k]
+			c[(h+i)*n+h+j] = m1[k] - m2[k] + m3[k] + m6[k]
+		}
+	}
+}
 
 // wantFailed checks that a session did not credit anything.
 func wantFailed(t *testing.T, res *Result, err error, reason string) {
@@ -88,27 +195,31 @@ func wantFailed(t *testing.T, res *Result, err error, reason string) {
 }
 
 func TestAdversariesFail(t *testing.T) {
+	t.Parallel()
 	otherSeed := Seed{0xde, 0xad}
 	tests := []struct {
 		name    string
 		backend Backend
+		code    market.PoGCode
 		reason  string
 	}{
 		{"computes only 90% of the rows", cheat(1, withOptions(cpuOptions{tamper: func(c []float32, n int) {
 			for i := 9; i < n; i += 10 {
 				clear(c[i*n : (i+1)*n])
 			}
-		}}), nil), "exact"},
-		{"bf16-rounded inputs", cheat(1, withOptions(cpuOptions{roundInput: bf16}), nil), "exact"},
-		{"fp8-rounded inputs", cheat(1, withOptions(cpuOptions{roundInput: fp8}), nil), "exact"},
+		}}), nil), market.PoGNumerics, "exact"},
+		{"bf16-rounded inputs", cheat(1, withOptions(cpuOptions{roundInput: bf16}), nil), market.PoGNumerics, "exact"},
+		{"fp8-rounded inputs", cheat(1, withOptions(cpuOptions{roundInput: fp8}), nil), market.PoGNumerics, "exact"},
 		{"C rounded to bf16", cheat(1, withOptions(cpuOptions{tamper: func(c []float32, _ int) {
 			for i, v := range c {
 				c[i] = bf16(v)
 			}
-		}}), nil), "exact"},
-		{"reuses an old commitment", cheat(1, func(ctx context.Context, req DeviceRequest) (*cpuResult, error) {
+		}}), nil), market.PoGNumerics, "exact"},
+		{"fp16 accumulation flushed every 32 products", cheat(1, withOptions(cpuOptions{multiply: fp16Accumulate(32)}), nil), market.PoGNumerics, ""},
+		{"one level of Strassen", cheat(1, withOptions(cpuOptions{multiply: strassen}), nil), market.PoGNumerics, ""},
+		{"replays an old commitment", cheat(1, func(ctx context.Context, req DeviceRequest) (*cpuResult, error) {
 			return cpuCompute(ctx, req.N, otherSeed, 0, cpuOptions{})
-		}, nil), "exact"},
+		}, nil), market.PoGNumerics, "exact"},
 		{"proves rows it did not commit", cheat(1, withOptions(cpuOptions{tamper: func(c []float32, n int) {
 			for i := 1; i < n; i += 2 {
 				clear(c[i*n : (i+1)*n])
@@ -116,20 +227,26 @@ func TestAdversariesFail(t *testing.T) {
 		}}), func(committed *cpuResult, cells []Cell) ([]Proof, error) {
 			// Open every cell from an honest computation whose root was
 			// never sent.
-			honest, err := cpuCompute(context.Background(), committed.n, lastSeed(committed), 0, cpuOptions{})
+			honest, err := cpuCompute(context.Background(), committed.n, committed.seed, 0, cpuOptions{})
 			if err != nil {
 				return nil, err
 			}
 			return honest.prove(cells)
-		}), "does not lead to the committed root"},
+		}), market.PoGBadProof, "does not lead to the committed root"},
 		{"NaN values", cheat(1, withOptions(cpuOptions{tamper: func(c []float32, _ int) {
 			for i := range c {
 				c[i] = float32(math.NaN())
 			}
-		}}), nil), "exact"},
+		}}), nil), market.PoGNumerics, "exact"},
 		{"refuses to prove", cheat(1, withOptions(cpuOptions{}), func(*cpuResult, []Cell) ([]Proof, error) {
 			return nil, errors.New("lost C")
-		}), "lost C"},
+		}), market.PoGBadProof, "lost C"},
+		{"fakes the residency roots", cheatBackend{count: 1, mk: func() Device {
+			return &cheatDevice{name: "Test Slow", compute: withOptions(cpuOptions{}),
+				residency: func(context.Context, *cpuResult, Seed) ([]Hash, error) {
+					return make([]Hash, ResidencyPasses), nil
+				}}
+		}}, market.PoGBadProof, "residency"},
 		{"2 of 4 GPUs cheat", cheatBackend{count: 4, mk: func() func() Device {
 			k := 0
 			return func() Device {
@@ -140,7 +257,7 @@ func TestAdversariesFail(t *testing.T) {
 				}
 				return &cheatDevice{name: "Test Slow", compute: withOptions(opt)}
 			}
-		}()}, "2 of 4 GPUs proved"},
+		}()}, market.PoGNumerics, "2 of 4 GPUs proved"},
 		{"1 of 2 GPUs fails to compute", cheatBackend{count: 2, mk: func() func() Device {
 			k := 0
 			return func() Device {
@@ -152,19 +269,22 @@ func TestAdversariesFail(t *testing.T) {
 				}
 				return &cheatDevice{name: "Test Slow", compute: withOptions(cpuOptions{})}
 			}
-		}()}, "out of memory"},
+		}()}, market.PoGWorkerError, "out of memory"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res, err := runSession(t, tt.backend, CheckConfig{Rand: detRand(7)})
+			t.Parallel()
+			res, err := runSession(t, tt.backend, CheckConfig{Rand: detRand(7), Policy: lenient()})
 			wantFailed(t, res, err, tt.reason)
+			if res.Code != tt.code {
+				t.Errorf("code %q, want %q (%s)", res.Code, tt.code, res.Reason)
+			}
 		})
 	}
 }
 
-func lastSeed(r *cpuResult) Seed { return r.seed }
-
 func TestThreeOfFourPass(t *testing.T) {
+	t.Parallel()
 	k := 0
 	b := cheatBackend{count: 4, mk: func() Device {
 		k++
@@ -174,7 +294,7 @@ func TestThreeOfFourPass(t *testing.T) {
 		}
 		return &cheatDevice{name: "Test Slow", compute: withOptions(opt)}
 	}}
-	res, err := runSession(t, b, CheckConfig{Rand: detRand(3)})
+	res, err := runSession(t, b, CheckConfig{Rand: detRand(3), Policy: lenient()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,62 +303,115 @@ func TestThreeOfFourPass(t *testing.T) {
 	}
 }
 
-func TestClaimsBetterGPUThanItHas(t *testing.T) {
-	devnet := &Policy{TimeSlack: 0.25, Overhead: 20 * time.Millisecond, MinFill: 0.5, AllowSimulated: true}
+// delayed is a CPU device that also waits delay per computation, holding
+// lock while it computes when lock is set: several such devices sharing a
+// lock are one device standing in for several.
+type delayed struct {
+	Device
+	delay time.Duration
+	lock  *sync.Mutex
+}
+
+func (d delayed) Compute(ctx context.Context, req DeviceRequest) (Commitment, error) {
+	if d.lock != nil {
+		d.lock.Lock()
+		defer d.lock.Unlock()
+	}
+	time.Sleep(d.delay)
+	return d.Device.Compute(ctx, req)
+}
+
+// Claiming a better model, one device as many, and a C not held in
+// memory, each against the same claim done honestly.
+// Not parallel: it times honest devices against a bound.
+func TestCreditFollowsWhatWasMeasured(t *testing.T) {
+	shared := func(n int, delay time.Duration) Backend {
+		var mu sync.Mutex
+		return claimBackend{Backend: CPU{Devices: n}, name: "Test Conc", mem: 1 << 20, wrap: func(d Device) Device {
+			return delayed{Device: d, delay: delay, lock: &mu}
+		}}
+	}
+	concurrent := func(n int, delay time.Duration) Backend {
+		return claimBackend{Backend: CPU{Devices: n}, name: "Test Conc", mem: 1 << 20, wrap: func(d Device) Device {
+			return delayed{Device: d, delay: delay}
+		}}
+	}
+	residentPolicy := testPolicy()
+	residentPolicy.MinResidentFraction = DefaultMinResidentFraction
+	residentPolicy.ResidencySlack = 1500 * time.Millisecond
+	residentPolicy.ComputeSlack = 20 * time.Second
+	residentPolicy.MinRateFraction = 0.01
+	streams := cheatBackend{count: 1, mk: func() Device {
+		return &cheatDevice{name: "Test Resident", mem: 7130316, compute: withOptions(cpuOptions{}),
+			// Keeps only the tree: recomputes C for every pass.
+			residency: func(ctx context.Context, committed *cpuResult, nonce Seed) ([]Hash, error) {
+				for range ResidencyPasses {
+					again, err := cpuCompute(ctx, committed.n, committed.seed, 1, cpuOptions{})
+					if err != nil {
+						return nil, err
+					}
+					committed.c = again.c
+				}
+				return committed.residency(nonce), nil
+			}}
+	}}
 	tests := []struct {
 		name      string
 		backend   Backend
 		policy    *Policy
 		wantModel string
-		reason    string
+		wantCount int
+		code      market.PoGCode
 	}{
-		{"cpu claims the fast model", claimCPU("Test Fast", 1), &Policy{TimeSlack: 0.25, Overhead: time.Millisecond, MinFill: 0.5}, "", ""},
-		{"sim with slow timing claims the mid model", Sim{Model: testModel(t, "Test Mid"), Timing: testModel(t, "Test Slow")}, devnet,
-			"Test Slow", "claimed Test Mid not confirmed"},
-		{"slower than claimed: sleeps past the bound", claimBackend{Backend: CPU{}, name: "Test Mid", mem: 1 << 20, wrap: func(d Device) Device {
-			return slowDevice{Device: d, delay: 150 * time.Millisecond}
-		}}, nil, "Test Slow", "claimed Test Mid not confirmed"},
-		{"simulated refused outside devnet", Sim{Model: testModel(t, "Test Slow")}, nil, "", ReasonSimulatedRefused},
+		{"honest: 4 GPUs at once", concurrent(4, 800*time.Millisecond), nil, "Test Conc", 4, market.PoGOK},
+		{"one device as 4 GPUs", shared(4, 800*time.Millisecond), nil, "", 0, market.PoGNotConcurrent},
+		{"slower than claimed", claimBackend{Backend: CPU{}, name: "Test Conc", mem: 1 << 20, wrap: func(d Device) Device {
+			return delayed{Device: d, delay: 2500 * time.Millisecond}
+		}}, nil, "", 0, market.PoGTooSlow},
+		{"cpu claims the fast model", claimCPU("Test Fast", 1), nil, "*", 1, market.PoGDowngraded},
+		{"honest: C resident", claimBackend{Backend: CPU{}, name: "Test Resident", mem: 7130316}, residentPolicy, "Test Resident", 1, market.PoGOK},
+		{"keeps only the tree, recomputes C", streams, residentPolicy, "", 0, market.PoGNotResident},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res, err := runSession(t, tt.backend, CheckConfig{Rand: detRand(5), Policy: tt.policy, SimTimeScale: 1})
+			p := tt.policy
+			if p == nil {
+				p = testPolicy()
+				p.ResidencySlack, p.ComputeSlack = 20*time.Second, 20*time.Second
+			}
+			res, err := runSession(t, tt.backend, CheckConfig{Rand: detRand(5), Policy: p})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if tt.wantModel == "" && tt.reason == "" {
-				// The CPU cannot be as fast as the fast model; whatever it is
-				// identified as, it is not that.
-				if res.Model == "Test Fast" || !strings.Contains(res.Reason, "claimed Test Fast not confirmed") {
-					t.Fatalf("cpu identified as %q (%s), want anything but Test Fast", res.Model, res.Reason)
-				}
-				return
+			model := res.Model
+			if tt.wantModel == "*" && model != "" && model != "Test Fast" {
+				model = "*" // whatever the CPU's speed proves, not the claim
 			}
-			if res.Model != tt.wantModel || !strings.Contains(res.Reason, tt.reason) {
-				t.Fatalf("model %q (%s); want %q with reason containing %q", res.Model, res.Reason, tt.wantModel, tt.reason)
+			if model != tt.wantModel || res.Count != tt.wantCount || res.Code != tt.code {
+				t.Fatalf("credited %d × %q, code %q (%s); want %d × %q, %q", res.Count, res.Model, res.Code, res.Reason, tt.wantCount, tt.wantModel, tt.code)
 			}
 		})
 	}
 }
 
-type slowDevice struct {
-	Device
-	delay time.Duration
-}
-
-func (s slowDevice) Compute(ctx context.Context, req DeviceRequest) (Commitment, error) {
-	time.Sleep(s.delay)
-	return s.Device.Compute(ctx, req)
+func TestSimulatedRefusedOutsideDevnet(t *testing.T) {
+	t.Parallel()
+	res, err := runSession(t, Sim{Model: testModel(t, "Test Slow")}, CheckConfig{Rand: detRand(5), SimTimeScale: 1})
+	wantFailed(t, res, err, ReasonSimulatedRefused)
+	if res.Code != market.PoGSimulated {
+		t.Errorf("code %q", res.Code)
+	}
 }
 
 // rawWorker scripts a worker that answers with fixed lines after reading
-// the validator's requests.
+// the validator's requests: lines[0] at once, each next one after reading
+// a request. Pings are answered on the way.
 func rawWorker(lines ...string) func(ctx context.Context, in io.Reader, out io.Writer) error {
 	return func(ctx context.Context, in io.Reader, out io.Writer) error {
 		lr := NewLineReader(in)
 		for i, l := range lines {
 			if i > 0 {
-				if _, err := lr.ReadLine(MaxChallengeLine); err != nil {
+				if err := skipPings(lr, out); err != nil {
 					return err
 				}
 			}
@@ -255,12 +428,30 @@ func rawWorker(lines ...string) func(ctx context.Context, in io.Reader, out io.W
 	}
 }
 
-const goodHello = `{"type":"hello","version":1,"backend":"cpu","simulated":false,"gpus":[{"index":0,"name":"Test Slow","memory_bytes":1048576}]}` + "\n"
+// skipPings reads requests, answering pings, until one that is not a ping.
+func skipPings(lr *LineReader, out io.Writer) error {
+	for {
+		line, err := lr.ReadLine(MaxChallengeLine)
+		if err != nil {
+			return err
+		}
+		p, err := DecodePing(line, TypePing)
+		if err != nil {
+			return nil
+		}
+		if _, err := fmt.Fprintf(out, `{"type":"pong","seq":%d}`+"\n", p.Seq); err != nil {
+			return err
+		}
+	}
+}
+
+const goodHello = `{"type":"hello","version":2,"backend":"cpu","simulated":false,"gpus":[{"index":0,"name":"Test Slow","memory_bytes":1048576}]}` + "\n"
 
 func TestGarbageWorkersFail(t *testing.T) {
+	t.Parallel()
 	root := strings.Repeat("ab", 32)
 	commit := func(n int) string {
-		return fmt.Sprintf(`{"type":"commit","gpus":[{"n":%d,"root":"%s","timings":{"generate_ms":1,"multiply_ms":1,"hash_ms":1,"tree_ms":1}}]}`+"\n", n, root)
+		return fmt.Sprintf(`{"type":"commit","gpu":0,"n":%d,"root":"%s","timings":{"generate_ms":1,"multiply_ms":1,"hash_ms":1,"tree_ms":1}}`+"\n", n, root)
 	}
 	tests := []struct {
 		name   string
@@ -270,22 +461,22 @@ func TestGarbageWorkersFail(t *testing.T) {
 		{"not JSON", rawWorker("hello there\n")},
 		{"truncated hello", rawWorker(goodHello[:40])},
 		{"huge line", rawWorker(strings.Repeat("x", MaxHelloLine+10) + "\n")},
-		{"unknown field", rawWorker(strings.Replace(goodHello, `"version":1`, `"version":1,"extra":true`, 1))},
-		{"wrong version", rawWorker(strings.Replace(goodHello, `"version":1`, `"version":2`, 1))},
+		{"unknown field", rawWorker(strings.Replace(goodHello, `"version":2`, `"version":2,"extra":true`, 1))},
+		{"old version", rawWorker(strings.Replace(goodHello, `"version":2`, `"version":1`, 1))},
 		{"trailing data", rawWorker(strings.TrimSuffix(goodHello, "\n") + " {}\n")},
 		{"no commitment", rawWorker(goodHello)},
 		{"commitment for a larger n", rawWorker(goodHello, commit(512))},
-		{"commitment for two GPUs", rawWorker(goodHello, strings.Replace(commit(256), `}]}`, `},{"n":256,"root":"`+root+`","timings":{"generate_ms":0,"multiply_ms":0,"hash_ms":0,"tree_ms":0}}]}`, 1))},
+		{"commitment for GPU 1", rawWorker(goodHello, strings.Replace(commit(256), `"gpu":0`, `"gpu":1`, 1))},
 		{"short root", rawWorker(goodHello, strings.Replace(commit(256), root, root[:62], 1))},
 		{"negative timing", rawWorker(goodHello, strings.Replace(commit(256), `"tree_ms":1`, `"tree_ms":-1`, 1))},
-		{"proofs missing", rawWorker(goodHello, commit(256), `{"type":"proofs","gpus":[{"proofs":[]}]}`+"\n")},
-		{"proofs truncated", rawWorker(goodHello, commit(256), `{"type":"proofs","gpus":[{"proofs":[{"i":`)},
+		{"residency without roots", rawWorker(goodHello, commit(256), `{"type":"resident","gpu":0,"roots":[]}`+"\n")},
+		{"proofs instead of residency", rawWorker(goodHello, commit(256), `{"type":"proofs","gpus":[{"proofs":[]}]}`+"\n")},
 		{"worker error message", rawWorker(goodHello, `{"type":"error","message":"no GPU"}`+"\n")},
 		{"wrong message type", rawWorker(goodHello, `{"type":"proofs","gpus":[]}`+"\n")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res, err := runSessionWith(t, tt.worker, CheckConfig{Rand: detRand(9)})
+			res, err := runSessionWith(t, tt.worker, CheckConfig{Rand: detRand(9), Policy: testPolicy()})
 			var we *WorkerError
 			if err == nil {
 				t.Fatalf("Check passed a garbage worker: %+v", res)
@@ -299,17 +490,26 @@ func TestGarbageWorkersFail(t *testing.T) {
 
 // A worker that never answers is cut off at the compute limit.
 func TestSilentWorkerTimesOut(t *testing.T) {
+	t.Parallel()
 	worker := func(ctx context.Context, in io.Reader, out io.Writer) error {
 		if _, err := io.WriteString(out, goodHello); err != nil {
+			return err
+		}
+		lr := NewLineReader(in)
+		if err := skipPings(lr, out); err != nil {
 			return err
 		}
 		_, err := io.Copy(io.Discard, in) // reads the request, never answers
 		return err
 	}
+	p := testPolicy()
+	p.ComputeSlack = 100 * time.Millisecond
 	start := time.Now()
-	res, err := runSessionWith(t, worker, CheckConfig{Rand: detRand(2)})
-	wantFailed(t, res, err, "no commitment within")
-	// The slowest 1 MiB test model's bound is 0.44 s; plus 1 s margin.
+	res, err := runSessionWith(t, worker, CheckConfig{Rand: detRand(2), Policy: p})
+	wantFailed(t, res, err, "not every GPU committed within")
+	if res.Code != market.PoGTooSlow {
+		t.Errorf("code %q", res.Code)
+	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("gave up after %s", d)
 	}
@@ -319,6 +519,7 @@ func TestSilentWorkerTimesOut(t *testing.T) {
 // with probability ≈ q^k (exactly the hypergeometric ∏ (R−t)/(n−t)); with
 // k = 4 that is 6.0%, which 4,000 trials measure.
 func TestPartialCheaterPassRate(t *testing.T) {
+	t.Parallel()
 	const n, k, trials = 256, 4, 4000
 	seed := Seed{0x42}
 	res, err := cpuCompute(context.Background(), n, seed, 0, cpuOptions{tamper: func(c []float32, n int) {
@@ -347,7 +548,7 @@ func TestPartialCheaterPassRate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if VerifyGPU(seed, n, root, cells, proofs, Tolerance(n)) == nil {
+		if VerifyGPU(seed, n, root, cells, proofs, Tolerance(n), 1) == nil {
 			passed++
 		}
 	}

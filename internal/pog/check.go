@@ -22,8 +22,9 @@ type CheckConfig struct {
 	// SimTimeScale is sent to simulated workers when the policy allows them
 	// (default DefaultSimTimeScale).
 	SimTimeScale float64
-	// ToleranceFactor multiplies Tolerance(n) (default 1), for calibration
-	// against a GPU's measured error (`pog bench --verify`).
+	// ToleranceFactor multiplies Tolerance(n) and the numerics bound
+	// (default 1), for calibration against a GPU's measured error (`pog
+	// bench --verify`).
 	ToleranceFactor float64
 	// ProofTimeout bounds the wait for proofs (default 60 s).
 	ProofTimeout time.Duration
@@ -40,6 +41,9 @@ type CheckConfig struct {
 	Rand io.Reader
 	// Now is the clock for the wall-clock measurement (default time.Now).
 	Now func() time.Time
+
+	// nonces are the residency round's, set by Check.
+	nonces []Seed
 }
 
 // Result is the outcome of one session.
@@ -48,9 +52,11 @@ type Result struct {
 	Info Info
 	// Claimed is the first tested GPU's reported name.
 	Claimed string
-	// N is the size requested; Elapsed the validator's wall-clock from the
-	// compute request to the commitments.
+	// N is the size requested; RTT the fastest of the session's round
+	// trips; Elapsed the validator's wall-clock from the compute request
+	// to the last commitment.
 	N       int
+	RTT     time.Duration
 	Elapsed time.Duration
 	// GPUs are the tested GPUs, the first min(len(Info.GPUs), MaxGPUs).
 	GPUs []GPUResult
@@ -58,11 +64,14 @@ type Result struct {
 	Passed, Required int
 	// Verified is Passed ≥ Required.
 	Verified bool
-	// Model is the identified model ("" when the session failed) and Count
-	// the GPUs credited: Passed when Model is set, else 0.
+	// Model is the model credited ("" when the session failed): the lowest
+	// of the credited GPUs' models; Count the credited GPUs. At least
+	// Required GPUs must be credited, or none is.
 	Model string
 	Count int
-	// Reason explains Model, for logs and the miner.
+	// Code classifies the outcome (market.PoGOK: every GPU credited as
+	// claimed) and Reason explains it, for logs and the miner.
+	Code   market.PoGCode
 	Reason string
 	// Challenged: the challenge named cells of at least one GPU and was
 	// sent. From then on the worker knows which cells are checked (and,
@@ -79,21 +88,54 @@ type GPUResult struct {
 	N       int
 	Root    Hash
 	Timings Timings
-	// Err is why the GPU failed, "" when every proof held.
+	// Elapsed is the validator's time from the compute request to this
+	// GPU's commitment; TFLOPS the throughput measured from it (2n³ over
+	// Elapsed less the round trip).
+	Elapsed time.Duration
+	TFLOPS  float64
+	// Residency is the time from the residency request to this GPU's
+	// roots; Roots are the roots.
+	Residency time.Duration
+	Roots     []Hash
+	// Model is the model credited, "" when none; Code and Reason say why.
+	Model  string
+	Code   market.PoGCode
+	Reason string
+	// Err is why the GPU failed its proof or its protocol, "" when every
+	// proof held.
 	Err string
 	// Challenged: cells of this GPU were sent; an Err on such a GPU is a
 	// failed proof whatever it says.
 	Challenged bool
 }
 
+// stamped is a line and when it arrived.
+type stamped struct {
+	line []byte
+	at   time.Time
+}
+
+// session is the validator side's state while Check runs.
+type session struct {
+	cfg    CheckConfig
+	table  *market.GPUTable
+	policy Policy
+	now    func() time.Time
+	c      *lineConn
+	res    *Result
+	scale  float64
+}
+
 // Check runs the validator side of a session with a worker whose stdout is
 // r and stdin is w (`pog compute` over one SSH exec session): it reads the
-// hello, sends fresh seeds at the n chosen for the claimed model, measures
-// the wall-clock until the commitments arrive, challenges every GPU and
-// verifies the proofs, applies the pass rule and identifies the model.
+// hello, times PingCount round trips, sends fresh seeds at the n chosen for
+// the claimed model and times each GPU's commitment, runs the residency
+// round and times each GPU's answer, challenges every GPU, verifies the
+// proofs and openings, and credits each GPU what it proved (Credit),
+// applying the pass rule (Required) to the credited GPUs.
 //
-// A proof that fails, a worker too slow for any model and a refused
-// simulated worker give a Result with Model "" and the reason. A worker that
+// A proof that fails, a GPU too slow or not resident, a refused simulated
+// worker give a Result with Model "" and the code and reason. A worker that
 // breaks the protocol (garbage, oversized or truncated lines, wrong counts
 // or sizes) gives an error wrapping ErrProtocol, one that sends an error
 // message a *WorkerError, one whose hello is not complete within
@@ -104,148 +146,269 @@ type GPUResult struct {
 // nil Result. After an error the caller must close r and w (end the SSH
 // session) to release Check's reader goroutine.
 func Check(ctx context.Context, r io.Reader, w io.Writer, cfg CheckConfig) (*Result, error) {
-	table := cfg.Table
-	if table == nil {
-		table = market.DefaultGPUTable()
+	s := &session{cfg: cfg, table: cfg.Table, policy: DefaultPolicy(), now: cfg.Now, c: newLineConn(r, w), scale: 1}
+	if s.table == nil {
+		s.table = market.DefaultGPUTable()
 	}
-	policy := DefaultPolicy()
 	if cfg.Policy != nil {
-		policy = *cfg.Policy
+		s.policy = *cfg.Policy
 	}
-	now := cfg.Now
-	if now == nil {
-		now = time.Now
+	if s.now == nil {
+		s.now = time.Now
 	}
-	proofTimeout := cfg.ProofTimeout
-	if proofTimeout <= 0 {
-		proofTimeout = 60 * time.Second
+	if s.cfg.ProofTimeout <= 0 {
+		s.cfg.ProofTimeout = 60 * time.Second
 	}
-	tolFactor := cfg.ToleranceFactor
-	if tolFactor <= 0 {
-		tolFactor = 1
+	if s.cfg.ToleranceFactor <= 0 {
+		s.cfg.ToleranceFactor = 1
 	}
-	c := newLineConn(r, w)
+	return s.run(ctx)
+}
 
-	hctx, cancel := ctx, context.CancelFunc(func() {})
-	if cfg.HelloTimeout > 0 {
-		hctx, cancel = context.WithTimeout(ctx, cfg.HelloTimeout)
-	}
-	line, err := c.read(hctx, MaxHelloLine)
-	cancel()
-	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			return nil, fmt.Errorf("%w within %s", ErrNoHello, cfg.HelloTimeout)
-		}
-		return nil, readErr("hello", err)
-	}
-	info, err := DecodeHello(line)
+func (s *session) run(ctx context.Context) (*Result, error) {
+	info, err := s.hello(ctx)
 	if err != nil {
 		return nil, err
 	}
 	res := &Result{Info: info}
+	s.res = res
 	if len(info.GPUs) == 0 {
-		res.Reason = "no GPUs reported"
-		return res, nil
+		return s.fail(market.PoGNoGPU, "no GPUs reported"), nil
 	}
-	if info.Simulated && !policy.AllowSimulated {
-		res.Reason = ReasonSimulatedRefused
-		return res, nil
+	if info.Simulated && !s.policy.AllowSimulated {
+		return s.fail(market.PoGSimulated, ReasonSimulatedRefused), nil
 	}
 	g := min(len(info.GPUs), MaxGPUs)
-	if cfg.GPUs > 0 {
-		g = min(g, cfg.GPUs)
+	if s.cfg.GPUs > 0 {
+		g = min(g, s.cfg.GPUs)
 	}
 	res.Claimed = info.GPUs[0].Name
-	minMem := info.GPUs[0].MemoryBytes
-	for _, gi := range info.GPUs[:g] {
-		minMem = min(minMem, gi.MemoryBytes)
+	res.N = s.chooseN(info.GPUs[:g])
+	if res.RTT, err = s.ping(ctx); err != nil {
+		return nil, err
 	}
-	var claimed *market.GPUModel
-	if m, ok := table.Lookup(res.Claimed); ok {
-		claimed = &m
-	} else {
-		// No model could be identified beyond the table's largest memory;
-		// a bigger test would only keep the validator waiting.
-		var largest uint64
-		for _, m := range table.Models() {
-			largest = max(largest, m.MemoryBytes)
-		}
-		minMem = min(minMem, largest)
-	}
-	res.N = ChooseN(claimed, minMem)
 
-	seeds, err := NewSeeds(cfg.Rand, g)
+	seeds, err := NewSeeds(s.cfg.Rand, g)
 	if err != nil {
 		return nil, err
 	}
 	req := ComputeRequest{Type: TypeCompute, N: res.N, Seeds: seeds}
-	scale := 1.0
 	if info.Simulated {
-		scale = cfg.SimTimeScale
-		if scale <= 0 {
-			scale = DefaultSimTimeScale
+		s.scale = s.cfg.SimTimeScale
+		if s.scale <= 0 {
+			s.scale = DefaultSimTimeScale
 		}
-		req.SimTimeScale = scale
+		req.SimTimeScale = s.scale
 	}
-	limit := policy.ComputeLimit(table, res.N, scale) + time.Second
-	cctx, cancel := context.WithTimeout(ctx, limit)
-	start := now()
-	err = c.write(cctx, req)
-	if err == nil {
-		line, err = c.read(cctx, MaxCommitLine)
+	limit := s.policy.ComputeLimit(s.table, res.N, s.scale) + min(res.RTT, s.policy.MaxRTT)
+	seen := make([]bool, g)
+	res.GPUs = make([]GPUResult, g)
+	lines, start, err := s.exchange(ctx, req, g, limit, MaxCommitLine)
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		return s.fail(market.PoGTooSlow, fmt.Sprintf("not every GPU committed within %s at n = %d: slower than any model that suits the test", round(limit), res.N)), nil
 	}
-	res.Elapsed = now().Sub(start)
+	if err != nil {
+		return nil, readErr("commitments", err)
+	}
+	for _, l := range lines {
+		cm, err := DecodeCommitment(l.line, req, seen)
+		if err != nil {
+			return nil, err
+		}
+		gr := GPUResult{Index: cm.GPU, N: cm.N, Root: cm.Root, Timings: cm.Timings, Elapsed: l.at.Sub(start)}
+		switch {
+		case cm.Error != "":
+			gr.Err, gr.Code = "worker: "+sanitize(cm.Error, maxErrorMessage), market.PoGWorkerError
+		case cm.N != res.N && !(info.Simulated && cm.N == SimN):
+			gr.Err, gr.Code = fmt.Sprintf("committed n = %d for requested %d", cm.N, res.N), market.PoGWrongSize
+		}
+		if gr.Err != "" {
+			gr.N = 0
+		}
+		res.GPUs[cm.GPU] = gr
+		res.Elapsed = max(res.Elapsed, gr.Elapsed)
+	}
+
+	if err := s.residency(ctx); err != nil {
+		return nil, err
+	}
+	if res.Code != "" { // the residency round timed out: no challenge
+		return res, nil
+	}
+	return s.challenge(ctx, seeds)
+}
+
+// hello reads and checks the worker's hello within HelloTimeout.
+func (s *session) hello(ctx context.Context) (Info, error) {
+	hctx, cancel := ctx, context.CancelFunc(func() {})
+	if s.cfg.HelloTimeout > 0 {
+		hctx, cancel = context.WithTimeout(ctx, s.cfg.HelloTimeout)
+	}
+	line, err := s.c.read(hctx, MaxHelloLine)
 	cancel()
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			res.Reason = fmt.Sprintf("no commitment within %s at n = %d: slower than any model that suits the test", round(limit), res.N)
-			return res, nil
+			return Info{}, fmt.Errorf("%w within %s", ErrNoHello, s.cfg.HelloTimeout)
 		}
-		return nil, readErr("commitments", err)
+		return Info{}, readErr("hello", err)
 	}
-	commit, err := DecodeComputeResponse(line, req)
-	if err != nil {
-		return nil, err
-	}
+	return DecodeHello(line)
+}
 
-	ch := ChallengeRequest{Type: TypeChallenge, GPUs: make([][]Cell, g)}
-	res.GPUs = make([]GPUResult, g)
-	for i, cm := range commit.GPUs {
-		gr := GPUResult{Index: i, N: cm.N, Root: cm.Root, Timings: cm.Timings}
-		switch {
-		case cm.Error != "":
-			gr.Err = "worker: " + sanitize(cm.Error, maxErrorMessage)
-		case cm.N != res.N && !(info.Simulated && cm.N == SimN):
-			gr.Err = fmt.Sprintf("committed n = %d for requested %d", cm.N, res.N)
+// chooseN picks n for the claimed model, or from the smallest reported
+// memory (at most the table's largest) for an unknown one.
+func (s *session) chooseN(gpus []GPUInfo) int {
+	minMem := gpus[0].MemoryBytes
+	for _, gi := range gpus {
+		minMem = min(minMem, gi.MemoryBytes)
+	}
+	if m, ok := s.table.Lookup(gpus[0].Name); ok {
+		return ChooseN(&m, minMem)
+	}
+	var largest uint64
+	for _, m := range s.table.Models() {
+		largest = max(largest, m.MemoryBytes)
+	}
+	return ChooseN(nil, min(minMem, largest))
+}
+
+// ping times PingCount round trips and returns the fastest.
+func (s *session) ping(ctx context.Context) (time.Duration, error) {
+	var best time.Duration
+	for k := range PingCount {
+		pctx, cancel := context.WithTimeout(ctx, s.pingTimeout())
+		start := s.now()
+		err := s.c.write(pctx, Ping{Type: TypePing, Seq: k})
+		var line []byte
+		if err == nil {
+			line, err = s.c.read(pctx, MaxPingLine)
 		}
-		if gr.Err == "" {
-			k := cfg.Challenges
-			if k <= 0 {
-				k = DefaultChallenges
+		rtt := s.now().Sub(start)
+		cancel()
+		if err != nil {
+			if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+				return 0, fmt.Errorf("%w: no pong within %s", ErrProtocol, s.pingTimeout())
 			}
-			cells, err := ChooseCells(cfg.Rand, cm.N, min(k, cm.N, MaxChallenges))
-			if err != nil {
+			return 0, readErr("pong", err)
+		}
+		p, err := DecodePing(line, TypePong)
+		if err != nil {
+			return 0, err
+		}
+		if p.Seq != k {
+			return 0, protoErr("pong %d for ping %d", p.Seq, k)
+		}
+		if k == 0 || rtt < best {
+			best = rtt
+		}
+	}
+	return best, nil
+}
+
+func (s *session) pingTimeout() time.Duration {
+	if s.cfg.HelloTimeout > 0 {
+		return s.cfg.HelloTimeout
+	}
+	return 30 * time.Second
+}
+
+// exchange sends req and reads count lines within limit, stamping each.
+func (s *session) exchange(ctx context.Context, req any, count int, limit time.Duration, lineLimit int) ([]stamped, time.Time, error) {
+	cctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	start := s.now()
+	if err := s.c.write(cctx, req); err != nil {
+		return nil, start, err
+	}
+	out := make([]stamped, 0, count)
+	for range count {
+		line, err := s.c.read(cctx, lineLimit)
+		if err != nil {
+			return out, start, err
+		}
+		out = append(out, stamped{line, s.now()})
+	}
+	return out, start, nil
+}
+
+// residency runs the residency round for the GPUs that committed. A round
+// not answered in time fails the session (res.Code set).
+func (s *session) residency(ctx context.Context) error {
+	res := s.res
+	nonces, err := NewSeeds(s.cfg.Rand, len(res.GPUs))
+	if err != nil {
+		return err
+	}
+	s.cfg.nonces = nonces
+	var limit time.Duration
+	for _, m := range s.table.Models() {
+		limit = max(limit, s.policy.ResidencyBound(m, res.N, s.scale, res.RTT))
+	}
+	limit = 4*limit + 5*time.Second
+	lines, start, err := s.exchange(ctx, ResidencyRequest{Type: TypeResidency, Nonces: nonces}, len(res.GPUs), limit, MaxResidentLine)
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		s.fail(market.PoGNotResident, fmt.Sprintf("not every GPU answered the residency round within %s: C was not held in GPU memory", round(limit)))
+		return nil
+	}
+	if err != nil {
+		return readErr("residency", err)
+	}
+	seen := make([]bool, len(res.GPUs))
+	for _, l := range lines {
+		r, err := DecodeResidency(l.line, seen)
+		if err != nil {
+			return err
+		}
+		gr := &res.GPUs[r.GPU]
+		gr.Residency = l.at.Sub(start)
+		if gr.Err != "" {
+			continue
+		}
+		if r.Error != "" {
+			gr.Err, gr.Code = "worker: residency: "+sanitize(r.Error, maxErrorMessage), market.PoGNotResident
+			continue
+		}
+		gr.Roots = r.Roots
+	}
+	return nil
+}
+
+// challenge sends the cells and openings, verifies the answers and
+// credits the GPUs.
+func (s *session) challenge(ctx context.Context, seeds []Seed) (*Result, error) {
+	res := s.res
+	g := len(res.GPUs)
+	ch := ChallengeRequest{Type: TypeChallenge, GPUs: make([][]Cell, g), Openings: make([][]Opening, g)}
+	ns := make([]int, g)
+	for i := range res.GPUs {
+		gr := &res.GPUs[i]
+		ch.GPUs[i], ch.Openings[i] = []Cell{}, []Opening{}
+		if gr.N == 0 {
+			continue
+		}
+		k := s.cfg.Challenges
+		if k <= 0 {
+			k = DefaultChallenges
+		}
+		cells, err := ChooseCells(s.cfg.Rand, gr.N, min(k, gr.N, MaxChallenges))
+		if err != nil {
+			return nil, err
+		}
+		ch.GPUs[i], ns[i] = cells, gr.N
+		if gr.Roots != nil {
+			if ch.Openings[i], err = ChooseOpenings(s.cfg.Rand, gr.N); err != nil {
 				return nil, err
 			}
-			ch.GPUs[i] = cells
-			gr.Challenged = true
-			res.Challenged = true
-		} else {
-			gr.N = 0
-			ch.GPUs[i] = []Cell{}
 		}
-		res.GPUs[i] = gr
-	}
-	ns := make([]int, g)
-	for i, gr := range res.GPUs {
-		ns[i] = gr.N
+		gr.Challenged, res.Challenged = true, true
 	}
 	// From here on a failure comes with res: the worker may have seen the
 	// challenge (Result.Challenged).
-	pctx, cancel := context.WithTimeout(ctx, proofTimeout)
-	err = c.write(pctx, ch)
+	pctx, cancel := context.WithTimeout(ctx, s.cfg.ProofTimeout)
+	err := s.c.write(pctx, ch)
+	var line []byte
 	if err == nil {
-		line, err = c.read(pctx, ProofsLineLimit(ch, ns))
+		line, err = s.c.read(pctx, ProofsLineLimit(ch, ns))
 	}
 	cancel()
 	if err != nil {
@@ -253,7 +416,7 @@ func Check(ctx context.Context, r io.Reader, w io.Writer, cfg CheckConfig) (*Res
 			return res, ctx.Err()
 		}
 		if errors.Is(err, context.DeadlineExceeded) {
-			err = fmt.Errorf("no proofs within %s: %w", proofTimeout, err)
+			err = fmt.Errorf("no proofs within %s: %w", s.cfg.ProofTimeout, err)
 		}
 		return res, readErr("proofs", err)
 	}
@@ -262,39 +425,134 @@ func Check(ctx context.Context, r io.Reader, w io.Writer, cfg CheckConfig) (*Res
 		return res, err
 	}
 	for i := range res.GPUs {
-		gr := &res.GPUs[i]
-		if gr.Err != "" {
-			continue
-		}
-		if e := proofs.GPUs[i].Error; e != "" {
-			gr.Err = "worker: " + sanitize(e, maxErrorMessage)
-			continue
-		}
-		if err := VerifyGPU(seeds[i], gr.N, gr.Root, ch.GPUs[i], proofs.GPUs[i].Proofs, tolFactor*Tolerance(gr.N)); err != nil {
-			gr.Err = err.Error()
-			continue
-		}
-		res.Passed++
+		s.verify(&res.GPUs[i], seeds[i], ch.Cells(i), ch.Openings[i], proofs.GPUs[i])
 	}
+	s.credit()
+	return res, nil
+}
+
+// Cells returns GPU g's cells.
+func (ch ChallengeRequest) Cells(g int) []Cell { return ch.GPUs[g] }
+
+// verify checks one GPU's proofs and openings.
+func (s *session) verify(gr *GPUResult, seed Seed, cells []Cell, ops []Opening, gp GPUProofs) {
+	if gr.Err != "" {
+		return
+	}
+	if gp.Error != "" {
+		gr.Err, gr.Code = "worker: "+sanitize(gp.Error, maxErrorMessage), market.PoGBadProof
+		return
+	}
+	if err := VerifyGPU(seed, gr.N, gr.Root, cells, gp.Proofs, s.cfg.ToleranceFactor*Tolerance(gr.N), s.cfg.ToleranceFactor); err != nil {
+		gr.Err, gr.Code = err.Error(), ErrorCode(err, market.PoGBadProof)
+		return
+	}
+	s.res.Passed++
+	if gr.Roots == nil {
+		return
+	}
+	for k, op := range ops {
+		if err := VerifyOpening(s.cfg.nonces[gr.Index], gr.N, gr.Root, gr.Roots, op, gp.Openings[k]); err != nil {
+			gr.Err, gr.Code = "residency: "+err.Error(), market.PoGNotResident
+			s.res.Passed--
+			return
+		}
+	}
+}
+
+// credit decides each GPU's model and the session's outcome.
+func (s *session) credit() {
+	res := s.res
+	g := len(res.GPUs)
 	res.Required = Required(g)
 	res.Verified = res.Passed >= res.Required
-	if !res.Verified {
-		res.Reason = fmt.Sprintf("%d of %d GPUs proved their computation, %d required", res.Passed, g, res.Required)
-		for _, gr := range res.GPUs {
-			if gr.Err != "" {
-				res.Reason += fmt.Sprintf("; GPU %d: %s", gr.Index, gr.Err)
-				break
+	rtt := min(res.RTT, s.policy.MaxRTT)
+	credited := 0
+	for i := range res.GPUs {
+		gr := &res.GPUs[i]
+		if gr.Err != "" {
+			gr.Reason = fmt.Sprintf("GPU %d: %s", gr.Index, gr.Err)
+			continue
+		}
+		m := Measured{N: res.N, Compute: max(gr.Elapsed-rtt, 0), Residency: gr.Residency, RTT: res.RTT, Scale: s.scale}
+		gr.TFLOPS = m.TFLOPS()
+		gr.Model, gr.Code, gr.Reason = Credit(s.table, res.Claimed, m, s.policy)
+		gr.Reason = fmt.Sprintf("GPU %d: %s", gr.Index, gr.Reason)
+		if gr.Model != "" {
+			credited++
+		}
+	}
+	if credited > 0 {
+		// One device standing in for several: the GPUs it could not serve
+		// at once fall short while the others pass.
+		for i := range res.GPUs {
+			if gr := &res.GPUs[i]; gr.Err == "" && gr.Model == "" {
+				gr.Code = market.PoGNotConcurrent
+				gr.Reason += "; other GPUs of the lease were credited: its results were not produced concurrently with theirs"
 			}
 		}
-		return res, nil
 	}
-	res.Model, res.Reason = Identify(table, res.Claimed, Measurement{
-		N: res.N, Elapsed: res.Elapsed, Simulated: info.Simulated, SimTimeScale: scale,
-	}, policy)
-	if res.Model != "" {
-		res.Count = res.Passed
+	worst := -1
+	for i, gr := range res.GPUs {
+		if gr.Code != market.PoGOK && (worst < 0 || codeRank(gr.Code) > codeRank(res.GPUs[worst].Code)) {
+			worst = i
+		}
 	}
-	return res, nil
+	switch {
+	case !res.Verified:
+		res.Code, res.Reason = res.GPUs[worst].Code, fmt.Sprintf("%d of %d GPUs proved their computation, %d required; %s", res.Passed, g, res.Required, res.GPUs[worst].Reason)
+		return
+	case credited < res.Required:
+		res.Code, res.Reason = res.GPUs[worst].Code, fmt.Sprintf("%d of %d GPUs credited, %d required; %s", credited, g, res.Required, res.GPUs[worst].Reason)
+		return
+	}
+	model := ""
+	for _, gr := range res.GPUs {
+		if gr.Model == "" {
+			continue
+		}
+		if mm, ok := s.table.Lookup(gr.Model); ok && (model == "" || mm.BaseScore < s.lookupScore(model)) {
+			model = gr.Model
+		}
+	}
+	res.Model, res.Count = model, credited
+	res.Code = market.PoGOK
+	res.Reason = res.GPUs[0].Reason
+	if worst >= 0 {
+		res.Code, res.Reason = res.GPUs[worst].Code, res.GPUs[worst].Reason
+		res.Reason = fmt.Sprintf("%d × %s credited; %s", credited, model, res.Reason)
+	}
+}
+
+func (s *session) lookupScore(name string) float64 {
+	m, _ := s.table.Lookup(name)
+	return m.BaseScore
+}
+
+// codeRank orders codes by how much they say about the miner: a failed
+// proof first.
+func codeRank(c market.PoGCode) int {
+	switch c {
+	case market.PoGNumerics, market.PoGBadProof, market.PoGWrongSize:
+		return 6
+	case market.PoGNotResident:
+		return 5
+	case market.PoGNotConcurrent:
+		return 4
+	case market.PoGTooSlow:
+		return 3
+	case market.PoGWorkerError:
+		return 2
+	case market.PoGDowngraded:
+		return 1
+	}
+	return 0
+}
+
+// fail records a session-wide failure.
+func (s *session) fail(code market.PoGCode, reason string) *Result {
+	s.res.Code, s.res.Reason = code, reason
+	return s.res
 }
 
 // readErr wraps a read failure; a stream that ends early is a protocol

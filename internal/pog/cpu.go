@@ -31,6 +31,12 @@ type Device interface {
 	Compute(ctx context.Context, req DeviceRequest) (Commitment, error)
 	// Prove opens the cells of the last Compute.
 	Prove(ctx context.Context, cells []Cell) ([]Proof, error)
+	// Residency runs the residency round (residency.go) over the last
+	// Compute's C from nonce and returns every pass's root; it keeps what
+	// Open needs until the next Compute.
+	Residency(ctx context.Context, nonce Seed) ([]Hash, error)
+	// Open opens chunks of the last Residency's passes.
+	Open(ctx context.Context, ops []Opening) ([]OpeningProof, error)
 	Close() error
 }
 
@@ -111,6 +117,20 @@ func (d *cpuDevice) Prove(_ context.Context, cells []Cell) ([]Proof, error) {
 	return d.last.prove(cells)
 }
 
+func (d *cpuDevice) Residency(_ context.Context, nonce Seed) ([]Hash, error) {
+	if d.last == nil {
+		return nil, fmt.Errorf("cpu backend: nothing computed")
+	}
+	return d.last.residency(nonce), nil
+}
+
+func (d *cpuDevice) Open(_ context.Context, ops []Opening) ([]OpeningProof, error) {
+	if d.last == nil || d.last.trees == nil {
+		return nil, fmt.Errorf("cpu backend: no residency round")
+	}
+	return d.last.open(ops)
+}
+
 func (d *cpuDevice) Close() error { d.last = nil; return nil }
 
 // cpuOptions alter the computation; the zero value is the honest one.
@@ -120,19 +140,47 @@ type cpuOptions struct {
 	roundInput func(float32) float32
 	// tamper, when set, alters C before it is hashed.
 	tamper func(c []float32, n int)
+	// multiply, when set, replaces the honest multiplication.
+	multiply func(c, a, b []float32, n int)
 }
 
-// cpuResult is a computed C with its tree.
+// cpuResult is a computed C with its tree, and the output trees of its
+// last residency round.
 type cpuResult struct {
 	n       int
 	seed    Seed
 	c       []float32
 	levels  [][]Hash
 	timings Timings
+	nonce   Seed
+	trees   [][][]Hash
+}
+
+// chunk writes chunk k of C into buf.
+func (r *cpuResult) chunk(k int, buf *Chunk) { encodeChunk(buf, r.c[k*ChunkValues:]) }
+
+func (r *cpuResult) root() Hash { return r.levels[len(r.levels)-1][0] }
+
+// residency runs the residency round over C.
+func (r *cpuResult) residency(nonce Seed) []Hash {
+	r.nonce = nonce
+	r.trees = residencyTrees(r.n, r.root(), nonce, r.chunk)
+	roots := make([]Hash, len(r.trees))
+	for i, t := range r.trees {
+		roots[i] = t[len(t)-1][0]
+	}
+	return roots
+}
+
+func (r *cpuResult) open(ops []Opening) ([]OpeningProof, error) {
+	if r.trees == nil {
+		return nil, fmt.Errorf("no residency round")
+	}
+	return openResidency(r.n, r.root(), r.nonce, r.trees, r.levels, r.chunk, ops)
 }
 
 func (r *cpuResult) commitment() Commitment {
-	return Commitment{N: r.n, Root: r.levels[len(r.levels)-1][0], Timings: r.timings}
+	return Commitment{Type: TypeCommit, N: r.n, Root: r.root(), Timings: r.timings}
 }
 
 // cpuCompute runs the whole pipeline: generate, multiply, hash, tree.
@@ -159,7 +207,11 @@ func cpuCompute(ctx context.Context, n int, seed Seed, workers int, opt cpuOptio
 		return nil, err
 	}
 	r.c = make([]float32, n*n)
-	multiply(ctx, r.c, a, b, n, workers)
+	if opt.multiply != nil {
+		opt.multiply(r.c, a, b, n)
+	} else {
+		multiply(ctx, r.c, a, b, n, workers)
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}

@@ -11,8 +11,9 @@ import (
 // bump ProtocolVersion with them.
 const (
 	// ProtocolVersion is sent in the worker's hello; a validator refuses
-	// other versions.
-	ProtocolVersion = 1
+	// other versions. Version 2 added the round-trip pings, one commit
+	// line per GPU as it finishes, and the residency round.
+	ProtocolVersion = 2
 
 	// ChunkValues is the number of fp32 values of C per Merkle leaf: 256
 	// values (1 KiB) of one row. n is a multiple of it, so a chunk never
@@ -42,8 +43,27 @@ const (
 	MaxChallenges = 256
 
 	// MemoryFill is the fraction of a GPU's memory the validator's choice
-	// of n fills: A and B in fp16 plus C in fp32 are 8n² bytes.
-	MemoryFill = 0.8
+	// of n fills with the working set, WorkingSetBytes(n) = 6n²: B in
+	// fp16 (2n²) and C in fp32 (4n²), A (2n²) living in the part of C not
+	// yet written (the CUDA backend computes C in row blocks from the
+	// top). C alone is then 0.92 × 4/6 = 61% of the memory: more than an
+	// 80 GB card holds of an H200's test, which is what the residency
+	// round proves (Policy.MinResidentFraction).
+	MemoryFill = 0.92
+
+	// PingCount is the number of round trips the validator times before
+	// the compute request; the fastest is the session's fixed overhead.
+	PingCount = 3
+
+	// ResidencyPasses is the number of chained passes over C of the
+	// residency round, ResidencyOpenings the chunks the validator opens
+	// per pass, ResidencySums the int32 sums per chunk of each pass and
+	// ChunksPerOutputLeaf the chunks whose sums make one 1 KiB leaf of a
+	// pass's output tree. See residency.go.
+	ResidencyPasses     = 8
+	ResidencyOpenings   = 8
+	ResidencySums       = 4
+	ChunksPerOutputLeaf = ChunkBytes / (4 * ResidencySums)
 
 	// DefaultSimTimeScale is the devnet speed factor: a simulated GPU takes
 	// this fraction of the time its model would need at the nominal n.
@@ -63,6 +83,25 @@ const (
 	MaxRandomDelay   = 900 * time.Second // config.yaml merkle_proof.max_random_delay
 	MaxWorkers       = 64                // config.yaml merkle_proof.max_workers
 )
+
+// HonestErrorRMS is the largest rms error of C's elements that fp32
+// accumulation of fp16-exact products produces at n on any tensor core
+// of the table: the block-8 round-toward-zero model of errmodel_test.go
+// (Ampere), 0.017 at n = 65,536, growing as n^1.5, with a floor of four
+// fp32 ulps of C's spread for small n. VerifyGPU refuses a GPU whose 64
+// errors have an rms above NumericsFactor times it.
+func HonestErrorRMS(n int) float64 {
+	model := 0.017 * math.Pow(float64(n)/65536, 1.5)
+	floor := 4 * math.Sqrt(float64(n)) / 3 * math.Ldexp(1, -24)
+	return max(model, floor)
+}
+
+// NumericsFactor: an honest GPU's 64 errors have an rms below
+// HonestErrorRMS (their mean square follows σ²·χ²₆₄/64, which exceeds
+// 4σ² with probability below 10⁻³⁰); fp16 accumulation flushed every 32
+// products errs ~8× more at n = 65,536, one level of Strassen with fp16
+// block sums ~5×.
+const NumericsFactor = 2
 
 // Tolerance is the largest |proven − exact| accepted for an element of C at
 // size n: the spread of C (σ = √n/3) divided by 512, so 0.0104 at n = 256,
@@ -85,12 +124,13 @@ func Tolerance(n int) float64 {
 }
 
 // ChooseN returns the matrix size for a GPU: the largest multiple of 1024
-// (of 256 below 8192) with 8n² ≤ MemoryFill × memory, within [MinN, MaxN].
+// (of 256 below 8192) with 6n² ≤ MemoryFill × memory, within [MinN, MaxN].
 // The memory is the claimed model's table memory when the model is known,
 // lowered to reportedMemory when that is smaller and not 0; reportedMemory
-// alone for an unknown model (pass nil). Identify refuses any model whose
-// memory the chosen n does not fill at least by Policy.MinFill, so a worker
-// gains nothing by reporting less memory.
+// alone for an unknown model (pass nil). A GPU is credited only as a model
+// whose memory the proven resident C fills at least by
+// Policy.MinResidentFraction, so a worker gains nothing by reporting less
+// memory.
 func ChooseN(model *market.GPUModel, reportedMemory uint64) int {
 	mem := reportedMemory
 	if model != nil && (mem == 0 || model.MemoryBytes < mem) {
@@ -99,9 +139,9 @@ func ChooseN(model *market.GPUModel, reportedMemory uint64) int {
 	return nForMemory(float64(mem) * MemoryFill)
 }
 
-// nForMemory is the largest aligned n with 8n² ≤ bytes, clamped.
+// nForMemory is the largest aligned n with 6n² ≤ bytes, clamped.
 func nForMemory(bytes float64) int {
-	raw := math.Sqrt(bytes / 8)
+	raw := math.Sqrt(bytes / 6)
 	align := 1024.0
 	if raw < 8192 {
 		align = ChunkValues
@@ -111,8 +151,12 @@ func nForMemory(bytes float64) int {
 }
 
 // WorkingSetBytes is the device memory of one GPU's computation at n:
-// A and B in fp16 and C in fp32.
-func WorkingSetBytes(n int) uint64 { return 8 * uint64(n) * uint64(n) }
+// B in fp16 and C in fp32, A inside C's free part (see MemoryFill).
+func WorkingSetBytes(n int) uint64 { return 6 * uint64(n) * uint64(n) }
+
+// ResidentBytes is what the residency round proves held in device memory
+// at n: C in fp32.
+func ResidentBytes(n int) uint64 { return 4 * uint64(n) * uint64(n) }
 
 // Flops is the work of one multiplication at n: 2n³.
 func Flops(n int) float64 { return 2 * float64(n) * float64(n) * float64(n) }

@@ -15,17 +15,26 @@ import (
 
 // The session protocol: one line-delimited JSON object per message over the
 // stdin/stdout of a single `pog compute` process (an SSH exec session), so C
-// stays in GPU memory between commitment and proof.
+// stays in GPU memory from the commitment to the last proof.
 //
-//	worker    → validator  {"type":"hello", "version":1, "backend":…, "simulated":…, "gpus":[…]}
+//	worker    → validator  {"type":"hello", "version":2, "backend":…, "simulated":…, "gpus":[…]}
+//	validator → worker     {"type":"ping", "seq":k}            (PingCount times, each answered
+//	worker    → validator  {"type":"pong", "seq":k}             before the next is sent)
 //	validator → worker     {"type":"compute", "n":N, "seeds":["32 hex",…]}
-//	worker    → validator  {"type":"commit", "gpus":[{"n":N, "root":"64 hex", "timings":{…}},…]}
-//	validator → worker     {"type":"challenge", "gpus":[[{"i":…,"j":…},…],…]}
-//	worker    → validator  {"type":"proofs", "gpus":[{"proofs":[{"i","j","chunk","path"},…]},…]}
+//	worker    → validator  {"type":"commit", "gpu":g, "n":N, "root":"64 hex", "timings":{…}}
+//	                       one line per GPU, each sent the moment that GPU is done
+//	validator → worker     {"type":"residency", "nonces":["32 hex",…]}
+//	worker    → validator  {"type":"resident", "gpu":g, "roots":["64 hex",…]}
+//	                       one line per GPU, ResidencyPasses roots each
+//	validator → worker     {"type":"challenge", "gpus":[[{"i":…,"j":…},…],…],
+//	                        "openings":[[{"pass":…,"chunk":…},…],…]}
+//	worker    → validator  {"type":"proofs", "gpus":[{"proofs":[…], "openings":[…]},…]}
 //
-// The worker then waits for another compute request or end of input. It may
-// answer any request with {"type":"error","message":…} instead. A GPU that
-// failed alone carries "error" in its commit or proofs entry.
+// The validator times each commit and resident line itself. The worker
+// then waits for another ping or compute request or the end of input. It
+// may answer any request with {"type":"error","message":…} instead. A GPU
+// that failed alone carries "error" in its commit, resident or proofs
+// entry.
 //
 // Decoding is strict: unknown fields, trailing data, oversized lines, counts
 // and sizes out of range and malformed hex are errors wrapping ErrProtocol.
@@ -33,8 +42,12 @@ import (
 // Message types.
 const (
 	TypeHello     = "hello"
+	TypePing      = "ping"
+	TypePong      = "pong"
 	TypeCompute   = "compute"
 	TypeCommit    = "commit"
+	TypeResidency = "residency"
+	TypeResident  = "resident"
 	TypeChallenge = "challenge"
 	TypeProofs    = "proofs"
 	TypeError     = "error"
@@ -44,14 +57,18 @@ const (
 // line's limit depends on the challenge: ProofsLineLimit.
 const (
 	MaxHelloLine     = 64 << 10
+	MaxPingLine      = 256
 	MaxComputeLine   = 4 << 10
-	MaxCommitLine    = 64 << 10
-	MaxChallengeLine = 256 << 10
+	MaxCommitLine    = 8 << 10
+	MaxResidencyLine = 4 << 10
+	MaxResidentLine  = 8 << 10
+	MaxChallengeLine = 512 << 10
 	maxErrorMessage  = 1024
 	maxNameLen       = 256
 	maxUUIDLen       = 128
 	maxBackendLen    = 32
 	maxTimingMS      = 1e9
+	maxSeq           = 1 << 30
 )
 
 // ErrProtocol marks a message that breaks the protocol: garbage, an
@@ -93,6 +110,13 @@ type Hello struct {
 	Info
 }
 
+// Ping asks the worker for a Pong with the same Seq at once; the
+// validator times the round trip.
+type Ping struct {
+	Type string `json:"type"`
+	Seq  int    `json:"seq"`
+}
+
 // ComputeRequest asks for C = A·Bᵀ on the first len(Seeds) GPUs, GPU g
 // with Seeds[g].
 type ComputeRequest struct {
@@ -104,14 +128,12 @@ type ComputeRequest struct {
 	SimTimeScale float64 `json:"sim_time_scale,omitempty"`
 }
 
-// ComputeResponse carries one commitment per requested GPU.
-type ComputeResponse struct {
-	Type string       `json:"type"`
-	GPUs []Commitment `json:"gpus"`
-}
-
-// Commitment is one GPU's Merkle root over C.
+// Commitment is one GPU's Merkle root over C, sent as its own line the
+// moment the GPU is done.
 type Commitment struct {
+	Type string `json:"type"`
+	// GPU is the index of the GPU in the compute request.
+	GPU int `json:"gpu"`
 	// N is the size computed: the requested n, or SimN for a simulated GPU.
 	N    int  `json:"n"`
 	Root Hash `json:"root"`
@@ -129,16 +151,40 @@ type Timings struct {
 	TreeMS     float64 `json:"tree_ms"`
 }
 
+// ResidencyRequest starts the residency round: GPU g runs
+// ResidencyPasses chained passes over its C from Nonces[g].
+type ResidencyRequest struct {
+	Type   string `json:"type"`
+	Nonces []Seed `json:"nonces"`
+}
+
+// Residency is one GPU's answer to the residency round: the root of each
+// pass's output tree, sent as its own line the moment the GPU is done.
+type Residency struct {
+	Type  string `json:"type"`
+	GPU   int    `json:"gpu"`
+	Roots []Hash `json:"roots"`
+	Error string `json:"error,omitempty"`
+}
+
 // Cell is one element C[I][J].
 type Cell struct {
 	I int `json:"i"`
 	J int `json:"j"`
 }
 
-// ChallengeRequest lists the cells to prove, per GPU of the commitment.
+// Opening names one chunk of C to open in one residency pass.
+type Opening struct {
+	Pass  int `json:"pass"`
+	Chunk int `json:"chunk"`
+}
+
+// ChallengeRequest lists the cells to prove and the residency chunks to
+// open, per GPU of the commitment.
 type ChallengeRequest struct {
-	Type string   `json:"type"`
-	GPUs [][]Cell `json:"gpus"`
+	Type     string      `json:"type"`
+	GPUs     [][]Cell    `json:"gpus"`
+	Openings [][]Opening `json:"openings"`
 }
 
 // ProofsResponse answers a challenge, one entry per GPU.
@@ -147,10 +193,11 @@ type ProofsResponse struct {
 	GPUs []GPUProofs `json:"gpus"`
 }
 
-// GPUProofs are one GPU's proofs, in challenge order.
+// GPUProofs are one GPU's proofs and openings, in challenge order.
 type GPUProofs struct {
-	Proofs []Proof `json:"proofs"`
-	Error  string  `json:"error,omitempty"`
+	Proofs   []Proof        `json:"proofs"`
+	Openings []OpeningProof `json:"openings"`
+	Error    string         `json:"error,omitempty"`
 }
 
 // Proof opens the chunk holding C[I][J]: its 256 values and the Merkle path
@@ -160,6 +207,18 @@ type Proof struct {
 	J     int    `json:"j"`
 	Chunk Chunk  `json:"chunk"`
 	Path  []Hash `json:"path"`
+}
+
+// OpeningProof opens chunk Chunk of C (Data, with its path to C's root)
+// and the leaf of pass Pass's output tree that holds the chunk's sums
+// (Out, with its path to that pass's root).
+type OpeningProof struct {
+	Pass    int    `json:"pass"`
+	Chunk   int    `json:"chunk"`
+	Data    Chunk  `json:"data"`
+	Path    []Hash `json:"path"`
+	Out     Chunk  `json:"out"`
+	OutPath []Hash `json:"out_path"`
 }
 
 // Chunk is one Merkle leaf's data: 256 fp32 values, little-endian.
@@ -332,32 +391,56 @@ func (r ComputeRequest) Validate() error {
 	return nil
 }
 
-// DecodeComputeResponse decodes the commitments answering req: one per
-// seed, each for a legal n no larger than req.N (smaller only for a
-// simulated GPU; the validator decides whether to accept that).
-func DecodeComputeResponse(line []byte, req ComputeRequest) (ComputeResponse, error) {
-	var r ComputeResponse
-	if err := decodeStrict(line, MaxCommitLine, TypeCommit, &r); err != nil {
-		return ComputeResponse{}, err
+// DecodePing decodes a ping (worker side) or a pong (validator side,
+// typ TypePong).
+func DecodePing(line []byte, typ string) (Ping, error) {
+	var p Ping
+	if err := decodeStrict(line, MaxPingLine, typ, &p); err != nil {
+		return Ping{}, err
 	}
-	if len(r.GPUs) != len(req.Seeds) {
-		return ComputeResponse{}, protoErr("%d commitments for %d GPUs", len(r.GPUs), len(req.Seeds))
+	if p.Seq < 0 || p.Seq > maxSeq {
+		return Ping{}, protoErr("%s seq %d out of range", typ, p.Seq)
 	}
-	for g, c := range r.GPUs {
-		if c.Error != "" {
-			if len(c.Error) > maxErrorMessage {
-				return ComputeResponse{}, protoErr("GPU %d: error message longer than %d bytes", g, maxErrorMessage)
-			}
-			continue
-		}
-		if !validN(c.N) || c.N > req.N {
-			return ComputeResponse{}, protoErr("GPU %d: committed n = %d for requested %d", g, c.N, req.N)
-		}
-		if err := c.Timings.validate(); err != nil {
-			return ComputeResponse{}, protoErr("GPU %d: %v", g, err)
-		}
+	return p, nil
+}
+
+// DecodeCommitment decodes one GPU's commitment answering req: a GPU of
+// the request not seen before (seen is updated), a legal n no larger than
+// req.N (smaller only for a simulated GPU; the validator decides whether
+// to accept that).
+func DecodeCommitment(line []byte, req ComputeRequest, seen []bool) (Commitment, error) {
+	var c Commitment
+	if err := decodeStrict(line, MaxCommitLine, TypeCommit, &c); err != nil {
+		return Commitment{}, err
 	}
-	return r, nil
+	if err := checkGPU(c.GPU, seen); err != nil {
+		return Commitment{}, err
+	}
+	if c.Error != "" {
+		if len(c.Error) > maxErrorMessage {
+			return Commitment{}, protoErr("GPU %d: error message longer than %d bytes", c.GPU, maxErrorMessage)
+		}
+		return c, nil
+	}
+	if !validN(c.N) || c.N > req.N {
+		return Commitment{}, protoErr("GPU %d: committed n = %d for requested %d", c.GPU, c.N, req.N)
+	}
+	if err := c.Timings.validate(); err != nil {
+		return Commitment{}, protoErr("GPU %d: %v", c.GPU, err)
+	}
+	return c, nil
+}
+
+// checkGPU accepts a GPU index in range that was not answered yet.
+func checkGPU(g int, seen []bool) error {
+	if g < 0 || g >= len(seen) {
+		return protoErr("answer for GPU %d of %d", g, len(seen))
+	}
+	if seen[g] {
+		return protoErr("second answer for GPU %d", g)
+	}
+	seen[g] = true
+	return nil
 }
 
 func (t Timings) validate() error {
@@ -369,19 +452,56 @@ func (t Timings) validate() error {
 	return nil
 }
 
+// DecodeResidencyRequest decodes a residency request for gpus GPUs.
+func DecodeResidencyRequest(line []byte, gpus int) (ResidencyRequest, error) {
+	var r ResidencyRequest
+	if err := decodeStrict(line, MaxResidencyLine, TypeResidency, &r); err != nil {
+		return ResidencyRequest{}, err
+	}
+	if len(r.Nonces) != gpus {
+		return ResidencyRequest{}, protoErr("%d residency nonces for %d GPUs", len(r.Nonces), gpus)
+	}
+	return r, nil
+}
+
+// DecodeResidency decodes one GPU's residency answer: a GPU not seen
+// before, and either an error or exactly ResidencyPasses roots.
+func DecodeResidency(line []byte, seen []bool) (Residency, error) {
+	var r Residency
+	if err := decodeStrict(line, MaxResidentLine, TypeResident, &r); err != nil {
+		return Residency{}, err
+	}
+	if err := checkGPU(r.GPU, seen); err != nil {
+		return Residency{}, err
+	}
+	if r.Error != "" {
+		if len(r.Error) > maxErrorMessage || len(r.Roots) != 0 {
+			return Residency{}, protoErr("GPU %d: an error entry must carry no roots and at most %d bytes", r.GPU, maxErrorMessage)
+		}
+		return r, nil
+	}
+	if len(r.Roots) != ResidencyPasses {
+		return Residency{}, protoErr("GPU %d: %d residency roots, want %d", r.GPU, len(r.Roots), ResidencyPasses)
+	}
+	return r, nil
+}
+
 // DecodeChallenge decodes a challenge for GPUs that committed sizes ns:
-// one list per GPU, 1 to MaxChallenges cells each, inside the matrix.
+// one list of cells per GPU, 1 to MaxChallenges cells each, inside the
+// matrix; and one list of openings per GPU, at most
+// ResidencyPasses × MaxResidencyOpenings, each a pass and a chunk in range.
+// A GPU with no commitment (n = 0) gets neither.
 func DecodeChallenge(line []byte, ns []int) (ChallengeRequest, error) {
 	var r ChallengeRequest
 	if err := decodeStrict(line, MaxChallengeLine, TypeChallenge, &r); err != nil {
 		return ChallengeRequest{}, err
 	}
-	if len(r.GPUs) != len(ns) {
-		return ChallengeRequest{}, protoErr("challenge for %d GPUs, %d committed", len(r.GPUs), len(ns))
+	if len(r.GPUs) != len(ns) || len(r.Openings) != len(ns) {
+		return ChallengeRequest{}, protoErr("challenge for %d and %d GPUs, %d committed", len(r.GPUs), len(r.Openings), len(ns))
 	}
 	for g, cells := range r.GPUs {
 		if ns[g] == 0 { // a GPU that failed to commit: nothing to prove
-			if len(cells) != 0 {
+			if len(cells) != 0 || len(r.Openings[g]) != 0 {
 				return ChallengeRequest{}, protoErr("GPU %d: cells for a GPU that did not commit", g)
 			}
 			continue
@@ -394,36 +514,63 @@ func DecodeChallenge(line []byte, ns []int) (ChallengeRequest, error) {
 				return ChallengeRequest{}, protoErr("GPU %d: cell (%d, %d) outside %d×%d", g, c.I, c.J, ns[g], ns[g])
 			}
 		}
+		if len(r.Openings[g]) > MaxOpenings {
+			return ChallengeRequest{}, protoErr("GPU %d: %d openings, at most %d", g, len(r.Openings[g]), MaxOpenings)
+		}
+		for _, o := range r.Openings[g] {
+			if err := o.check(ns[g]); err != nil {
+				return ChallengeRequest{}, protoErr("GPU %d: %v", g, err)
+			}
+		}
 	}
 	return r, nil
 }
 
+// MaxOpenings bounds the residency openings per GPU of one challenge.
+const MaxOpenings = 4 * ResidencyPasses * ResidencyOpenings
+
+func (o Opening) check(n int) error {
+	if o.Pass < 0 || o.Pass >= ResidencyPasses {
+		return fmt.Errorf("opening of pass %d, want 0 to %d", o.Pass, ResidencyPasses-1)
+	}
+	if o.Chunk < 0 || o.Chunk >= Leaves(n) {
+		return fmt.Errorf("opening of chunk %d outside %d", o.Chunk, Leaves(n))
+	}
+	return nil
+}
+
 // Sizes of a proofs line's parts as encoding/json writes them, with room
 // for whitespace between tokens: a proof's fixed part (braces, keys, two
-// indices up to MaxN, the quoted chunk), one path entry (a quoted hash and
-// a comma), one GPU entry without its proofs (an error message JSON may
-// escape to six bytes per byte), and the envelope.
+// indices up to MaxN, the quoted chunk), an opening's (two quoted chunks),
+// one path entry (a quoted hash and a comma), one GPU entry without its
+// proofs (an error message JSON may escape to six bytes per byte), and the
+// envelope.
 const (
-	proofFixedBytes  = 2*ChunkBytes + 160
-	pathEntryBytes   = 2*len(Hash{}) + 8
-	gpuEntryBytes    = 6*maxErrorMessage + 64
-	proofsSlackBytes = 4 << 10
+	proofFixedBytes   = 2*ChunkBytes + 160
+	openingFixedBytes = 4*ChunkBytes + 200
+	pathEntryBytes    = 2*len(Hash{}) + 8
+	gpuEntryBytes     = 6*maxErrorMessage + 96
+	proofsSlackBytes  = 4 << 10
 )
 
 // ProofsLineLimit is the longest proofs line a worker may send for ch, the
 // challenge of GPUs that committed sizes ns: per challenged cell the chunk
-// in hex and the Merkle path of a tree of Leaves(n) leaves, plus each GPU's
-// entry and some slack. Everything beyond is refused unread, so a session
-// holds at most about what an honest answer needs (about 2 MiB for 8 GPUs
-// of 80 GB at DefaultChallenges) rather than a fixed worst case.
+// in hex and the Merkle path of a tree of Leaves(n) leaves, per opening
+// two chunks and the paths of C's tree and of a pass's output tree, plus
+// each GPU's entry and some slack. Everything beyond is refused unread, so
+// a session holds at most about what an honest answer needs (about 4 MiB
+// for 8 GPUs of 80 GB) rather than a fixed worst case.
 func ProofsLineLimit(ch ChallengeRequest, ns []int) int {
 	total := proofsSlackBytes
 	for g, cells := range ch.GPUs {
-		depth := MaxPathLen
+		depth, outDepth := MaxPathLen, MaxPathLen
 		if g < len(ns) && ns[g] > 0 {
-			depth = treeDepth(Leaves(ns[g]))
+			depth, outDepth = treeDepth(Leaves(ns[g])), treeDepth(OutputLeaves(ns[g]))
 		}
 		total += gpuEntryBytes + len(cells)*(proofFixedBytes+depth*pathEntryBytes)
+		if g < len(ch.Openings) {
+			total += len(ch.Openings[g]) * (openingFixedBytes + (depth+outDepth)*pathEntryBytes)
+		}
 	}
 	return total
 }
@@ -438,12 +585,13 @@ func treeDepth(leaves int) int {
 }
 
 // DecodeProofs decodes the proofs answering ch, the challenge of GPUs that
-// committed sizes ns: per GPU either an error and no proofs, or one proof
-// per cell, in order, each naming its cell and carrying no more siblings
-// than the GPU's tree is deep. A line over ProofsLineLimit is refused.
-// Whether a proof is right is VerifyProof's job.
+// committed sizes ns: per GPU either an error and nothing else, or one
+// proof per cell and one opening proof per opening, in order, each naming
+// what it opens and carrying no more siblings than the tree is deep. A
+// line over ProofsLineLimit is refused. Whether a proof is right is
+// VerifyProof's and VerifyOpening's job.
 func DecodeProofs(line []byte, ch ChallengeRequest, ns []int) (ProofsResponse, error) {
-	if len(ns) != len(ch.GPUs) {
+	if len(ns) != len(ch.GPUs) || len(ns) != len(ch.Openings) {
 		return ProofsResponse{}, fmt.Errorf("decode proofs: %d sizes for a challenge of %d GPUs", len(ns), len(ch.GPUs))
 	}
 	var r ProofsResponse
@@ -455,15 +603,15 @@ func DecodeProofs(line []byte, ch ChallengeRequest, ns []int) (ProofsResponse, e
 	}
 	for g, gp := range r.GPUs {
 		if gp.Error != "" {
-			if len(gp.Proofs) != 0 || len(gp.Error) > maxErrorMessage {
+			if len(gp.Proofs) != 0 || len(gp.Openings) != 0 || len(gp.Error) > maxErrorMessage {
 				return ProofsResponse{}, protoErr("GPU %d: an error entry must carry no proofs and at most %d bytes", g, maxErrorMessage)
 			}
 			continue
 		}
 		cells := ch.GPUs[g]
-		depth := MaxPathLen
+		depth, outDepth := MaxPathLen, MaxPathLen
 		if ns[g] > 0 {
-			depth = treeDepth(Leaves(ns[g]))
+			depth, outDepth = treeDepth(Leaves(ns[g])), treeDepth(OutputLeaves(ns[g]))
 		}
 		if len(gp.Proofs) != len(cells) {
 			return ProofsResponse{}, protoErr("GPU %d: %d proofs for %d cells", g, len(gp.Proofs), len(cells))
@@ -474,6 +622,18 @@ func DecodeProofs(line []byte, ch ChallengeRequest, ns []int) (ProofsResponse, e
 			}
 			if len(p.Path) > depth {
 				return ProofsResponse{}, protoErr("GPU %d: proof %d has %d siblings, at most %d", g, k, len(p.Path), depth)
+			}
+		}
+		ops := ch.Openings[g]
+		if len(gp.Openings) != len(ops) {
+			return ProofsResponse{}, protoErr("GPU %d: %d opening proofs for %d openings", g, len(gp.Openings), len(ops))
+		}
+		for k, p := range gp.Openings {
+			if p.Pass != ops[k].Pass || p.Chunk != ops[k].Chunk {
+				return ProofsResponse{}, protoErr("GPU %d: opening %d is of pass %d chunk %d, challenged pass %d chunk %d", g, k, p.Pass, p.Chunk, ops[k].Pass, ops[k].Chunk)
+			}
+			if len(p.Path) > depth || len(p.OutPath) > outDepth {
+				return ProofsResponse{}, protoErr("GPU %d: opening %d has %d and %d siblings, at most %d and %d", g, k, len(p.Path), len(p.OutPath), depth, outDepth)
 			}
 		}
 	}

@@ -20,24 +20,32 @@ type honestFixture struct {
 	commit []byte
 	ch     ChallengeRequest
 	proofs []byte
+	nonce  Seed
+	roots  []Hash
 }
 
 func newHonestFixture(tb testing.TB) *honestFixture {
 	tb.Helper()
-	fx := &honestFixture{seed: Seed{0x5e, 0xed, 1}, n: 256}
+	fx := &honestFixture{seed: Seed{0x5e, 0xed, 1}, n: 256, nonce: Seed{0x0c}}
 	res, err := cpuCompute(context.Background(), fx.n, fx.seed, 1, cpuOptions{})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	fx.res = res
 	fx.req = ComputeRequest{Type: TypeCompute, N: fx.n, Seeds: []Seed{fx.seed}}
-	fx.commit = mustLine(tb, ComputeResponse{Type: TypeCommit, GPUs: []Commitment{res.commitment()}})
-	fx.ch = ChallengeRequest{Type: TypeChallenge, GPUs: [][]Cell{{{I: 3, J: 200}, {I: 100, J: 7}}}}
+	fx.commit = mustLine(tb, res.commitment())
+	fx.roots = res.residency(fx.nonce)
+	fx.ch = ChallengeRequest{Type: TypeChallenge, GPUs: [][]Cell{{{I: 3, J: 200}, {I: 100, J: 7}}},
+		Openings: [][]Opening{{{Pass: 0, Chunk: 5}, {Pass: 7, Chunk: 255}}}}
 	ps, err := res.prove(fx.ch.GPUs[0])
 	if err != nil {
 		tb.Fatal(err)
 	}
-	fx.proofs = mustLine(tb, ProofsResponse{Type: TypeProofs, GPUs: []GPUProofs{{Proofs: ps}}})
+	ops, err := res.open(fx.ch.Openings[0])
+	if err != nil {
+		tb.Fatal(err)
+	}
+	fx.proofs = mustLine(tb, ProofsResponse{Type: TypeProofs, GPUs: []GPUProofs{{Proofs: ps, Openings: ops}}})
 	return fx
 }
 
@@ -55,11 +63,11 @@ func TestDecodeHonestMessages(t *testing.T) {
 	if _, err := DecodeComputeRequest(mustLine(t, fx.req)); err != nil {
 		t.Errorf("DecodeComputeRequest: %v", err)
 	}
-	cr, err := DecodeComputeResponse(fx.commit, fx.req)
+	cr, err := DecodeCommitment(fx.commit, fx.req, make([]bool, 1))
 	if err != nil {
-		t.Fatalf("DecodeComputeResponse: %v", err)
+		t.Fatalf("DecodeCommitment: %v", err)
 	}
-	if cr.GPUs[0].Root != fx.res.commitment().Root {
+	if cr.Root != fx.res.commitment().Root {
 		t.Errorf("root changed in transit")
 	}
 	ch, err := DecodeChallenge(mustLine(t, fx.ch), []int{fx.n})
@@ -70,8 +78,13 @@ func TestDecodeHonestMessages(t *testing.T) {
 	if err != nil {
 		t.Fatalf("DecodeProofs: %v", err)
 	}
-	if err := VerifyGPU(fx.seed, fx.n, cr.GPUs[0].Root, ch.GPUs[0], pr.GPUs[0].Proofs, Tolerance(fx.n)); err != nil {
+	if err := VerifyGPU(fx.seed, fx.n, cr.Root, ch.GPUs[0], pr.GPUs[0].Proofs, Tolerance(fx.n), 1); err != nil {
 		t.Errorf("VerifyGPU: %v", err)
+	}
+	for k, op := range ch.Openings[0] {
+		if err := VerifyOpening(fx.nonce, fx.n, cr.Root, fx.roots, op, pr.GPUs[0].Openings[k]); err != nil {
+			t.Errorf("VerifyOpening %d: %v", k, err)
+		}
 	}
 }
 
@@ -114,15 +127,15 @@ func TestDecodeRejects(t *testing.T) {
 			return err
 		}},
 		{"commit root not hex", func() error {
-			_, err := DecodeComputeResponse([]byte(strings.Replace(commit, root, strings.Repeat("zz", 32), 1)), fx.req)
+			_, err := DecodeCommitment([]byte(strings.Replace(commit, root, strings.Repeat("zz", 32), 1)), fx.req, make([]bool, 1))
 			return err
 		}},
 		{"commit unknown field", func() error {
-			_, err := DecodeComputeResponse([]byte(strings.Replace(commit, `"gpus"`, `"bonus":1,"gpus"`, 1)), fx.req)
+			_, err := DecodeCommitment([]byte(strings.Replace(commit, `"gpu"`, `"bonus":1,"gpu"`, 1)), fx.req, make([]bool, 1))
 			return err
 		}},
 		{"commit too long", func() error {
-			_, err := DecodeComputeResponse(append(fx.commit, bytes.Repeat([]byte(" "), MaxCommitLine)...), fx.req)
+			_, err := DecodeCommitment(append(fx.commit, bytes.Repeat([]byte(" "), MaxCommitLine)...), fx.req, make([]bool, 1))
 			return err
 		}},
 		{"proofs chunk short", func() error {
@@ -143,15 +156,40 @@ func TestDecodeRejects(t *testing.T) {
 			return err
 		}},
 		{"challenge cell outside", func() error {
-			_, err := DecodeChallenge([]byte(`{"type":"challenge","gpus":[[{"i":256,"j":0}]]}`), []int{256})
+			_, err := DecodeChallenge([]byte(`{"type":"challenge","gpus":[[{"i":256,"j":0}]],"openings":[[]]}`), []int{256})
 			return err
 		}},
 		{"challenge empty", func() error {
-			_, err := DecodeChallenge([]byte(`{"type":"challenge","gpus":[[]]}`), []int{256})
+			_, err := DecodeChallenge([]byte(`{"type":"challenge","gpus":[[]],"openings":[[]]}`), []int{256})
+			return err
+		}},
+		{"challenge opening of pass 8", func() error {
+			_, err := DecodeChallenge([]byte(`{"type":"challenge","gpus":[[{"i":1,"j":0}]],"openings":[[{"pass":8,"chunk":0}]]}`), []int{256})
+			return err
+		}},
+		{"challenge opening outside", func() error {
+			_, err := DecodeChallenge([]byte(`{"type":"challenge","gpus":[[{"i":1,"j":0}]],"openings":[[{"pass":0,"chunk":256}]]}`), []int{256})
+			return err
+		}},
+		{"residency with 7 roots", func() error {
+			h := `"` + strings.Repeat("00", 32) + `"`
+			_, err := DecodeResidency([]byte(`{"type":"resident","gpu":0,"roots":[`+strings.Repeat(h+",", 6)+h+`]}`), make([]bool, 1))
+			return err
+		}},
+		{"residency for GPU 1 of 1", func() error {
+			_, err := DecodeResidency([]byte(`{"type":"resident","gpu":1,"roots":[]}`), make([]bool, 1))
+			return err
+		}},
+		{"second commitment for GPU 0", func() error {
+			_, err := DecodeCommitment(fx.commit, fx.req, []bool{true})
+			return err
+		}},
+		{"opening for another chunk", func() error {
+			_, err := DecodeProofs([]byte(strings.Replace(proofs, `"chunk":5,`, `"chunk":6,`, 1)), fx.ch, []int{fx.n})
 			return err
 		}},
 		{"hello with control characters", func() error {
-			_, err := DecodeHello([]byte(`{"type":"hello","version":1,"backend":"cpu","simulated":false,"gpus":[{"index":0,"name":"a\u0007b","memory_bytes":1}]}`))
+			_, err := DecodeHello([]byte(`{"type":"hello","version":2,"backend":"cpu","simulated":false,"gpus":[{"index":0,"name":"a\u0007b","memory_bytes":1}]}`))
 			return err
 		}},
 		{"hello with 65 GPUs", func() error {
@@ -198,14 +236,14 @@ func TestLineReader(t *testing.T) {
 	}
 }
 
-func FuzzDecodeComputeResponse(f *testing.F) {
+func FuzzDecodeCommitment(f *testing.F) {
 	fx := newHonestFixture(f)
 	f.Add(fx.commit)
-	f.Add([]byte(`{"type":"commit","gpus":[{"n":0,"root":"` + strings.Repeat("00", 32) + `","timings":{"generate_ms":0,"multiply_ms":0,"hash_ms":0,"tree_ms":0},"error":"oom"}]}`))
+	f.Add([]byte(`{"type":"commit","gpu":0,"n":0,"root":"` + strings.Repeat("00", 32) + `","timings":{"generate_ms":0,"multiply_ms":0,"hash_ms":0,"tree_ms":0},"error":"oom"}`))
 	f.Add([]byte(`{"type":"error","message":"no"}`))
-	f.Add([]byte(`{"type":"commit","gpus":null}`))
+	f.Add([]byte(`{"type":"commit","gpu":-1}`))
 	f.Fuzz(func(t *testing.T, line []byte) {
-		r, err := DecodeComputeResponse(line, fx.req)
+		r, err := DecodeCommitment(line, fx.req, make([]bool, 1))
 		if err != nil {
 			var we *WorkerError
 			if !errors.Is(err, ErrProtocol) && !errors.As(err, &we) {
@@ -213,14 +251,14 @@ func FuzzDecodeComputeResponse(f *testing.F) {
 			}
 			return
 		}
-		if len(r.GPUs) != 1 {
-			t.Fatalf("%d commitments accepted for 1 GPU", len(r.GPUs))
+		if r.GPU != 0 {
+			t.Fatalf("commitment for GPU %d accepted for 1 GPU", r.GPU)
 		}
-		if c := r.GPUs[0]; c.Error == "" && (!validN(c.N) || c.N > fx.n) {
-			t.Fatalf("accepted n = %d", c.N)
+		if r.Error == "" && (!validN(r.N) || r.N > fx.n) {
+			t.Fatalf("accepted n = %d", r.N)
 		}
-		again, err := DecodeComputeResponse(mustLine(t, r), fx.req)
-		if err != nil || again.GPUs[0].Root != r.GPUs[0].Root {
+		again, err := DecodeCommitment(mustLine(t, r), fx.req, make([]bool, 1))
+		if err != nil || again.Root != r.Root {
 			t.Fatalf("re-encoded commitment does not decode the same: %v", err)
 		}
 	})
@@ -250,7 +288,7 @@ func FuzzDecodeProofs(f *testing.F) {
 		// Whatever decodes must verify only if it is the honest opening.
 		for k, p := range gp.Proofs {
 			cell := fx.ch.GPUs[0][k]
-			if VerifyProof(fx.seed, fx.n, fx.res.commitment().Root, cell, p, Tolerance(fx.n)) == nil {
+			if _, err := VerifyProof(fx.seed, fx.n, fx.res.commitment().Root, cell, p, Tolerance(fx.n)); err == nil {
 				honest, _ := fx.res.prove([]Cell{cell})
 				if p.Chunk != honest[0].Chunk {
 					t.Fatalf("a chunk other than the committed one verified for %v", cell)
@@ -295,7 +333,7 @@ func FuzzVerifyProof(f *testing.F) {
 				p.Path[int(at)%len(p.Path)][0] ^= 1
 			}
 		}
-		err := VerifyProof(fx.seed, fx.n, root, cell, p, Tolerance(fx.n))
+		_, err := VerifyProof(fx.seed, fx.n, root, cell, p, Tolerance(fx.n))
 		changed := p.Chunk != honest.Chunk || len(p.Path) != len(honest.Path)
 		for k := 0; !changed && k < len(p.Path); k++ {
 			changed = p.Path[k] != honest.Path[k]
@@ -336,6 +374,8 @@ func FuzzDecodeWorkerRequests(f *testing.F) {
 	f.Add(mustLine(f, fx.req))
 	f.Add(mustLine(f, fx.ch))
 	f.Add([]byte(`{"type":"compute","n":256,"seeds":["00000000000000000000000000000000"],"sim_time_scale":0.5}`))
+	f.Add([]byte(`{"type":"ping","seq":2}`))
+	f.Add([]byte(`{"type":"residency","nonces":["00000000000000000000000000000000"]}`))
 	f.Fuzz(func(t *testing.T, line []byte) {
 		if r, err := DecodeComputeRequest(line); err == nil {
 			if !validN(r.N) || len(r.Seeds) < 1 || len(r.Seeds) > MaxGPUs {
@@ -351,6 +391,15 @@ func FuzzDecodeWorkerRequests(f *testing.F) {
 			if _, err := fx.res.prove(ch.GPUs[0]); err != nil {
 				t.Fatalf("a decoded challenge cannot be proved: %v", err)
 			}
+			if _, err := fx.res.open(ch.Openings[0]); err != nil {
+				t.Fatalf("a decoded challenge cannot be opened: %v", err)
+			}
+		}
+		if p, err := DecodePing(line, TypePing); err == nil && (p.Seq < 0 || p.Seq > maxSeq) {
+			t.Fatalf("accepted ping %+v", p)
+		}
+		if r, err := DecodeResidencyRequest(line, 1); err == nil && len(r.Nonces) != 1 {
+			t.Fatalf("accepted residency %+v", r)
 		}
 	})
 }
@@ -371,13 +420,13 @@ func TestProofsLineLimit(t *testing.T) {
 		cells    int
 		maxBytes int
 	}{
-		{"8 × 80 GB at the default challenge", 8, 92160, DefaultChallenges, 3 << 20},
-		{"8 × H200 at the default challenge", 8, 122880, DefaultChallenges, 3 << 20},
-		{"8 GPUs at MaxN and MaxChallenges", 8, MaxN, MaxChallenges, 12 << 20},
-		{"1 GPU at n = 256", 1, 256, DefaultChallenges, 256 << 10},
+		{"8 × 80 GB at the default challenge", 8, 114688, DefaultChallenges, 8 << 20},
+		{"8 × H200 at the default challenge", 8, 152576, DefaultChallenges, 8 << 20},
+		{"8 GPUs at MaxN and MaxChallenges", 8, MaxN, MaxChallenges, 16 << 20},
+		{"1 GPU at n = 256", 1, 256, DefaultChallenges, 512 << 10},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ch := ChallengeRequest{Type: TypeChallenge, GPUs: make([][]Cell, tc.gpus)}
+			ch := ChallengeRequest{Type: TypeChallenge, GPUs: make([][]Cell, tc.gpus), Openings: make([][]Opening, tc.gpus)}
 			ns := make([]int, tc.gpus)
 			resp := ProofsResponse{Type: TypeProofs, GPUs: make([]GPUProofs, tc.gpus)}
 			depth := PathLen(Leaves(tc.n), 0)
@@ -387,6 +436,12 @@ func TestProofsLineLimit(t *testing.T) {
 					c := Cell{I: tc.n - 1 - k, J: tc.n - 1}
 					ch.GPUs[g] = append(ch.GPUs[g], c)
 					resp.GPUs[g].Proofs = append(resp.GPUs[g].Proofs, Proof{I: c.I, J: c.J, Path: make([]Hash, depth)})
+				}
+				outDepth := PathLen(OutputLeaves(tc.n), 0)
+				for k := range ResidencyPasses * ResidencyOpenings {
+					o := Opening{Pass: k % ResidencyPasses, Chunk: Leaves(tc.n) - 1 - k}
+					ch.Openings[g] = append(ch.Openings[g], o)
+					resp.GPUs[g].Openings = append(resp.GPUs[g].Openings, OpeningProof{Pass: o.Pass, Chunk: o.Chunk, Path: make([]Hash, depth), OutPath: make([]Hash, outDepth)})
 				}
 			}
 			line := mustLine(t, resp)

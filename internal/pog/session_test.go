@@ -22,12 +22,24 @@ gpu_performance:
     Test Slow: 0.0001
     Test Twin: 0.001
     Test Big: 1000
+    Test Resident: 0.0001
+    Test Conc: 0.000027
   GPU_MEMORY_MIB:
-    Test Fast: 1
-    Test Mid: 1
-    Test Slow: 1
-    Test Twin: 1
+    Test Fast: 0.9
+    Test Mid: 0.9
+    Test Slow: 0.9
+    Test Twin: 0.9
     Test Big: 64
+    Test Resident: 6.8
+    Test Conc: 0.9
+  GPU_MEMORY_BANDWIDTH_GBPS:
+    Test Fast: 1000
+    Test Mid: 0.01
+    Test Slow: 0.01
+    Test Twin: 0.01
+    Test Big: 1000
+    Test Resident: 0.5
+    Test Conc: 0.01
   gpu_tolerance_pairs:
     Test Slow: Test Twin
     Test Twin: Test Slow
@@ -37,6 +49,8 @@ gpu_performance:
     Test Slow: 1
     Test Twin: 0.9
     Test Big: 8
+    Test Resident: 3
+    Test Conc: 0.5
 `
 
 func testTable(tb testing.TB) *market.GPUTable {
@@ -57,9 +71,25 @@ func testModel(tb testing.TB, name string) market.GPUModel {
 	return m
 }
 
-// testPolicy suits CPU tests: a short overhead so time bounds matter.
+// testPolicy suits CPU tests at n = 256 (1 MiB test models, whose C is a
+// quarter of their memory): the default rate fraction, a residency slack
+// that a loaded machine meets.
 func testPolicy() *Policy {
-	return &Policy{TimeSlack: 0.25, Overhead: 20 * time.Millisecond, MinFill: 0.5}
+	p := DefaultPolicy()
+	p.MinResidentFraction = 0.2
+	p.ResidencySlack = 2 * time.Second
+	p.ComputeSlack = 2 * time.Second
+	return &p
+}
+
+// lenient is testPolicy with time left for honest CPU devices on a loaded
+// machine: tests that are not about time use it.
+func lenient() *Policy {
+	p := testPolicy()
+	p.MinRateFraction = 0.01
+	p.ResidencySlack = 20 * time.Second
+	p.ComputeSlack = 20 * time.Second
+	return p
 }
 
 // detRand is a reproducible random source.
@@ -159,8 +189,7 @@ func TestHonestSessionPasses(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			// Generous overhead: four CPU devices on a loaded (or -race)
 			// machine must not fail the time bound this test is not about.
-			policy := &Policy{TimeSlack: 0.25, Overhead: 10 * time.Second, MinFill: 0.5}
-			res, err := runSession(t, claimCPU(tt.claim, tt.devices), CheckConfig{Rand: detRand(1), Policy: policy})
+			res, err := runSession(t, claimCPU(tt.claim, tt.devices), CheckConfig{Rand: detRand(1), Policy: lenient()})
 			if err != nil {
 				t.Fatalf("Check: %v", err)
 			}
@@ -186,7 +215,7 @@ func TestHonestRunsPass(t *testing.T) {
 	if testing.Short() {
 		runs = 50
 	}
-	policy := &Policy{TimeSlack: 0.25, Overhead: 10 * time.Second, MinFill: 0.5}
+	policy := lenient()
 	for r := range runs {
 		res, err := runSession(t, claimCPU("Test Slow", 1), CheckConfig{Policy: policy})
 		if err != nil {
@@ -196,7 +225,7 @@ func TestHonestRunsPass(t *testing.T) {
 			t.Fatalf("run %d: false reject: %s", r, res.Reason)
 		}
 	}
-	t.Logf("%d honest runs at n = 256 with %d elements each: no false reject", runs, DefaultChallenges)
+	t.Logf("%d honest runs at n = 256 with %d elements and %d residency openings each: no false reject", runs, DefaultChallenges, ResidencyPasses*ResidencyOpenings)
 }
 
 func testRealTable(tb testing.TB) *market.GPUTable {

@@ -94,7 +94,15 @@ type simDevice struct {
 	scale   float64
 	workers int
 	last    *cpuResult
+	// n and lastScale are the last request's nominal size and scale.
+	n         int
+	lastScale float64
 }
+
+// simResidencyEfficiency is the share of its memory bandwidth a simulated
+// GPU reaches in the residency round: an honest card's, above the
+// validator's bound (Policy.ResidencyEfficiency).
+const simResidencyEfficiency = 0.8
 
 func (d *simDevice) Info() GPUInfo { return d.info }
 
@@ -113,18 +121,52 @@ func (d *simDevice) Compute(ctx context.Context, req DeviceRequest) (Commitment,
 		return Commitment{}, err
 	}
 	target := time.Duration(float64(ExpectedTime(d.timing, req.N)) * scale)
-	if wait := target - time.Since(start); wait > 0 {
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return Commitment{}, ctx.Err()
-		}
-		res.timings.MultiplyMS += ms(wait)
+	wait, err := sleepUntil(ctx, start, target)
+	if err != nil {
+		return Commitment{}, err
 	}
-	d.last = res
+	res.timings.MultiplyMS += ms(wait)
+	d.last, d.n, d.lastScale = res, req.N, scale
 	return res.commitment(), nil
+}
+
+// sleepUntil waits until target has passed since start, or ctx ends; it
+// returns how long it waited.
+func sleepUntil(ctx context.Context, start time.Time, target time.Duration) (time.Duration, error) {
+	wait := target - time.Since(start)
+	if wait <= 0 {
+		return 0, nil
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return wait, nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// Residency runs the round for real at SimN and takes the time the
+// imitated model's memory would need at the nominal n, scaled.
+func (d *simDevice) Residency(ctx context.Context, nonce Seed) ([]Hash, error) {
+	start := time.Now()
+	if d.last == nil {
+		return nil, fmt.Errorf("sim backend: nothing computed")
+	}
+	roots := d.last.residency(nonce)
+	target := time.Duration(float64(ResidencyTime(d.timing, d.n, simResidencyEfficiency, DefaultHostLinkBandwidth)) * d.lastScale)
+	if _, err := sleepUntil(ctx, start, target); err != nil {
+		return nil, err
+	}
+	return roots, nil
+}
+
+func (d *simDevice) Open(_ context.Context, ops []Opening) ([]OpeningProof, error) {
+	if d.last == nil || d.last.trees == nil {
+		return nil, fmt.Errorf("sim backend: no residency round")
+	}
+	return d.last.open(ops)
 }
 
 func (d *simDevice) Prove(_ context.Context, cells []Cell) ([]Proof, error) {

@@ -2,6 +2,7 @@ package pog
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,8 +14,11 @@ import (
 // that give up when ctx ends. After a read or write was abandoned the conn
 // is unusable; its goroutine ends when the caller closes the stream.
 type lineConn struct {
-	lr     *LineReader
-	w      io.Writer
+	lr *LineReader
+	w  io.Writer
+	// wmu orders whole lines from concurrent writers (one per GPU).
+	wmu    sync.Mutex
+	mu     sync.Mutex // protects broken
 	broken error
 }
 
@@ -27,9 +31,25 @@ type lineResult struct {
 	err  error
 }
 
+func (c *lineConn) fail(err error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.broken == nil {
+		c.broken = err
+	}
+	return c.broken
+}
+
+func (c *lineConn) err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.broken
+}
+
+// read returns the next line; only one read runs at a time.
 func (c *lineConn) read(ctx context.Context, limit int) ([]byte, error) {
-	if c.broken != nil {
-		return nil, c.broken
+	if err := c.err(); err != nil {
+		return nil, err
 	}
 	ch := make(chan lineResult, 1)
 	go func() {
@@ -39,18 +59,19 @@ func (c *lineConn) read(ctx context.Context, limit int) ([]byte, error) {
 	select {
 	case r := <-ch:
 		if r.err != nil && !errors.Is(r.err, io.EOF) {
-			c.broken = r.err
+			c.fail(r.err)
 		}
 		return r.line, r.err
 	case <-ctx.Done():
-		c.broken = fmt.Errorf("session abandoned: %w", ctx.Err())
+		c.fail(fmt.Errorf("session abandoned: %w", ctx.Err()))
 		return nil, ctx.Err()
 	}
 }
 
+// write sends v as one line; concurrent writes send whole lines.
 func (c *lineConn) write(ctx context.Context, v any) error {
-	if c.broken != nil {
-		return c.broken
+	if err := c.err(); err != nil {
+		return err
 	}
 	b, err := encodeLine(v)
 	if err != nil {
@@ -58,18 +79,20 @@ func (c *lineConn) write(ctx context.Context, v any) error {
 	}
 	ch := make(chan error, 1)
 	go func() {
+		c.wmu.Lock()
+		defer c.wmu.Unlock()
 		_, err := c.w.Write(b)
 		ch <- err
 	}()
 	select {
 	case err := <-ch:
 		if err != nil {
-			c.broken = err
+			c.fail(err)
 			return fmt.Errorf("write message: %w", err)
 		}
 		return nil
 	case <-ctx.Done():
-		c.broken = fmt.Errorf("session abandoned: %w", ctx.Err())
+		c.fail(fmt.Errorf("session abandoned: %w", ctx.Err()))
 		return ctx.Err()
 	}
 }
@@ -106,9 +129,11 @@ func Describe(ctx context.Context, b Backend) (Info, error) {
 }
 
 // Serve runs the worker side of a session (`pog compute`): hello, then
-// compute → commit → challenge → proofs rounds until in ends. GPUs compute
-// and prove in parallel. A malformed request is answered with an error
-// message and ends the session with an error wrapping ErrProtocol.
+// answers pings, compute requests (one commit line per GPU, each sent when
+// that GPU is done), residency requests (one resident line per GPU, the
+// same) and challenges until in ends. GPUs compute, pass and prove in
+// parallel. A malformed request is answered with an error message and ends
+// the session with an error wrapping ErrProtocol.
 func Serve(ctx context.Context, b Backend, in io.Reader, out io.Writer) (err error) {
 	devs, info, err := openDevices(ctx, b)
 	if err != nil {
@@ -122,74 +147,147 @@ func Serve(ctx context.Context, b Backend, in io.Reader, out io.Writer) (err err
 	if err := c.write(ctx, Hello{Type: TypeHello, Info: info}); err != nil {
 		return err
 	}
-	refuse := func(e error) error {
-		_ = c.write(ctx, ErrorMessage{Type: TypeError, Message: sanitize(e.Error(), maxErrorMessage)})
-		return e
-	}
+	s := &serveState{c: c, devs: devs}
 	for {
-		line, err := c.read(ctx, MaxComputeLine)
+		line, err := c.read(ctx, MaxChallengeLine)
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
 		if err != nil {
-			return refuse(fmt.Errorf("read compute request: %w", err))
+			return s.refuse(ctx, fmt.Errorf("read request: %w", err))
 		}
+		if err := s.handle(ctx, line); err != nil {
+			return err
+		}
+	}
+}
+
+// serveState is what a session remembers between requests.
+type serveState struct {
+	c    *lineConn
+	devs []Device
+	// ns are the sizes the GPUs of the last compute request committed,
+	// 0 for a GPU that failed; resident marks the GPUs whose residency
+	// round succeeded.
+	ns       []int
+	resident []bool
+}
+
+func (s *serveState) refuse(ctx context.Context, e error) error {
+	_ = s.c.write(ctx, ErrorMessage{Type: TypeError, Message: sanitize(e.Error(), maxErrorMessage)})
+	return e
+}
+
+func (s *serveState) handle(ctx context.Context, line []byte) error {
+	var head struct {
+		Type string `json:"type"`
+	}
+	if err := json.Unmarshal(line, &head); err != nil {
+		return s.refuse(ctx, protoErr("request: %v", err))
+	}
+	switch head.Type {
+	case TypePing:
+		p, err := DecodePing(line, TypePing)
+		if err != nil {
+			return s.refuse(ctx, err)
+		}
+		return s.c.write(ctx, Ping{Type: TypePong, Seq: p.Seq})
+	case TypeCompute:
 		req, err := DecodeComputeRequest(line)
 		if err != nil {
-			return refuse(err)
+			return s.refuse(ctx, err)
 		}
-		if len(req.Seeds) > len(devs) {
-			return refuse(protoErr("%d GPUs requested, %d present", len(req.Seeds), len(devs)))
+		if len(req.Seeds) > len(s.devs) {
+			return s.refuse(ctx, protoErr("%d GPUs requested, %d present", len(req.Seeds), len(s.devs)))
 		}
-		commits := make([]Commitment, len(req.Seeds))
-		parallel(len(req.Seeds), func(g int) {
-			cm, err := devs[g].Compute(ctx, DeviceRequest{N: req.N, Seed: req.Seeds[g], SimTimeScale: req.SimTimeScale})
-			if err != nil {
-				cm = Commitment{Error: sanitize(err.Error(), maxErrorMessage)}
-			}
-			commits[g] = cm
-		})
-		if err := ctx.Err(); err != nil {
-			return err
+		return s.compute(ctx, req)
+	case TypeResidency:
+		if s.ns == nil {
+			return s.refuse(ctx, protoErr("residency request before a compute request"))
 		}
-		if err := c.write(ctx, ComputeResponse{Type: TypeCommit, GPUs: commits}); err != nil {
-			return err
+		req, err := DecodeResidencyRequest(line, len(s.ns))
+		if err != nil {
+			return s.refuse(ctx, err)
 		}
+		return s.residency(ctx, req)
+	case TypeChallenge:
+		if s.ns == nil {
+			return s.refuse(ctx, protoErr("challenge before a compute request"))
+		}
+		ch, err := DecodeChallenge(line, s.ns)
+		if err != nil {
+			return s.refuse(ctx, err)
+		}
+		return s.prove(ctx, ch)
+	}
+	return s.refuse(ctx, protoErr("unexpected %q request", sanitize(head.Type, 32)))
+}
 
-		line, err = c.read(ctx, MaxChallengeLine)
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
+func (s *serveState) compute(ctx context.Context, req ComputeRequest) error {
+	s.ns, s.resident = make([]int, len(req.Seeds)), make([]bool, len(req.Seeds))
+	errs := make([]error, len(req.Seeds))
+	parallel(len(req.Seeds), func(g int) {
+		cm, err := s.devs[g].Compute(ctx, DeviceRequest{N: req.N, Seed: req.Seeds[g], SimTimeScale: req.SimTimeScale})
 		if err != nil {
-			return refuse(fmt.Errorf("read challenge: %w", err))
+			cm = Commitment{Error: sanitize(err.Error(), maxErrorMessage)}
+		} else {
+			s.ns[g] = cm.N
 		}
-		ns := make([]int, len(commits))
-		for g, cm := range commits {
-			if cm.Error == "" {
-				ns[g] = cm.N
-			}
+		cm.Type, cm.GPU = TypeCommit, g
+		errs[g] = s.c.write(ctx, cm)
+	})
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return errors.Join(errs...)
+}
+
+func (s *serveState) residency(ctx context.Context, req ResidencyRequest) error {
+	errs := make([]error, len(s.ns))
+	parallel(len(s.ns), func(g int) {
+		r := Residency{Type: TypeResident, GPU: g}
+		if s.ns[g] == 0 {
+			r.Error = "no commitment"
+		} else if roots, err := s.devs[g].Residency(ctx, req.Nonces[g]); err != nil {
+			r.Error = sanitize(err.Error(), maxErrorMessage)
+		} else {
+			r.Roots = roots
+			s.resident[g] = true
 		}
-		ch, err := DecodeChallenge(line, ns)
+		errs[g] = s.c.write(ctx, r)
+	})
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return errors.Join(errs...)
+}
+
+func (s *serveState) prove(ctx context.Context, ch ChallengeRequest) error {
+	proofs := make([]GPUProofs, len(ch.GPUs))
+	parallel(len(ch.GPUs), func(g int) {
+		if s.ns[g] == 0 {
+			proofs[g] = GPUProofs{Error: "no commitment"}
+			return
+		}
+		ps, err := s.devs[g].Prove(ctx, ch.GPUs[g])
 		if err != nil {
-			return refuse(err)
+			proofs[g] = GPUProofs{Error: sanitize(err.Error(), maxErrorMessage)}
+			return
 		}
-		proofs := make([]GPUProofs, len(ch.GPUs))
-		parallel(len(ch.GPUs), func(g int) {
-			if ns[g] == 0 {
-				proofs[g] = GPUProofs{Error: "no commitment"}
+		gp := GPUProofs{Proofs: ps, Openings: []OpeningProof{}}
+		if len(ch.Openings[g]) > 0 {
+			if !s.resident[g] {
+				proofs[g] = GPUProofs{Error: "no residency round"}
 				return
 			}
-			ps, err := devs[g].Prove(ctx, ch.GPUs[g])
-			if err != nil {
+			if gp.Openings, err = s.devs[g].Open(ctx, ch.Openings[g]); err != nil {
 				proofs[g] = GPUProofs{Error: sanitize(err.Error(), maxErrorMessage)}
 				return
 			}
-			proofs[g] = GPUProofs{Proofs: ps}
-		})
-		if err := c.write(ctx, ProofsResponse{Type: TypeProofs, GPUs: proofs}); err != nil {
-			return err
 		}
-	}
+		proofs[g] = gp
+	})
+	return s.c.write(ctx, ProofsResponse{Type: TypeProofs, GPUs: proofs})
 }
 
 // parallel calls f(0) … f(n−1) concurrently and waits.
@@ -298,7 +396,7 @@ func benchDevice(ctx context.Context, d Device, info GPUInfo, o BenchOptions, se
 		r.MaxError = max(r.MaxError, e)
 		sumSq += e * e
 		r.Checked++
-		if VerifyProof(seed, cm.N, cm.Root, c, proofs[k], r.Tolerance) != nil {
+		if _, err := VerifyProof(seed, cm.N, cm.Root, c, proofs[k], r.Tolerance); err != nil {
 			r.Failed++
 		}
 	}

@@ -128,12 +128,14 @@ type DockerAction struct {
 
 // Output is the miner's answer in the output dictionary. Status and Info
 // (base64 of the RSA-OAEP-encrypted Credentials) and Port are SN27's;
-// Error is nicompute's reason for a refusal.
+// Error is nicompute's reason for a "no" and Code, on a refusal, its kind
+// (a market error code; see Refusal).
 type Output struct {
 	Status bool   `json:"status"`
 	Info   string `json:"info,omitempty"`
 	Port   int    `json:"port,omitempty"`
 	Error  string `json:"error,omitempty"`
+	Code   string `json:"code,omitempty"`
 	// LeaseID and ExpiresAt describe the caller's lease (allocate and status).
 	LeaseID   string     `json:"lease_id,omitempty"`
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`

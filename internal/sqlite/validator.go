@@ -14,7 +14,8 @@ import (
 
 // ValidatorSchema is the validator's state: Proof-of-GPU results per miner
 // hotkey (the newest few kept), the miners' last specs answers, the scores
-// behind each weights submission, and a few schedule markers.
+// behind each weights submission, the timelocked weights commits until
+// the chain reveals them, and a few schedule markers.
 var ValidatorSchema = Schema{
 	Name: "validator",
 	Migrations: []string{`
@@ -55,6 +56,22 @@ CREATE TABLE validator_state (
 	key   TEXT PRIMARY KEY,
 	value INTEGER NOT NULL
 ) STRICT;
+`, `
+CREATE TABLE weight_commits (
+	id           INTEGER PRIMARY KEY AUTOINCREMENT,
+	netuid       INTEGER NOT NULL,
+	block        INTEGER NOT NULL,
+	at           INTEGER NOT NULL,
+	commit_epoch INTEGER NOT NULL,
+	reveal_epoch INTEGER NOT NULL,
+	reveal_round INTEGER NOT NULL,
+	row          TEXT    NOT NULL, -- JSON [[uid, weight], ...]
+	status       TEXT    NOT NULL
+) STRICT;
+CREATE INDEX weight_commits_status ON weight_commits (status, id);
+`, `
+-- The stable short code of each result (market.PoGCode).
+ALTER TABLE pog_results ADD COLUMN code TEXT NOT NULL DEFAULT '';
 `},
 }
 
@@ -83,7 +100,7 @@ func NewValidatorStore(db *DB) *ValidatorStore {
 	return &ValidatorStore{db: db, KeepScoreBlocks: DefaultKeepScoreBlocks}
 }
 
-const pogColumns = `hotkey, uid, block, at, outcome, model, count, claimed, n, elapsed_ns, attempts, reason, host_key, dealloc_error`
+const pogColumns = `hotkey, uid, block, at, outcome, model, count, claimed, n, elapsed_ns, attempts, reason, host_key, dealloc_error, code`
 
 // AddResult records r and keeps only the newest keep results of its
 // hotkey (keep ≤ 0 keeps all).
@@ -92,9 +109,9 @@ func (s *ValidatorStore) AddResult(ctx context.Context, r market.PoGResult, keep
 		return market.Errorf(market.EINVALID, "pog result needs a hotkey and an outcome")
 	}
 	return s.db.Tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO pog_results (`+pogColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		_, err := tx.ExecContext(ctx, `INSERT INTO pog_results (`+pogColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			r.Hotkey, int64(r.UID), int64(r.Block), r.At.UTC().UnixNano(), r.Outcome, r.Model, r.Count, r.Claimed, r.N,
-			int64(r.Elapsed), r.Attempts, r.Reason, r.HostKey, r.DeallocError)
+			int64(r.Elapsed), r.Attempts, r.Reason, r.HostKey, r.DeallocError, string(r.Code))
 		if err != nil {
 			return fmt.Errorf("insert pog result of %s: %w", r.Hotkey, err)
 		}
@@ -152,7 +169,7 @@ func scanPoG(rows *sql.Rows) ([]market.PoGResult, error) {
 		var r market.PoGResult
 		var uid, block, at, elapsed int64
 		if err := rows.Scan(&r.Hotkey, &uid, &block, &at, &r.Outcome, &r.Model, &r.Count, &r.Claimed, &r.N,
-			&elapsed, &r.Attempts, &r.Reason, &r.HostKey, &r.DeallocError); err != nil {
+			&elapsed, &r.Attempts, &r.Reason, &r.HostKey, &r.DeallocError, &r.Code); err != nil {
 			return nil, fmt.Errorf("scan pog result: %w", err)
 		}
 		r.UID, r.Block, r.At, r.Elapsed = subnet.UID(uid), uint64(block), time.Unix(0, at).UTC(), time.Duration(elapsed)
@@ -311,4 +328,73 @@ func (s *ValidatorStore) State(ctx context.Context, key string) (value int64, ok
 		return 0, false, fmt.Errorf("read state %s: %w", key, err)
 	}
 	return value, true, nil
+}
+
+// keepCommits is how many settled (revealed or missed) commits are kept.
+const keepCommits = 100
+
+// AddCommit records a pending weights commit.
+func (s *ValidatorStore) AddCommit(ctx context.Context, c market.WeightCommit) error {
+	row := make([][2]int, len(c.UIDs))
+	for i := range c.UIDs {
+		row[i] = [2]int{int(c.UIDs[i]), int(c.Weights[i])}
+	}
+	b, err := json.Marshal(row)
+	if err != nil {
+		return fmt.Errorf("encode commit: %w", err)
+	}
+	return s.db.Tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO weight_commits (netuid, block, at, commit_epoch, reveal_epoch, reveal_round, row, status)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, int64(c.NetUID), int64(c.Block), c.At.UTC().UnixNano(), int64(c.CommitEpoch),
+			int64(c.RevealEpoch), int64(c.RevealRound), string(b), market.CommitPending)
+		if err != nil {
+			return fmt.Errorf("record commit: %w", err)
+		}
+		return nil
+	})
+}
+
+// Commits returns the commits with status, oldest first.
+func (s *ValidatorStore) Commits(ctx context.Context, status string) ([]market.WeightCommit, error) {
+	rows, err := s.db.SQL().QueryContext(ctx, `SELECT id, netuid, block, at, commit_epoch, reveal_epoch, reveal_round, row, status
+		FROM weight_commits WHERE status = ? ORDER BY id`, status)
+	if err != nil {
+		return nil, fmt.Errorf("query commits: %w", err)
+	}
+	defer rows.Close()
+	var out []market.WeightCommit
+	for rows.Next() {
+		var c market.WeightCommit
+		var netuid, block, at, ce, re, rr int64
+		var row string
+		if err := rows.Scan(&c.ID, &netuid, &block, &at, &ce, &re, &rr, &row, &c.Status); err != nil {
+			return nil, fmt.Errorf("scan commit: %w", err)
+		}
+		var pairs [][2]int
+		if err := json.Unmarshal([]byte(row), &pairs); err != nil {
+			return nil, fmt.Errorf("decode commit %d: %w", c.ID, err)
+		}
+		for _, p := range pairs {
+			c.UIDs, c.Weights = append(c.UIDs, subnet.UID(p[0])), append(c.Weights, uint16(p[1]))
+		}
+		c.NetUID, c.Block, c.At = subnet.NetUID(netuid), uint64(block), time.Unix(0, at).UTC()
+		c.CommitEpoch, c.RevealEpoch, c.RevealRound = uint64(ce), uint64(re), uint64(rr)
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// SetCommitStatus settles commit id, keeping the newest settled commits.
+func (s *ValidatorStore) SetCommitStatus(ctx context.Context, id int64, status string) error {
+	return s.db.Tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE weight_commits SET status = ? WHERE id = ?`, status, id); err != nil {
+			return fmt.Errorf("update commit %d: %w", id, err)
+		}
+		_, err := tx.ExecContext(ctx, `DELETE FROM weight_commits WHERE status != ? AND id NOT IN
+			(SELECT id FROM weight_commits WHERE status != ? ORDER BY id DESC LIMIT ?)`, market.CommitPending, market.CommitPending, keepCommits)
+		if err != nil {
+			return fmt.Errorf("prune commits: %w", err)
+		}
+		return nil
+	})
 }

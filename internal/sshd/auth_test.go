@@ -4,6 +4,7 @@ package sshd
 
 import (
 	"bufio"
+	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -252,19 +253,35 @@ func TestVersionAndLimits(t *testing.T) {
 	if v != "SSH-2.0-nicompute\r\n" {
 		t.Fatalf("version line %q", v)
 	}
-	_, v2 := readVersion(t)
+	nc2, v2 := readVersion(t)
 	if v2 != "SSH-2.0-nicompute\r\n" {
 		t.Fatalf("second connection: version line %q", v2)
 	}
-	// Two connections are authenticating: a third is dropped at once.
-	if _, v3 := readVersion(t); v3 != "" {
-		t.Errorf("third unauthenticated connection got %q, want it dropped", v3)
+	// Two connections are authenticating: a third waits until their
+	// protection lapses, then takes the place of the older, which closes.
+	_, v3 := readVersion(t)
+	if v3 != "SSH-2.0-nicompute\r\n" {
+		t.Errorf("third connection: version line %q", v3)
 	}
-	// The login grace time closes the silent connections.
-	nc1.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if d := time.Since(start); d < DefaultStartupProtection-50*time.Millisecond {
+		t.Errorf("third connection admitted after %v, within the protection period %v", d, DefaultStartupProtection)
+	}
+	nc1.SetReadDeadline(time.Now().Add(time.Second))
 	buf := make([]byte, 64)
 	for {
-		if _, err := nc1.Read(buf); err != nil {
+		_, err := nc1.Read(buf)
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Fatal("the oldest connection is still open after a third was admitted")
+		}
+		if err != nil {
+			break
+		}
+	}
+	// The login grace time closes the silent connections.
+	nc2.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		if _, err := nc2.Read(buf); err != nil {
 			break
 		}
 	}

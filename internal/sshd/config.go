@@ -3,6 +3,8 @@ package sshd
 import (
 	"errors"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // Defaults for the zero values of Config.
@@ -16,16 +18,17 @@ const (
 	// slot of a connection that sends nothing three times sooner than
 	// LoginGraceTime would.
 	DefaultHandshakeTimeout = 10 * time.Second
-	// The start-up limits follow OpenSSH's MaxStartups "10:30:100" and
-	// PerSourceMaxStartups: unauthenticated connections beyond 10 are
-	// dropped with probability 30 %, rising linearly to 100 % at 100, and
-	// one source may hold at most 3.
-	DefaultMaxStartups          = 100
-	DefaultRandomDropStartups   = 10
-	DefaultRandomDropPercent    = 30
-	DefaultMaxStartupsPerSource = 3
-	DefaultMaxSessions          = 10
-	DefaultShutdownGrace        = 5 * time.Second
+	// DefaultMaxStartups bounds unauthenticated connections, as OpenSSH's
+	// MaxStartups does; past it each new connection evicts a pending one
+	// (see startupGate) instead of being refused.
+	DefaultMaxStartups = 100
+	// DefaultStartupProtection is how long a pending connection keeps its
+	// place after each step of its handshake. Each step takes a client one
+	// round trip, which is shorter on nearly every link; a flood then
+	// cycles through at most MaxStartups connections per period.
+	DefaultStartupProtection = 500 * time.Millisecond
+	DefaultMaxSessions       = 10
+	DefaultShutdownGrace     = 5 * time.Second
 	// DefaultPath is the session's PATH when the base environment has none.
 	DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 )
@@ -46,9 +49,15 @@ type Config struct {
 	// USER, LOGNAME, SHELL, SSH_CONNECTION, SSH_CLIENT, TERM and SSH_TTY,
 	// PATH when Env has none, and the client's accepted "env" requests.
 	Env []string
-	// AllowTCPForwarding enables local port forwarding (direct-tcpip, as
-	// `ssh -L`). Remote forwarding (tcpip-forward) is always refused.
-	AllowTCPForwarding bool
+	// DisableTCPForwarding refuses port forwarding, which is otherwise
+	// allowed as OpenSSH's AllowTcpForwarding yes allows it: local and
+	// dynamic forwarding (direct-tcpip channels, `ssh -L`, `ssh -D`)
+	// connect from inside the server's network namespace, and remote
+	// forwarding (tcpip-forward, `ssh -R`) listens on its loopback address
+	// (OpenSSH's GatewayPorts no). In a lease container that namespace is
+	// the renter's own. A key's no-port-forwarding or restrict option
+	// refuses both for that key.
+	DisableTCPForwarding bool
 	// MaxAuthTries bounds failed authentication attempts per connection.
 	MaxAuthTries int
 	// LoginGraceTime bounds the time from TCP accept to successful
@@ -59,22 +68,17 @@ type Config struct {
 	// so that connections that send nothing hold a start-up slot only
 	// briefly. LoginGraceTime bounds the whole login.
 	HandshakeTimeout time.Duration
-	// MaxStartups bounds connections that have not yet authenticated
-	// (OpenSSH's MaxStartups "full"): with that many, further connections
-	// are closed at once.
+	// MaxStartups bounds connections that have not yet authenticated. A
+	// connection beyond it is still admitted: it evicts a pending one,
+	// taken from the source holding the most, preferring those still in
+	// the key exchange, oldest first. One party's flood thus evicts its own
+	// connections, even when every client arrives through Docker's port
+	// proxy with the same address.
 	MaxStartups int
-	// RandomDropStartups is the number of unauthenticated connections from
-	// which further connections are closed at random (OpenSSH's "start"):
-	// with probability RandomDropPercent, rising linearly to 100 % at
-	// MaxStartups. A value of MaxStartups or more disables random drops.
-	RandomDropStartups int
-	// RandomDropPercent is the probability, in percent (1–100), of the
-	// first random drops.
-	RandomDropPercent int
-	// MaxStartupsPerSource bounds the unauthenticated connections from one
-	// IP address (for IPv6, one /64 network); further connections from it
-	// are closed at once, whatever the other limits.
-	MaxStartupsPerSource int
+	// StartupProtection is how long after each step of its handshake a
+	// pending connection cannot be evicted; when all are protected, new
+	// connections wait to be accepted.
+	StartupProtection time.Duration
 	// MaxSessions bounds concurrently open session channels per
 	// connection.
 	MaxSessions int
@@ -107,14 +111,8 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MaxStartups == 0 {
 		c.MaxStartups = DefaultMaxStartups
 	}
-	if c.RandomDropStartups == 0 {
-		c.RandomDropStartups = DefaultRandomDropStartups
-	}
-	if c.RandomDropPercent == 0 {
-		c.RandomDropPercent = DefaultRandomDropPercent
-	}
-	if c.MaxStartupsPerSource == 0 {
-		c.MaxStartupsPerSource = DefaultMaxStartupsPerSource
+	if c.StartupProtection == 0 {
+		c.StartupProtection = DefaultStartupProtection
 	}
 	if c.MaxSessions == 0 {
 		c.MaxSessions = DefaultMaxSessions
@@ -123,13 +121,50 @@ func (c Config) withDefaults() (Config, error) {
 		c.ShutdownGrace = DefaultShutdownGrace
 	}
 	if c.MaxAuthTries < 0 || c.LoginGraceTime < 0 || c.HandshakeTimeout < 0 || c.MaxStartups < 0 ||
-		c.RandomDropStartups < 0 || c.MaxStartupsPerSource < 0 || c.MaxSessions < 0 || c.ShutdownGrace < 0 {
+		c.StartupProtection < 0 || c.MaxSessions < 0 || c.ShutdownGrace < 0 {
 		return c, errors.New("sshd config: negative limit")
 	}
-	if c.RandomDropPercent < 0 || c.RandomDropPercent > 100 {
-		return c, errors.New("sshd config: random drop percentage outside 1-100")
-	}
-	c.RandomDropStartups = min(c.RandomDropStartups, c.MaxStartups)
 	c.HandshakeTimeout = min(c.HandshakeTimeout, c.LoginGraceTime)
 	return c, nil
+}
+
+// The algorithms the server offers: only those without known weaknesses,
+// and for key exchange only elliptic-curve ones, whose cost is small and
+// fixed (a finite-field group such as diffie-hellman-group16-sha512 costs
+// the server a 4096-bit exponentiation per connection, which a stranger
+// could make it spend by the thousand). No SHA-1 anywhere: not
+// diffie-hellman-group14-sha1, not hmac-sha1 or hmac-sha1-96, not ssh-rsa
+// signatures (RSA keys sign with rsa-sha2-256/512, as OpenSSH has since
+// 7.2). Every OpenSSH client since 6.5 (2014) connects with its defaults.
+
+// keyExchanges are the key exchange algorithms offered, best first.
+func keyExchanges() []string {
+	return []string{
+		ssh.KeyExchangeMLKEM768X25519, ssh.KeyExchangeCurve25519,
+		ssh.KeyExchangeECDHP256, ssh.KeyExchangeECDHP384, ssh.KeyExchangeECDHP521,
+	}
+}
+
+// ciphers are the ciphers offered: AEADs, then AES-CTR (with an
+// encrypt-then-MAC or SHA-2 MAC).
+func ciphers() []string {
+	return []string{
+		ssh.CipherAES128GCM, ssh.CipherAES256GCM, ssh.CipherChaCha20Poly1305,
+		ssh.CipherAES128CTR, ssh.CipherAES192CTR, ssh.CipherAES256CTR,
+	}
+}
+
+// macs are the MACs offered (unused with the AEAD ciphers).
+func macs() []string {
+	return []string{ssh.HMACSHA256ETM, ssh.HMACSHA512ETM, ssh.HMACSHA256, ssh.HMACSHA512}
+}
+
+// publicKeyAuthAlgorithms are the signature algorithms accepted from
+// clients' keys.
+func publicKeyAuthAlgorithms() []string {
+	return []string{
+		ssh.KeyAlgoED25519, ssh.KeyAlgoSKED25519, ssh.KeyAlgoSKECDSA256,
+		ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521,
+		ssh.KeyAlgoRSASHA256, ssh.KeyAlgoRSASHA512,
+	}
 }

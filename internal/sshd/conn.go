@@ -36,8 +36,10 @@ type conn struct {
 	srv *Server
 	nc  net.Conn
 	id  string
-	src string // the source its start-up slot is counted under
 	log *slog.Logger
+	// startup is the connection's place among the unauthenticated ones,
+	// set before serve runs.
+	startup *startup
 
 	// Set once authentication succeeded; read-only afterwards.
 	sc       *ssh.ServerConn
@@ -58,8 +60,7 @@ func (c *conn) close() {
 
 func (c *conn) serve() {
 	s := c.srv
-	release := sync.OnceFunc(func() { s.startups.release(c.src) })
-	defer release()
+	defer s.startups.release(c.startup)
 	defer c.close()
 
 	// The version and key exchanges get HandshakeTimeout; once the client
@@ -68,15 +69,17 @@ func (c *conn) serve() {
 	c.nc.SetDeadline(start.Add(s.cfg.HandshakeTimeout))
 	cfg := c.serverConfig()
 	cfg.PreAuthConnCallback = func(ssh.ServerPreAuthConn) {
+		s.startups.progress(c.startup, stageAuth)
 		c.nc.SetDeadline(start.Add(s.cfg.LoginGraceTime))
 	}
-	sc, chans, reqs, err := ssh.NewServerConn(c.nc, cfg)
+	staged := &stagedConn{Conn: c.nc, onStage: func(stage int) { s.startups.progress(c.startup, stage) }}
+	sc, chans, reqs, err := ssh.NewServerConn(staged, cfg)
 	if err != nil {
 		c.log.Debug("ssh handshake failed", "err", err)
 		return
 	}
 	c.nc.SetDeadline(time.Time{})
-	release()
+	s.startups.release(c.startup)
 	defer sc.Close()
 
 	c.sc = sc
@@ -89,14 +92,18 @@ func (c *conn) serve() {
 	c.log.Info("login", "user", sc.User(), "method", ext[extMethod], "key", ext[extFingerprint],
 		"client", string(sc.ClientVersion()))
 
+	// Global requests: remote forwarding (ssh -R) and keepalives.
+	fwd := newRemoteForwards(c)
+	globalDone := make(chan struct{})
 	go func() {
-		// Global requests: tcpip-forward is refused, keepalives get a
-		// failure reply, which clients accept as proof of life.
+		defer close(globalDone)
 		for r := range reqs {
-			if r.WantReply {
-				r.Reply(false, nil)
-			}
+			fwd.handle(r)
 		}
+	}()
+	defer func() {
+		<-globalDone // reqs is closed once the connection is
+		fwd.close()
 	}()
 
 	var wg sync.WaitGroup
@@ -117,7 +124,7 @@ func (c *conn) serve() {
 				newSession(c, ch, creqs).serve()
 			})
 		case "direct-tcpip":
-			if !s.cfg.AllowTCPForwarding || c.restrict.noPortForwarding {
+			if !c.forwardingAllowed() {
 				nch.Reject(ssh.Prohibited, "port forwarding is disabled")
 				continue
 			}
@@ -143,9 +150,15 @@ func (c *conn) serve() {
 func (c *conn) serverConfig() *ssh.ServerConfig {
 	s := c.srv
 	cfg := &ssh.ServerConfig{
-		ServerVersion:     Version,
-		MaxAuthTries:      s.cfg.MaxAuthTries,
-		PublicKeyCallback: c.authPublicKey,
+		Config: ssh.Config{
+			KeyExchanges: keyExchanges(),
+			Ciphers:      ciphers(),
+			MACs:         macs(),
+		},
+		PublicKeyAuthAlgorithms: publicKeyAuthAlgorithms(),
+		ServerVersion:           Version,
+		MaxAuthTries:            s.cfg.MaxAuthTries,
+		PublicKeyCallback:       c.authPublicKey,
 		AuthLogCallback: func(m ssh.ConnMetadata, method string, err error) {
 			if err != nil && method != "none" {
 				c.log.Debug("authentication failed", "user", m.User(), "method", method, "err", err)

@@ -3,6 +3,8 @@
 package sshd
 
 import (
+	"net"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -98,6 +100,29 @@ func FuzzAcceptClientEnv(f *testing.F) {
 		}
 		if name[0] >= '0' && name[0] <= '9' {
 			t.Fatalf("accepted name %q starting with a digit", name)
+		}
+	})
+}
+
+// FuzzParseTCPIPForward: whatever address a client asks a remote forward
+// to listen on, the server listens on loopback.
+func FuzzParseTCPIPForward(f *testing.F) {
+	for _, req := range []tcpipForward{{"localhost", 8080}, {"", 0}, {"0.0.0.0", 22}, {"::", 443}, {"*", 1}, {"10.0.0.1", 80}, {"::ffff:10.0.0.1", 80}, {"fe80::1%eth0", 9}} {
+		f.Add(ssh.Marshal(req))
+	}
+	f.Add([]byte{0, 0, 0, 9, 'l', 'o', 'c'})
+	f.Add(append(ssh.Marshal(tcpipForward{"a", 1}), 0xff))
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		req, addr, ok := parseTCPIPForward(payload)
+		if !ok {
+			return
+		}
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil || (host != "127.0.0.1" && host != "::1") {
+			t.Fatalf("request %+v listens on %q", req, addr)
+		}
+		if p, err := strconv.Atoi(port); err != nil || p != int(req.Port) || p > 65535 {
+			t.Fatalf("request %+v listens on port %q", req, port)
 		}
 	})
 }

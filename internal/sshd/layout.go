@@ -10,6 +10,7 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -32,9 +33,10 @@ const (
 	HostKeyFile = "ssh_host_ed25519_key"
 )
 
-// Entrypoint is the container command that starts the server on port 22.
-func Entrypoint() []string {
-	return []string{BinaryPath, "sshd", "--dir", Dir, "--listen", ":22"}
+// Entrypoint is the container command that starts the server on port 22,
+// with port forwarding allowed or not.
+func Entrypoint(forwarding bool) []string {
+	return []string{BinaryPath, "sshd", "--dir", Dir, "--listen", ":22", "--allow-tcp-forwarding=" + strconv.FormatBool(forwarding)}
 }
 
 // HashPassword returns a salted SHA-256 hash of password in the form

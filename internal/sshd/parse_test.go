@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -289,8 +290,11 @@ func TestConfigDefaults(t *testing.T) {
 }
 
 func TestEntrypoint(t *testing.T) {
-	want := []string{"/.nicompute/bin/nicompute", "sshd", "--dir", "/etc/nicompute", "--listen", ":22"}
-	if got := Entrypoint(); !slices.Equal(got, want) {
-		t.Errorf("Entrypoint() = %q", got)
+	base := []string{"/.nicompute/bin/nicompute", "sshd", "--dir", "/etc/nicompute", "--listen", ":22"}
+	for _, fwd := range []bool{true, false} {
+		want := append(slices.Clone(base), "--allow-tcp-forwarding="+strconv.FormatBool(fwd))
+		if got := Entrypoint(fwd); !slices.Equal(got, want) {
+			t.Errorf("Entrypoint(%v) = %q", fwd, got)
+		}
 	}
 }

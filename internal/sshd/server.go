@@ -59,6 +59,7 @@ type Server struct {
 	cancelBase context.CancelCauseFunc
 	connWG     sync.WaitGroup // connection goroutines
 	chanWG     sync.WaitGroup // open session and forwarding channels
+	stopping   chan struct{}  // closed when shutdown starts
 	closed     chan struct{}  // closed when shutdown has finished
 
 	// mu protects the following.
@@ -101,12 +102,13 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		passwdPath: "/etc/passwd",
 		baseCtx:    ctx,
 		cancelBase: cancel,
+		stopping:   make(chan struct{}),
 		closed:     make(chan struct{}),
 		listeners:  map[net.Listener]struct{}{},
 		conns:      map[*conn]struct{}{},
 	}
 	log.Info("ssh server ready", "host_key", ssh.FingerprintSHA256(hostKey.PublicKey()), "user", cfg.User, "reap", reap,
-		"tcp_forwarding", cfg.AllowTCPForwarding)
+		"tcp_forwarding", !cfg.DisableTCPForwarding)
 	return s, nil
 }
 
@@ -187,6 +189,7 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.shuttingDown = true
+	close(s.stopping)
 	for ln := range s.listeners {
 		ln.Close()
 	}
@@ -241,27 +244,41 @@ func waitDone(wg *sync.WaitGroup) <-chan struct{} {
 	return ch
 }
 
-// handle starts serving nc, or closes it at once when the start-up limits
-// refuse it (see startupGate) or the server is shutting down.
+// handle starts serving nc, or closes it at once when the server is
+// shutting down. The connection takes a place among the unauthenticated
+// ones, which may evict another or wait for a place (see startupGate).
 func (s *Server) handle(nc net.Conn) {
 	src := sourceOf(nc.RemoteAddr())
-	if refused := s.startups.admit(src); refused != "" {
-		s.log.Debug("dropping connection", "remote", nc.RemoteAddr().String(), "reason", refused)
-		nc.Close()
-		return
-	}
-	c := &conn{srv: s, nc: nc, id: randomID(), src: src}
+	c := &conn{srv: s, nc: nc, id: randomID()}
 	c.log = s.log.With("conn", c.id, "remote", nc.RemoteAddr().String())
 	s.mu.Lock()
 	if s.shuttingDown {
 		s.mu.Unlock()
 		nc.Close()
-		s.startups.release(src)
 		return
 	}
 	s.conns[c] = struct{}{}
 	s.connWG.Add(1)
 	s.mu.Unlock()
+	st, evicted, first := s.startups.admit(src, c.close, s.stopping)
+	if st == nil { // shutting down
+		c.close()
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		s.connWG.Done()
+		return
+	}
+	c.startup = st
+	if evicted != nil {
+		total, from := s.startups.count(evicted.src)
+		log := s.log.Debug
+		if first {
+			log = s.log.Warn
+		}
+		log("unauthenticated connections at the limit; closing the oldest of the source holding most",
+			"limit", s.cfg.MaxStartups, "pending", total, "evicted_source", evicted.src, "pending_from_source", from)
+	}
 	go func() {
 		defer s.connWG.Done()
 		defer func() {

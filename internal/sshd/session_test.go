@@ -397,11 +397,10 @@ func TestSubsystemsAndRequests(t *testing.T) {
 	if err := s.Run("true"); err != nil {
 		t.Errorf("run after refused requests: %v", err)
 	}
-	if ok, _, err := c.SendRequest("tcpip-forward", true, ssh.Marshal(struct {
-		Addr string
-		Port uint32
-	}{"127.0.0.1", 0})); err != nil || ok {
-		t.Errorf("tcpip-forward = %v, %v; want refused", ok, err)
+	// Unix-socket forwarding is not offered (TCP forwarding is, see
+	// forward_test.go).
+	if ok, _, err := c.SendRequest("streamlocal-forward@openssh.com", true, ssh.Marshal(struct{ Path string }{"/tmp/x.sock"})); err != nil || ok {
+		t.Errorf("streamlocal-forward = %v, %v; want refused", ok, err)
 	}
 }
 

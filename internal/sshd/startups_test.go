@@ -10,78 +10,178 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/nicompute/nicompute/internal/nictest"
 )
 
 func TestStartupGate(t *testing.T) {
+	// Each step admits a connection named name from src, marks a named one
+	// as past its key exchange (kex), or releases it; admit steps say which
+	// connection, if any, must be evicted.
 	type step struct {
-		src    string
-		roll   int  // what the random draw returns
-		admit  bool // else release src
-		wantOK bool
+		op, name, src, wantEvicted string
 	}
-	admit := func(src string, roll int, ok bool) step { return step{src: src, roll: roll, admit: true, wantOK: ok} }
-	release := func(src string) step { return step{src: src} }
-	fill := func(n int) []step { // n connections from distinct sources
-		var s []step
-		for i := range n {
-			s = append(s, admit(string(rune('a'+i)), 99, true))
-		}
-		return s
+	admit := func(name, src, evicted string) step {
+		return step{op: "admit", name: name, src: src, wantEvicted: evicted}
 	}
+	kex := func(name string) step { return step{op: "kex", name: name} }
+	release := func(name string) step { return step{op: "release", name: name} }
 	tests := []struct {
 		name  string
-		cfg   Config
+		full  int
 		steps []step
 	}{
-		{"per source", Config{MaxStartups: 10, RandomDropStartups: 10, MaxStartupsPerSource: 2}, []step{
-			admit("x", 0, true), admit("x", 0, true), admit("x", 0, false),
-			admit("y", 0, true),
-			release("x"), admit("x", 0, true), admit("x", 0, false),
+		{"below the limit nothing is evicted", 3, []step{
+			admit("a1", "a", ""), admit("a2", "a", ""), admit("b1", "b", ""),
 		}},
-		{"full", Config{MaxStartups: 3, RandomDropStartups: 3, MaxStartupsPerSource: 3}, append(fill(3),
-			admit("z", 99, false), release("a"), admit("z", 99, true))},
-		// 10:30:100: at 10 open, 30 %; at 55, 30 + 70·45/90 = 65 %.
-		{"random drop at start", Config{MaxStartups: 100, RandomDropStartups: 10, RandomDropPercent: 30}, append(fill(10),
-			admit("y", 29, false), admit("y", 30, true))},
-		{"random drop below start", Config{MaxStartups: 100, RandomDropStartups: 10, RandomDropPercent: 30}, append(fill(9),
-			admit("y", 0, true))},
-		{"random drop midway", Config{MaxStartups: 100, RandomDropStartups: 10, RandomDropPercent: 30}, append(fill(55),
-			admit("y", 64, false), admit("y", 65, true))},
+		{"the source holding most pays", 4, []step{
+			admit("b1", "b", ""), admit("a1", "a", ""), admit("a2", "a", ""), admit("a3", "a", ""),
+			admit("c1", "c", "a1"), admit("b2", "b", "a2"),
+			// Now b holds most.
+			admit("c2", "c", "b1"),
+		}},
+		{"key exchange in progress before finished", 3, []step{
+			admit("x1", "x", ""), admit("x2", "x", ""), admit("x3", "x", ""),
+			kex("x1"), kex("x2"),
+			admit("x4", "x", "x3"),
+			// x4, still in its key exchange, goes before the finished
+			// x1 and x2.
+			admit("x5", "x", "x4"),
+		}},
+		{"oldest last step among finished", 3, []step{
+			admit("x1", "x", ""), admit("x2", "x", ""), admit("x3", "x", ""),
+			kex("x3"), kex("x1"), kex("x2"),
+			admit("x4", "x", "x3"),
+		}},
+		{"released and evicted connections free their place once", 2, []step{
+			admit("a1", "a", ""), admit("a2", "a", ""),
+			admit("a3", "a", "a1"), release("a1"), release("a2"), release("a2"),
+			admit("b1", "b", ""), admit("b2", "b", "a3"),
+		}},
+		{"a limit of one", 1, []step{
+			admit("a1", "a", ""), admit("b1", "b", "a1"), admit("a2", "a", "b1"),
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tt.cfg.Dir = "unused"
-			cfg, err := tt.cfg.withDefaults()
-			if err != nil {
-				t.Fatal(err)
-			}
-			g := newStartupGate(cfg)
+			g := newStartupGate(Config{MaxStartups: tt.full})
+			conns := map[string]*startup{}
+			closed := map[string]int{}
 			for i, st := range tt.steps {
-				if !st.admit {
-					g.release(st.src)
-					continue
+				switch st.op {
+				case "kex":
+					g.progress(conns[st.name], stageNewKeys)
+				case "release":
+					g.release(conns[st.name])
+				case "admit":
+					c, evicted, _ := g.admit(st.src, func() { closed[st.name]++ }, nil)
+					conns[st.name] = c
+					got := ""
+					for name, s := range conns {
+						if s == evicted {
+							got = name
+						}
+					}
+					if got != st.wantEvicted {
+						t.Fatalf("step %d: admitting %s evicted %q, want %q", i, st.name, got, st.wantEvicted)
+					}
+					if got != "" && closed[got] != 1 {
+						t.Fatalf("step %d: evicted %s closed %d times", i, got, closed[got])
+					}
 				}
-				g.roll = func() int { return st.roll }
-				if got := g.admit(st.src) == ""; got != st.wantOK {
-					t.Fatalf("step %d: admit(%s) with roll %d = %v, want %v", i, st.src, st.roll, got, st.wantOK)
+				if total, _ := g.count(""); total > tt.full {
+					t.Fatalf("step %d: %d pending, limit %d", i, total, tt.full)
 				}
+			}
+			total := 0
+			for _, c := range conns {
+				if !c.gone {
+					total++
+				}
+			}
+			if got, _ := g.count(""); got != total {
+				t.Errorf("gate counts %d pending, %d not gone", got, total)
 			}
 		})
 	}
-	t.Run("release forgets sources", func(t *testing.T) {
-		g := newStartupGate(Config{MaxStartups: 10, RandomDropStartups: 10, MaxStartupsPerSource: 3})
-		for range 3 {
-			g.admit("x")
+	t.Run("evicted connections are closed once", func(t *testing.T) {
+		g := newStartupGate(Config{MaxStartups: 1})
+		closes := 0
+		a, _, first := g.admit("a", func() { closes++ }, nil)
+		if first {
+			t.Error("first admission reported as an eviction")
 		}
-		for range 3 {
-			g.release("x")
+		_, ev, first := g.admit("b", func() {}, nil)
+		if ev != a || closes != 1 || !first {
+			t.Fatalf("evicted %v, closes %d, first %v", ev, closes, first)
 		}
-		if g.total != 0 || len(g.bySource) != 0 {
-			t.Errorf("after releasing all: total %d, sources %v", g.total, g.bySource)
+		g.release(a)
+		g.progress(a, stageAuth)
+		if _, _, first := g.admit("c", func() {}, nil); first {
+			t.Error("second eviction in a row reported as the first of an episode")
 		}
+		if total, _ := g.count(""); total != 1 {
+			t.Errorf("%d pending, want 1", total)
+		}
+	})
+}
+
+// TestStartupProtection: a connection that took a step within the
+// protection period is not evicted; a new connection waits until one's
+// protection lapses or one is released, and gives up when told to stop.
+func TestStartupProtection(t *testing.T) {
+	const protect = time.Second
+	admitAsync := func(g *startupGate, src string, stop chan struct{}) <-chan *startup {
+		ch := make(chan *startup, 1)
+		go func() {
+			_, ev, _ := g.admit(src, func() {}, stop)
+			ch <- ev
+		}()
+		return ch
+	}
+	synctest.Test(t, func(t *testing.T) {
+		g := newStartupGate(Config{MaxStartups: 2, StartupProtection: protect})
+		a1, _, _ := g.admit("a", func() {}, nil)
+		a2, _, _ := g.admit("a", func() {}, nil)
+		time.Sleep(protect / 2)
+		g.progress(a1, stageVersion) // a1 is protected half a period longer
+		got := admitAsync(g, "b", nil)
+		time.Sleep(protect/2 - time.Millisecond)
+		synctest.Wait()
+		select {
+		case ev := <-got:
+			t.Fatalf("admitted while every connection was protected, evicting %p", ev)
+		default:
+		}
+		time.Sleep(2 * time.Millisecond)
+		if ev := <-got; ev != a2 {
+			t.Fatalf("evicted %p, want a2 (%p), whose protection lapsed first", ev, a2)
+		}
+
+		// A release makes room at once.
+		got = admitAsync(g, "c", nil)
+		synctest.Wait()
+		g.release(a1)
+		if ev := <-got; ev != nil {
+			t.Fatalf("admitted after a release by evicting %p", ev)
+		}
+
+		// Stop ends the wait.
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if st, _, _ := g.admit("d", func() {}, stop); st != nil {
+				t.Error("admitted after stop")
+			}
+		}()
+		synctest.Wait()
+		close(stop)
+		<-done
 	})
 }
 
@@ -128,42 +228,29 @@ func dialFrom(tb testing.TB, ts *testServer, local string) (net.Conn, string) {
 	return nc, line
 }
 
-// TestIdleConnectionsOneSource: idle connections from one address take
-// only MaxStartupsPerSource slots, so that the renter, from another
-// address, still logs in; the address gets its slots back as its
-// connections close.
-func TestIdleConnectionsOneSource(t *testing.T) {
+// TestLoginDuringFlood holds a flood of unauthenticated connections —
+// idle TCP connections and Go clients that finish the key exchange and
+// then stall — three times MaxStartups, all from the owner's own address
+// as through Docker's port proxy, and from a second address; the flood
+// reopens whatever the server closes. The owner logs in with OpenSSH
+// every time.
+func TestLoginDuringFlood(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t, nil)
-	const attacker = "127.0.0.2"
-	var held []net.Conn
-	for i := range 10 {
-		nc, line := dialFrom(t, ts, attacker)
-		admitted := line == Version+"\r\n"
-		if want := i < DefaultMaxStartupsPerSource; admitted != want {
-			t.Errorf("idle connection %d: first line %q, want admitted %v", i, line, want)
+	requireOpenSSH(t, "ssh")
+	f := nictest.StartSSHFlood(t, ts.addr, 3*DefaultMaxStartups, "127.0.0.1", "127.0.0.2")
+	f.WaitOpen(t, DefaultMaxStartups)
+	for i := range 3 {
+		start := time.Now()
+		out, errOut, code := ts.openssh(t, ts.keyFile, nil, "root@127.0.0.1", "echo", "in")
+		if code != 0 || strings.TrimSpace(out) != "in" {
+			t.Fatalf("login %d during the flood: exit %d, %q, %s", i, code, out, errOut)
 		}
-		if admitted {
-			held = append(held, nc)
-		}
+		t.Logf("login %d during the flood took %v", i, time.Since(start).Round(time.Millisecond))
 	}
-	c, err := ts.dial("root", ssh.PublicKeys(ts.signer))
-	if err != nil {
-		t.Fatalf("login from another address while %s holds idle connections: %v", attacker, err)
-	}
-	c.Close()
-
-	for _, nc := range held {
-		nc.Close()
-	}
-	for i := 0; ; i++ {
-		if _, line := dialFrom(t, ts, attacker); line == Version+"\r\n" {
-			break
-		}
-		if i == 100 {
-			t.Fatal("source not admitted again after closing its connections")
-		}
-		time.Sleep(20 * time.Millisecond)
+	f.Stop()
+	if f.Opened() < 3*DefaultMaxStartups {
+		t.Errorf("the flood opened %d connections, want at least %d", f.Opened(), 3*DefaultMaxStartups)
 	}
 }
 

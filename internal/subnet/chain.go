@@ -83,6 +83,24 @@ type WeightSetter interface {
 	SetWeights(ctx context.Context, hotkey Signer, netuid NetUID, uids []UID, weights []uint16, version uint64) error
 }
 
+// WeightCommitter submits timelocked weights commits (commit-reveal v4):
+// the weights are encrypted to a round of the chain's beacon and the chain
+// reveals them itself in the reveal epoch.
+type WeightCommitter interface {
+	// CommitReveal returns netuid's commit-reveal settings and the chain
+	// state a commit's reveal round is computed from. Errors: ENOSUBNET.
+	CommitReveal(ctx context.Context, netuid NetUID) (CommitReveal, error)
+	// CommitTimelockedWeights commits the signing hotkey's encrypted
+	// weights (see WeightsPayload) for reveal at beacon round revealRound.
+	// Errors: ECOMMITREVEALOFF, ENOTREGISTERED, ERATELIMITED (commit rate
+	// limit, or too many unrevealed commits), EINVALID (version, commit,
+	// round), ENOSUBNET.
+	CommitTimelockedWeights(ctx context.Context, hotkey Signer, netuid NetUID, commit []byte, revealRound uint64, version uint16) error
+	// Weights returns the weights row of uid on netuid as the chain holds
+	// it (empty when it has none). Errors: ENOSUBNET.
+	Weights(ctx context.Context, netuid NetUID, uid UID) ([]UID, []uint16, error)
+}
+
 // Staker moves TAO from a coldkey's balance to stake on a hotkey.
 type Staker interface {
 	// AddStake stakes amount from coldkey to hotkey on netuid.
@@ -101,6 +119,7 @@ type Chain interface {
 	Registrar
 	AxonServer
 	WeightSetter
+	WeightCommitter
 	Staker
 	// Close releases the connection.
 	Close() error

@@ -16,6 +16,7 @@ const (
 	ERATELIMITED         = "rate_limited"         // too soon since the last call of this kind
 	EINVALIDWEIGHTS      = "invalid_weights"      // weights refused by the chain's rules
 	ECOMMITREVEAL        = "commit_reveal"        // subnet requires commit-reveal weights
+	ECOMMITREVEALOFF     = "commit_reveal_off"    // subnet takes plain weights, not commits
 	EUNAUTHORIZED        = "unauthorized"         // bad signature, nonce, or wrong owner
 	EFULL                = "subnet_full"          // no prunable uid
 	EUNAVAILABLE         = "unavailable"          // chain unreachable or timed out

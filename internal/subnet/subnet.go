@@ -172,5 +172,8 @@ type Hyperparameters struct {
 	ServingRateLimit     uint64  `json:"serving_rate_limit"`
 	Burn                 Balance `json:"burn"`
 	CommitRevealEnabled  bool    `json:"commit_reveal_weights_enabled"`
-	RegistrationAllowed  bool    `json:"registration_allowed"`
+	// RevealPeriodEpochs is the number of epochs after which the chain
+	// reveals a timelocked weights commit (commit-reveal on).
+	RevealPeriodEpochs  uint64 `json:"commit_reveal_period"`
+	RegistrationAllowed bool   `json:"registration_allowed"`
 }

@@ -22,7 +22,6 @@ import (
 	"github.com/nicompute/nicompute/internal/keys"
 	"github.com/nicompute/nicompute/internal/market"
 	"github.com/nicompute/nicompute/internal/nictest"
-	"github.com/nicompute/nicompute/internal/pog"
 	"github.com/nicompute/nicompute/internal/sqlite"
 	"github.com/nicompute/nicompute/internal/subnet"
 )
@@ -172,7 +171,7 @@ func benchChild(raw string) int {
 		// the simulated GPUs (0.05 × 30 s).
 		PoG: PoGConfig{Worker: cfg.Worker, AllowSimulated: true, SimTimeScale: 0.05, RetryLimit: 1,
 			MaxRandomDelay: -1, MaxWorkers: cfg.Workers,
-			Policy: &pog.Policy{TimeSlack: 0.25, Overhead: 30 * time.Second, MinFill: 0.5}},
+			Policy: lenientPolicy()},
 	})
 	if err != nil {
 		return fail(err)

@@ -191,17 +191,18 @@ type attempt struct {
 	// final: retrying cannot change the outcome (a proof failed).
 	final        bool
 	res          *pog.Result
+	code         market.PoGCode
 	reason       string
 	hostKey      string
 	deallocError string
 }
 
 func unreachable(format string, args ...any) attempt {
-	return attempt{outcome: OutcomeUnreachable, reason: fmt.Sprintf(format, args...)}
+	return attempt{outcome: OutcomeUnreachable, code: market.PoGCodeUnreachable, reason: fmt.Sprintf(format, args...)}
 }
 
-func failed(format string, args ...any) attempt {
-	return attempt{outcome: OutcomeFail, reason: fmt.Sprintf(format, args...)}
+func failed(code market.PoGCode, format string, args ...any) attempt {
+	return attempt{outcome: OutcomeFail, code: code, reason: fmt.Sprintf(format, args...)}
 }
 
 // test allocates a test lease on m, runs the worker there and deallocates.
@@ -230,7 +231,7 @@ func (d *driver) test(ctx context.Context, m target) attempt {
 	req.PublicKey = pubPEM
 	req.DockerRequirement.SSHKey = authLine
 	var resp protocol.Allocate
-	_, callErr := d.axon.Call(ctx, ax, protocol.AllocateName, req, &resp, d.cfg.AllocateTimeout)
+	_, callErr := protocol.CallAllocate(ctx, d.axon, ax, req, &resp, d.cfg.AllocateTimeout)
 	if callErr != nil || !resp.Output.Status {
 		a := unreachable("allocation refused: %s", allocReason(callErr, resp.Output))
 		if mayHoldLease(callErr) {
@@ -310,7 +311,7 @@ func (d *driver) session(ctx context.Context, m target, key *rsa.PrivateKey, out
 	}
 	x, err := startExec(client, command)
 	if err != nil {
-		a := failed("start worker: %s", clean(err.Error(), 300))
+		a := failed(market.PoGWorkerError, "start worker: %s", clean(err.Error(), 300))
 		a.hostKey = hostKey
 		return a
 	}
@@ -333,7 +334,7 @@ func (d *driver) session(ctx context.Context, m target, key *rsa.PrivateKey, out
 	}
 	a := classify(ctx, res, err, x.stderr)
 	if errors.Is(err, pog.ErrNoHello) {
-		a = failed("no complete hello from the worker within %s%s", d.cfg.HelloTimeout, x.stderr.suffix())
+		a = failed(market.PoGWorkerError, "no complete hello from the worker within %s%s", d.cfg.HelloTimeout, x.stderr.suffix())
 	}
 	a.hostKey = hostKey
 	return a
@@ -403,27 +404,28 @@ func classify(ctx context.Context, res *pog.Result, err error, stderr *tailBuffe
 		var a attempt
 		switch {
 		case ctx.Err() != nil:
-			a = failed("no complete answer from the worker before the attempt timed out")
+			a = failed(market.PoGProtocol, "no complete answer from the worker before the attempt timed out")
 		case errors.As(err, &we):
-			a = failed("worker error: %s", clean(we.Message, 300))
+			a = failed(market.PoGWorkerError, "worker error: %s", clean(we.Message, 300))
 		case errors.Is(err, pog.ErrProtocol):
-			a = failed("%s%s", clean(err.Error(), 300), stderr.suffix())
+			a = failed(market.PoGProtocol, "%s%s", clean(err.Error(), 300), stderr.suffix())
 		default:
-			a = failed("session: %s%s", clean(err.Error(), 300), stderr.suffix())
+			a = failed(market.PoGProtocol, "session: %s%s", clean(err.Error(), 300), stderr.suffix())
 		}
 		if challenged {
 			a.res, a.final = res, true // res: what was claimed and measured, for the record
+			a.code = market.PoGBadProof
 			a.reason = "no valid proofs after the challenge: " + a.reason
 		}
 		return a
 	}
-	a := attempt{res: res, reason: res.Reason}
+	a := attempt{res: res, code: res.Code, reason: res.Reason}
 	if res.Model != "" && res.Count > 0 {
 		a.outcome = OutcomePass
 		return a
 	}
 	a.outcome = OutcomeFail
-	if res.Reason == pog.ReasonSimulatedRefused {
+	if res.Code == market.PoGSimulated {
 		a.final = true
 	}
 	for _, g := range res.GPUs {
@@ -461,7 +463,7 @@ func (d *driver) deallocate(ctx context.Context, ax axon.Target, pubPEM string) 
 		}
 		var resp protocol.Allocate
 		cctx, cancel := context.WithTimeout(base, d.cfg.DeallocateTimeout)
-		_, err := d.axon.Call(cctx, ax, protocol.AllocateName, req, &resp, d.cfg.DeallocateTimeout)
+		_, err := protocol.CallAllocate(cctx, d.axon, ax, req, &resp, d.cfg.DeallocateTimeout)
 		cancel()
 		if err == nil && resp.Output.Status {
 			return ""

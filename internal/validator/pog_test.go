@@ -2,6 +2,7 @@ package validator
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -54,7 +55,7 @@ func afterChallenge(m market.GPUModel, answer func(ctx context.Context, out io.W
 	return func(ctx context.Context, _ string, in io.Reader, out, _ io.Writer) int {
 		writeLine(out, hello(m))
 		br := bufio.NewReader(in)
-		line, err := br.ReadBytes('\n')
+		line, err := readRequest(br, out)
 		if err != nil {
 			return 1
 		}
@@ -62,12 +63,31 @@ func afterChallenge(m market.GPUModel, answer func(ctx context.Context, out io.W
 		if err := json.Unmarshal(line, &req); err != nil {
 			return 1
 		}
-		writeLine(out, pog.ComputeResponse{Type: pog.TypeCommit, GPUs: []pog.Commitment{{N: req.N, Root: pog.Hash{1}}}})
+		writeLine(out, pog.Commitment{Type: pog.TypeCommit, N: req.N, Root: pog.Hash{1}})
+		if _, err := br.ReadBytes('\n'); err != nil {
+			return 1
+		}
+		writeLine(out, pog.Residency{Type: pog.TypeResident, Roots: make([]pog.Hash, pog.ResidencyPasses)})
 		if _, err := br.ReadBytes('\n'); err != nil {
 			return 1
 		}
 		answer(ctx, out)
 		return 0
+	}
+}
+
+// readRequest reads the next request, answering pings.
+func readRequest(br *bufio.Reader, out io.Writer) ([]byte, error) {
+	for {
+		line, err := br.ReadBytes('\n')
+		if err != nil {
+			return nil, err
+		}
+		if p, err := pog.DecodePing(bytes.TrimSuffix(line, []byte("\n")), pog.TypePing); err == nil {
+			writeLine(out, pog.Ping{Type: pog.TypePong, Seq: p.Seq})
+			continue
+		}
+		return line, nil
 	}
 }
 
@@ -165,11 +185,15 @@ func TestDriverOutcomes(t *testing.T) {
 		{name: "worker lies about the matrix size", b: minerBehavior{script: func(ctx context.Context, _ string, in io.Reader, out, _ io.Writer) int {
 			writeLine(out, hello(h100))
 			br := bufio.NewReader(in)
-			if _, err := br.ReadString('\n'); err != nil {
+			if _, err := readRequest(br, out); err != nil {
 				return 1
 			}
-			writeLine(out, pog.ComputeResponse{Type: pog.TypeCommit, GPUs: []pog.Commitment{{N: 1024, Root: pog.Hash{1}}}})
-			if _, err := br.ReadString('\n'); err != nil {
+			writeLine(out, pog.Commitment{Type: pog.TypeCommit, N: 1024, Root: pog.Hash{1}})
+			if _, err := readRequest(br, out); err != nil {
+				return 1
+			}
+			writeLine(out, pog.Residency{Type: pog.TypeResident, Error: "no commitment"})
+			if _, err := readRequest(br, out); err != nil {
 				return 1
 			}
 			writeLine(out, pog.ProofsResponse{Type: pog.TypeProofs, GPUs: []pog.GPUProofs{{}}})
@@ -251,7 +275,7 @@ func TestDriverRealWorker(t *testing.T) {
 		reason   string
 	}{
 		{"devnet simulation", "2x" + a100.Name, true, OutcomePass, a100.Name, 2, "confirmed"},
-		{"cpu backend proves no model", "", true, OutcomeFail, "", 0, "no model in the table"},
+		{"cpu backend proves no model", "", true, OutcomeFail, "", 0, "no model of the table is proven"},
 		{"simulation refused outside devnet", a100.Name, false, OutcomeFail, "", 0, pog.ReasonSimulatedRefused},
 	}
 	for _, tt := range tests {

@@ -2,7 +2,6 @@ package validator
 
 import (
 	"context"
-	"fmt"
 	"math"
 	"sort"
 
@@ -126,9 +125,6 @@ func (s *Service) setWeights(ctx context.Context, head uint64) {
 		s.log.Warn("weights not set: read the subnet's hyperparameters", "err", err, "retry_in_blocks", s.cfg.WeightsRetry)
 		return
 	}
-	if hp.CommitRevealEnabled {
-		s.log.Warn("the subnet has commit-reveal weights enabled; the chain may refuse plain weights", "netuid", s.cfg.NetUID)
-	}
 	uids := make([]subnet.UID, len(ms))
 	weights := make([]float64, len(ms))
 	for i, m := range ms {
@@ -155,33 +151,31 @@ func (s *Service) setWeights(ctx context.Context, head uint64) {
 		s.log.Info("fewer scored miners than the subnet's min_allowed_weights: every uid gets the smallest weight",
 			"scored", scored, "min_allowed_weights", hp.MinAllowedWeights, "uids", len(all))
 	}
-	cctx, cancel = context.WithTimeout(ctx, s.cfg.ChainTimeout)
-	err = s.deps.Chain.SetWeights(cctx, s.cfg.Hotkey, s.cfg.NetUID, upUIDs, upWeights, hp.WeightsVersionKey)
-	cancel()
-	switch code := subnet.ErrorCode(err); code {
-	case "":
-		next = head + s.cfg.WeightsInterval
-		s.log.Info("weights set", "block", head, "miners", len(upUIDs), "version_key", hp.WeightsVersionKey, "next_block", next)
-		entries := make([]ScoreEntry, 0, len(ms))
-		w := map[subnet.UID]uint16{}
-		for i, u := range upUIDs {
-			w[u] = upWeights[i]
-		}
-		for _, m := range ms {
-			entries = append(entries, ScoreEntry{UID: m.Neuron.UID, Hotkey: m.Neuron.Hotkey, Score: m.Score, Weight: w[m.Neuron.UID]})
-		}
-		if err := s.deps.Store.AddScores(ctx, head, s.cfg.Now().UTC(), entries); err != nil {
-			s.log.Warn("record scores", "err", err)
-		}
-		s.report(fmt.Sprintf("weights set at block %d", head))
-	case subnet.ERATELIMITED:
-		s.log.Warn("weights refused: rate limited (ERATELIMITED)", "err", err, "retry_in_blocks", s.cfg.WeightsRetry)
-	case subnet.ECOMMITREVEAL:
-		s.log.Error("weights refused: the subnet requires commit-reveal weights (ECOMMITREVEAL), which this validator does not submit; ask the subnet owner or run a validator that supports it",
-			"err", err, "retry_in_blocks", s.cfg.WeightsRetry)
-	case subnet.ENOTREGISTERED:
-		s.log.Error("weights refused: hotkey not registered (ENOTREGISTERED)", "err", err)
-	default:
-		s.log.Warn("weights not set", "code", code, "err", err, "retry_in_blocks", s.cfg.WeightsRetry)
+	if n, err := s.pendingCommits(ctx); err != nil {
+		s.log.Warn("weights not submitted: read the pending commits", "err", err)
+		return
+	} else if n >= subnet.MaxUnrevealedCommits {
+		s.log.Warn("weights not committed: the chain has not revealed the last commits yet", "pending", n, "limit", subnet.MaxUnrevealedCommits, "retry_in_blocks", s.cfg.WeightsRetry)
+		return
 	}
+	cctx, cancel = context.WithTimeout(ctx, s.cfg.ChainTimeout)
+	res, err := s.submitter.Submit(cctx, s.cfg.Hotkey, s.cfg.NetUID, upUIDs, upWeights, hp.WeightsVersionKey)
+	cancel()
+	if err != nil {
+		s.weightsRefused(res, err)
+		return
+	}
+	next = head + s.cfg.WeightsInterval
+	entries := make([]ScoreEntry, 0, len(ms))
+	w := map[subnet.UID]uint16{}
+	for i, u := range upUIDs {
+		w[u] = upWeights[i]
+	}
+	for _, m := range ms {
+		entries = append(entries, ScoreEntry{UID: m.Neuron.UID, Hotkey: m.Neuron.Hotkey, Score: m.Score, Weight: w[m.Neuron.UID]})
+	}
+	if err := s.deps.Store.AddScores(ctx, head, s.cfg.Now().UTC(), entries); err != nil {
+		s.log.Warn("record scores", "err", err)
+	}
+	s.weightsSubmitted(ctx, head, next, res, upUIDs, upWeights, hp.WeightsVersionKey)
 }

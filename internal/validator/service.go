@@ -45,11 +45,16 @@
 // score 0; a hotkey that leaves the subnet loses its results.
 //
 // Weights. Every WeightsInterval blocks the scores are normalised, max
-// upscaled to u16 and set with the subnet's weights version key. When
-// fewer miners score than the subnet's min_allowed_weights, every uid gets
-// at least the smallest u16 weight, so the chain accepts the row. Refusals
-// (rate limit, commit-reveal) are logged each time and retried after
-// WeightsRetry blocks. Results, specs, the scores behind each submission
+// upscaled to u16 and submitted with the subnet's weights version key
+// (package weights): set where commit-reveal is off, committed timelocked
+// where it is on (every Bittensor subnet by default). When fewer miners
+// score than the subnet's min_allowed_weights, every uid gets at least the
+// smallest u16 weight, so the chain accepts the row. Refusals (rate limit,
+// too many unrevealed commits, …) are logged with the chain's error and
+// retried after WeightsRetry blocks. Commits are kept in the Store until
+// the validator sees the chain reveal them (its weights row on chain
+// equals the committed one) or their reveal epoch pass; at most
+// subnet.MaxUnrevealedCommits are pending at once, across restarts. Results, specs, the scores behind each submission
 // and the sweep schedule live in the Store, so a restarted validator sets
 // the same weights without testing again.
 package validator
@@ -66,6 +71,7 @@ import (
 	"github.com/nicompute/nicompute/internal/axon"
 	"github.com/nicompute/nicompute/internal/market"
 	"github.com/nicompute/nicompute/internal/subnet"
+	"github.com/nicompute/nicompute/internal/weights"
 )
 
 // Chain is what the validator reads from and writes to the chain;
@@ -75,6 +81,9 @@ type Chain interface {
 	Metagraph(ctx context.Context, netuid subnet.NetUID) (*subnet.Metagraph, error)
 	Hyperparameters(ctx context.Context, netuid subnet.NetUID) (subnet.Hyperparameters, error)
 	SetWeights(ctx context.Context, hotkey subnet.Signer, netuid subnet.NetUID, uids []subnet.UID, weights []uint16, version uint64) error
+	CommitReveal(ctx context.Context, netuid subnet.NetUID) (subnet.CommitReveal, error)
+	CommitTimelockedWeights(ctx context.Context, hotkey subnet.Signer, netuid subnet.NetUID, commit []byte, revealRound uint64, version uint16) error
+	Weights(ctx context.Context, netuid subnet.NetUID, uid subnet.UID) ([]subnet.UID, []uint16, error)
 }
 
 // Caller sends synapses to miners' axons; *axon.Dendrite implements it.
@@ -99,7 +108,15 @@ type Store interface {
 	// SetState and State keep named integers (schedule markers).
 	SetState(ctx context.Context, key string, value int64) error
 	State(ctx context.Context, key string) (int64, bool, error)
+	// AddCommit records a pending weights commit; Commits lists those with
+	// a status, oldest first; SetCommitStatus settles one.
+	AddCommit(ctx context.Context, c WeightCommit) error
+	Commits(ctx context.Context, status string) ([]WeightCommit, error)
+	SetCommitStatus(ctx context.Context, id int64, status string) error
 }
+
+// WeightCommit is a timelocked weights commit tracked until revealed.
+type WeightCommit = market.WeightCommit
 
 // Rentals lists the hotkeys of the miners this validator has rented out.
 type Rentals func(ctx context.Context) (map[string]bool, error)
@@ -250,10 +267,11 @@ var ErrNotRegistered = errors.New("validator hotkey is not registered")
 
 // Service is a running validator.
 type Service struct {
-	cfg    Config
-	deps   Deps
-	log    *slog.Logger
-	driver *driver
+	cfg       Config
+	deps      Deps
+	log       *slog.Logger
+	driver    *driver
+	submitter *weights.Submitter
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -275,7 +293,12 @@ type Service struct {
 	nextWts  uint64
 	weightOn bool
 	noScores bool // the last weights round found no score
-	err      error
+	wstatus  string
+	// commitsOut: commits may be pending; checked at most once a block
+	// (checkedAt), in the weights goroutine's slot.
+	commitsOut bool
+	checkedAt  uint64
+	err        error
 }
 
 // New checks the hotkey is registered on NetUID (ErrNotRegistered
@@ -297,6 +320,7 @@ func New(ctx context.Context, deps Deps, cfg Config) (*Service, error) {
 		status:  map[string]string{},
 	}
 	s.log = cfg.Log.With("component", "validator", "hotkey", cfg.Hotkey.SS58())
+	s.submitter = &weights.Submitter{Chain: deps.Chain, Now: cfg.Now}
 	d, err := newDriver(cfg.PoG, cfg.Hotkey, deps.Axon, s.log)
 	if err != nil {
 		return nil, fmt.Errorf("validator: %w", err)
@@ -311,7 +335,7 @@ func New(ctx context.Context, deps Deps, cfg Config) (*Service, error) {
 	}
 	me, ok := mg.ByHotkey(cfg.Hotkey.SS58())
 	if !ok {
-		return nil, fmt.Errorf("%w: hotkey %s has no uid on subnet %d; register it first (nicompute subnet register)", ErrNotRegistered, cfg.Hotkey.SS58(), cfg.NetUID)
+		return nil, fmt.Errorf("%w: hotkey %s has no uid on subnet %d", ErrNotRegistered, cfg.Hotkey.SS58(), cfg.NetUID)
 	}
 	s.mg, s.head, s.uid, s.permit, s.chainOK = mg, mg.Block, me.UID, me.ValidatorPermit, true
 	s.logPermit(me.ValidatorPermit)
@@ -331,6 +355,12 @@ func New(ctx context.Context, deps Deps, cfg Config) (*Service, error) {
 	s.nextWts = me.LastUpdate + cfg.WeightsInterval
 	if me.LastUpdate == 0 {
 		s.nextWts = 0
+	}
+	if n, err := s.pendingCommits(ctx); err != nil {
+		return nil, fmt.Errorf("validator: load weights commits: %w", err)
+	} else if n > 0 {
+		s.commitsOut = true
+		s.log.Info("weights commits pending from before the restart", "pending", n)
 	}
 	s.forgetDeparted(ctx, mg)
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -26,6 +27,7 @@ type memStore struct {
 	specs   map[string]market.Specs
 	scores  map[uint64][]ScoreEntry
 	state   map[string]int64
+	commits []WeightCommit
 }
 
 func newMemStore() *memStore {
@@ -88,6 +90,33 @@ func (m *memStore) State(_ context.Context, k string) (int64, bool, error) {
 	defer m.mu.Unlock()
 	v, ok := m.state[k]
 	return v, ok, nil
+}
+
+func (m *memStore) AddCommit(_ context.Context, c WeightCommit) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c.ID, c.Status = int64(len(m.commits)+1), market.CommitPending
+	m.commits = append(m.commits, c)
+	return nil
+}
+
+func (m *memStore) Commits(_ context.Context, status string) ([]WeightCommit, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []WeightCommit
+	for _, c := range m.commits {
+		if c.Status == status {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+func (m *memStore) SetCommitStatus(_ context.Context, id int64, status string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.commits[id-1].Status = status
+	return nil
 }
 
 func (m *memStore) submissions() int {
@@ -220,7 +249,15 @@ func TestServiceScoresAndWeights(t *testing.T) {
 	waitFor(t, 30*time.Second, "the sweep", func() bool { return strings.Contains(report.String(), "sweep finished") })
 	n := store.submissions()
 	waitFor(t, 30*time.Second, "weights", func() bool { return store.submissions() > n })
-	waitFor(t, 5*time.Second, "the table after the weights", func() bool { return strings.Contains(report.String(), "weights set at block") })
+	waitFor(t, 5*time.Second, "the table after the weights", func() bool {
+		return strings.Contains(report.String(), "weights committed at block") && strings.Contains(report.String(), "committed for reveal in round")
+	})
+	// The subnet has commit-reveal on (as Bittensor's do): the chain reveals
+	// the commit by itself and the validator sees it.
+	waitFor(t, 30*time.Second, "the chain to reveal the weights", func() bool {
+		revealed, _ := store.Commits(context.Background(), market.CommitRevealed)
+		return len(revealed) > 0 && strings.Contains(s.WeightsStatus(), "revealed by the chain")
+	})
 
 	rows := s.Miners()
 	byUID := map[subnet.UID]Miner{}
@@ -396,5 +433,49 @@ func TestServiceWeightsPadToMinAllowed(t *testing.T) {
 				t.Errorf("uid %d weight %d, want the base weight 1", e.UID, e.Weight)
 			}
 		}
+	}
+}
+
+// TestPendingCommitsCapAcrossRestart: a validator whose store holds
+// subnet.MaxUnrevealedCommits pending commits from an earlier run commits
+// nothing more until they settle.
+func TestPendingCommitsCapAcrossRestart(t *testing.T) {
+	c, l := testSubnet(t, 1)
+	ctx := context.Background()
+	store := newMemStore()
+	miner := l.Miners[0]
+	if err := store.AddResult(ctx, Result{Hotkey: miner.Hotkey.SS58(), UID: miner.UID, Block: 1, At: time.Now(), Outcome: OutcomePass,
+		Model: "NVIDIA H200", Count: 1}, 4); err != nil {
+		t.Fatal(err)
+	}
+	// The miner serves an axon (so it is queryable) and was swept just now.
+	serve(t, c, l.NetUID, miner, startFakeMinerAs(t, "127.0.0.2", miner, minerBehavior{refuse: true}))
+	head, err := c.CurrentBlock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.SetState(ctx, stateLastSweep, int64(head))
+	for range subnet.MaxUnrevealedCommits {
+		if err := store.AddCommit(ctx, WeightCommit{NetUID: l.NetUID, RevealEpoch: 1 << 40, UIDs: []subnet.UID{miner.UID}, Weights: []uint16{65535}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	log := &lockedBuffer{}
+	s, _ := testService(t, c, l, store, func(cfg *Config) {
+		cfg.Log = slog.New(slog.NewTextHandler(log, nil))
+		cfg.WeightsInterval, cfg.WeightsRetry = 1, 1
+	})
+	waitFor(t, 10*time.Second, "the cap to hold a round back", func() bool {
+		return strings.Contains(log.String(), "the chain has not revealed the last commits yet")
+	})
+	if pending, _ := store.Commits(ctx, market.CommitPending); len(pending) != subnet.MaxUnrevealedCommits || store.submissions() != 0 {
+		t.Fatalf("%d pending, %d submissions", len(pending), store.submissions())
+	}
+	for i := range subnet.MaxUnrevealedCommits {
+		store.SetCommitStatus(ctx, int64(i+1), market.CommitMissed)
+	}
+	waitFor(t, 10*time.Second, "a commit once the old ones settled", func() bool { return store.submissions() > 0 })
+	if !strings.Contains(s.WeightsStatus(), "committed for reveal in round") {
+		t.Fatalf("status %q", s.WeightsStatus())
 	}
 }

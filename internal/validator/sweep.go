@@ -69,7 +69,7 @@ func (s *Service) sweep(ctx context.Context, block uint64) {
 	// than forever: such a miner is never tested again until its specs
 	// name a known GPU.
 	for _, t := range unrecognized {
-		s.record(ctx, t, block, failed("not tested: %s", reasonUnrecognized), 0)
+		s.record(ctx, t, block, failed(market.PoGUnrecognized, "not tested: %s", reasonUnrecognized), 0)
 	}
 
 	start := s.cfg.Now()
@@ -134,7 +134,7 @@ func (s *Service) testMiner(ctx context.Context, t target, block uint64) {
 func (s *Service) record(ctx context.Context, t target, block uint64, a attempt, attempts int) {
 	r := Result{
 		Hotkey: t.Hotkey, UID: t.UID, Block: block, At: s.cfg.Now().UTC(), Outcome: a.outcome,
-		Attempts: attempts, Reason: a.reason, HostKey: a.hostKey, DeallocError: a.deallocError,
+		Attempts: attempts, Code: a.code, Reason: a.reason, HostKey: a.hostKey, DeallocError: a.deallocError,
 	}
 	if a.res != nil {
 		r.Claimed, r.N, r.Elapsed = clean(a.res.Claimed, 128), a.res.N, a.res.Elapsed
@@ -153,7 +153,7 @@ func (s *Service) record(ctx context.Context, t target, block uint64, a attempt,
 	if a.outcome != OutcomePass {
 		log = s.log.Warn
 	}
-	log("proof-of-GPU result", "uid", t.UID, "miner", t.Hotkey, "outcome", a.outcome, "model", r.Model, "gpus", r.Count,
+	log("proof-of-GPU result", "uid", t.UID, "miner", t.Hotkey, "outcome", a.outcome, "code", r.Code, "model", r.Model, "gpus", r.Count,
 		"attempts", attempts, "elapsed", r.Elapsed.Round(time.Millisecond), "reason", r.Reason, "dealloc_error", r.DeallocError)
 }
 

@@ -137,10 +137,22 @@ func (s *Service) tick(ctx context.Context, head uint64) {
 		s.sweepOn = true
 	}
 	weightsDue := !s.weightOn && head >= s.nextWts
-	if weightsDue {
+	checkDue := !s.weightOn && !weightsDue && s.commitsOut && head != s.checkedAt
+	if weightsDue || checkDue {
 		s.weightOn = true
+		s.checkedAt = head
 	}
 	s.mu.Unlock()
+	if checkDue {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			out := s.checkCommits(ctx)
+			s.mu.Lock()
+			s.weightOn, s.commitsOut = false, out
+			s.mu.Unlock()
+		}()
+	}
 	if sweepDue {
 		s.wg.Add(1)
 		go func() {

@@ -19,6 +19,12 @@ type Miner struct {
 	LastResult string `json:"last_result"`
 	LastBlock  uint64 `json:"last_block,omitempty"`
 	Reason     string `json:"reason"`
+	// Code classifies the newest test (a stable short code, see
+	// market.PoGCode); Consequence and Remedy say what it costs the miner
+	// and what the miner can do.
+	Code        string `json:"code,omitempty"`
+	Consequence string `json:"consequence,omitempty"`
+	Remedy      string `json:"remedy,omitempty"`
 }
 
 // Miners returns the miner table: every neuron but the validator, by uid.
@@ -35,6 +41,10 @@ func (s *Service) Miners() []Miner {
 			if m.Last.DeallocError != "" {
 				row.Reason += "; " + m.Last.DeallocError
 			}
+			if c := m.Last.Code; c != "" {
+				e := c.Explain()
+				row.Code, row.Consequence, row.Remedy = string(c), e.Consequence, e.Remedy
+			}
 		}
 		if m.Skipped != "" {
 			row.Reason = "not tested: " + m.Skipped
@@ -47,7 +57,7 @@ func (s *Service) Miners() []Miner {
 // WriteTable writes the miner table as aligned text.
 func WriteTable(w io.Writer, rows []Miner) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "UID\tHOTKEY\tVERIFIED GPUS\tSCORE\tRENTED\tLAST POG\tREASON")
+	fmt.Fprintln(tw, "UID\tHOTKEY\tVERIFIED GPUS\tSCORE\tRENTED\tLAST POG\tCODE\tREASON\tREMEDY")
 	for _, r := range rows {
 		last := "never"
 		if r.LastResult != "" {
@@ -57,7 +67,11 @@ func WriteTable(w io.Writer, rows []Miner) error {
 		if r.Rented {
 			rented = "yes"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%.4f\t%s\t%s\t%s\n", r.UID, short(r.Hotkey), r.GPUs, r.Score, rented, last, clean(r.Reason, 100))
+		code := r.Code
+		if code == "" {
+			code = "-"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%.4f\t%s\t%s\t%s\t%s\t%s\n", r.UID, short(r.Hotkey), r.GPUs, r.Score, rented, last, code, clean(r.Reason, 100), clean(r.Remedy, 80))
 	}
 	return tw.Flush()
 }
@@ -85,6 +99,9 @@ func (s *Service) report(why string) {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "validator uid %d, subnet %d: %s\n", s.UID(), s.cfg.NetUID, why)
+	if st := s.WeightsStatus(); st != "" {
+		fmt.Fprintf(&b, "%s\n", st)
+	}
 	_ = WriteTable(&b, rows)
 	_, _ = io.WriteString(s.cfg.Report, b.String())
 }

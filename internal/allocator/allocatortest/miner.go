@@ -11,7 +11,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
-	"net/http"
 	"strconv"
 	"sync"
 	"testing"
@@ -136,8 +135,9 @@ func (m *Miner) SetUsername(u string) {
 	m.username = u
 }
 
-// Refuse returns a hook that refuses the given modes with status and msg
-// from the Allocate handler.
+// Refuse returns a hook that refuses the given modes with HTTP status and
+// msg in output.error, as miners did before refusals became 200 answers
+// with a code (see RefuseCode).
 func Refuse(status int, msg string, modes ...protocol.Mode) func(protocol.Mode) error {
 	return func(mode protocol.Mode) error {
 		for _, md := range modes {
@@ -174,6 +174,19 @@ func (m *Miner) Calls(mode protocol.Mode) int {
 	return m.calls[mode]
 }
 
+// RefuseCode returns a hook that refuses the given modes as nicompute's
+// miner does: HTTP 200, output.status false, the reason and its code.
+func RefuseCode(code, msg string, modes ...protocol.Mode) func(protocol.Mode) error {
+	return func(mode protocol.Mode) error {
+		for _, md := range modes {
+			if md == mode {
+				return &reply{out: protocol.Refuse(market.Errorf(code, "%s", msg))}
+			}
+		}
+		return nil
+	}
+}
+
 // StatusFalse returns a hook that answers the given modes as SN27's miner
 // refuses: HTTP 200 with output.status false and the reason.
 func StatusFalse(msg string, modes ...protocol.Mode) func(protocol.Mode) error {
@@ -199,7 +212,7 @@ type answer struct {
 func (m *Miner) handle(ctx context.Context, call *axon.Call) (any, error) {
 	a, err := protocol.DecodeAllocate(call.Body)
 	if err != nil {
-		return nil, refusal(http.StatusBadRequest, market.ErrorMessage(err), "")
+		return answer{Output: refusalOut(market.EINVALID, market.ErrorMessage(err), "")}, nil
 	}
 	m.mu.Lock()
 	m.calls[a.Mode()]++
@@ -220,7 +233,7 @@ func (m *Miner) handle(ctx context.Context, call *axon.Call) (any, error) {
 	}
 	pub, err := protocol.ParsePublicKey(a.PublicKey)
 	if err != nil {
-		return nil, refusal(http.StatusBadRequest, "public_key is not a valid RSA public key", "")
+		return answer{Output: protocol.Refuse(market.Errorf(market.EINVALID, "public_key is not a valid RSA public key"))}, nil
 	}
 	owner := call.Caller.Hotkey + "/" + protocol.PublicKeyFingerprint(pub)
 	m.mu.Lock()
@@ -231,11 +244,11 @@ func (m *Miner) handle(ctx context.Context, call *axon.Call) (any, error) {
 		return answer{Output: protocol.Output{Status: true}}, nil
 	case protocol.ModeAllocate:
 		if l != nil {
-			return nil, refusal(http.StatusConflict, "this hotkey and public key already hold lease "+l.ID, l.ID)
+			return answer{Output: refusalOut(market.ECONFLICT, "this hotkey and public key already hold lease "+l.ID, l.ID)}, nil
 		}
 		ports, err := a.DockerRequirement.RequestedPorts()
 		if err != nil {
-			return nil, refusal(http.StatusBadRequest, market.ErrorMessage(err), "")
+			return answer{Output: refusalOut(market.EINVALID, market.ErrorMessage(err), "")}, nil
 		}
 		l = &Lease{ID: fmt.Sprintf("l%d", m.nextPort), Owner: owner, Port: m.nextPort, SSHKeys: a.DockerRequirement.SSHKey,
 			Image: a.DockerRequirement.BaseImage, ExpiresAt: time.Now().Add(a.Duration()).UTC()}
@@ -261,9 +274,9 @@ func (m *Miner) handle(ctx context.Context, call *axon.Call) (any, error) {
 	}
 	if l == nil {
 		if len(m.leases) > 0 {
-			return nil, refusal(http.StatusForbidden, "no lease of this hotkey and public key on this miner; its leases belong to others", "")
+			return answer{Output: refusalOut(market.EFORBIDDEN, "no lease of this hotkey and public key on this miner; its leases belong to others", "")}, nil
 		}
-		return nil, refusal(http.StatusNotFound, "no lease on this miner", "")
+		return answer{Output: refusalOut(market.ENOTFOUND, "no lease on this miner", "")}, nil
 	}
 	exp := l.ExpiresAt
 	switch a.Mode() {
@@ -293,6 +306,10 @@ func (m *Miner) handle(ctx context.Context, call *axon.Call) (any, error) {
 	return answer{Output: protocol.Output{Status: true, LeaseID: l.ID, Port: l.Port, ExpiresAt: &exp, Ports: l.Ports}}, nil
 }
 
-func refusal(status int, msg, lease string) error {
-	return &axon.Error{Status: status, Message: msg, Result: answer{Output: protocol.Output{Error: msg, LeaseID: lease}}}
+// refusalOut is the fake's own refusal, answered as nicompute's miner
+// does: HTTP 200 with output.status false, the reason and its code.
+func refusalOut(code, msg, lease string) protocol.Output {
+	out := protocol.Refuse(market.Errorf(code, "%s", msg))
+	out.LeaseID = lease
+	return out
 }

@@ -333,6 +333,70 @@ func (c *Client) SetWeights(ctx context.Context, hotkey subnet.Signer, netuid su
 	return c.submit(ctx, hotkey, callSetWeights, setWeightsArgs{NetUID: netuid, UIDs: uids, Weights: weights, VersionKey: version}, nil)
 }
 
+// CommitReveal returns netuid's commit-reveal settings, epoch state and the
+// chain's beacon. Errors: ENOSUBNET.
+func (c *Client) CommitReveal(ctx context.Context, netuid subnet.NetUID) (subnet.CommitReveal, error) {
+	var r commitRevealResult
+	if err := c.call(ctx, "commit_reveal", netuidParams{NetUID: netuid}, &r, 0); err != nil {
+		return subnet.CommitReveal{}, err
+	}
+	b, err := r.Beacon.beacon()
+	if err != nil {
+		return subnet.CommitReveal{}, subnet.Errorf(subnet.EINTERNAL, "embedded chain at %s: %v", c.host(), err)
+	}
+	last := r.LastEpochBlock
+	return subnet.CommitReveal{
+		NetUID: netuid, Enabled: r.Enabled, RevealPeriodEpochs: r.RevealPeriod, Version: r.Version, Tempo: r.Tempo,
+		Block: r.Block, BlockTime: time.Duration(r.BlockTimeMS) * time.Millisecond,
+		Schedule: &subnet.EpochSchedule{LastEpochBlock: last, EpochIndex: r.EpochIndex, BlocksSinceLastStep: r.Block - min(last, r.Block)},
+		Beacon:   b,
+	}, nil
+}
+
+// beacon decodes the API's beacon parameters.
+func (b BeaconInfo) beacon() (subnet.Beacon, error) {
+	pk, err := hex.DecodeString(b.PublicKey)
+	if err != nil || b.PeriodMS <= 0 {
+		return subnet.Beacon{}, errors.New("malformed beacon parameters")
+	}
+	return subnet.Beacon{PublicKey: pk, Genesis: time.UnixMilli(b.GenesisMS), Period: time.Duration(b.PeriodMS) * time.Millisecond}, nil
+}
+
+// Beacon returns the chain's beacon parameters and latest round.
+func (c *Client) Beacon(ctx context.Context) (BeaconInfo, error) {
+	var r BeaconInfo
+	err := c.call(ctx, "beacon", struct{}{}, &r, 0)
+	return r, err
+}
+
+// BeaconSignature returns the beacon's signature of a published round.
+// Errors: EINVALID (not published yet).
+func (c *Client) BeaconSignature(ctx context.Context, round uint64) ([]byte, error) {
+	var r BeaconRound
+	if err := c.call(ctx, "beacon_round", roundParams{Round: round}, &r, 0); err != nil {
+		return nil, err
+	}
+	sig, err := hex.DecodeString(r.Signature)
+	if err != nil {
+		return nil, subnet.Errorf(subnet.EINTERNAL, "embedded chain at %s: malformed signature of round %d", c.host(), round)
+	}
+	return sig, nil
+}
+
+// CommitTimelockedWeights commits the signing hotkey's encrypted weights
+// for reveal at the beacon's revealRound. Errors: ECOMMITREVEALOFF,
+// ENOTREGISTERED, ERATELIMITED, EINVALID, ENOSUBNET.
+func (c *Client) CommitTimelockedWeights(ctx context.Context, hotkey subnet.Signer, netuid subnet.NetUID, commit []byte, revealRound uint64, version uint16) error {
+	return c.submit(ctx, hotkey, callCommit, commitWeightsArgs{NetUID: netuid, Commit: commit, RevealRound: revealRound, Version: version}, nil)
+}
+
+// Weights returns the weights row of uid on netuid. Errors: ENOSUBNET.
+func (c *Client) Weights(ctx context.Context, netuid subnet.NetUID, uid subnet.UID) ([]subnet.UID, []uint16, error) {
+	var r weightsResult
+	err := c.call(ctx, "weights", uidParams{NetUID: netuid, UID: uid}, &r, 0)
+	return r.UIDs, r.Weights, err
+}
+
 // AddStake stakes amount from coldkey to hotkey on netuid, coldkey paying
 // the fee. Errors: EINVALID, ENOSUBNET, ENOTREGISTERED,
 // EINSUFFICIENTBALANCE.
@@ -357,11 +421,30 @@ func (c *Client) Faucet(ctx context.Context, ss58 string, amount subnet.Balance)
 }
 
 // CreateSubnet creates a subnet owned by owner (who pays the fee) with the
-// genesis parameters and tempo (0: the genesis tempo); netuids are assigned
-// from 1. Errors: EINSUFFICIENTBALANCE, EINVALID.
+// genesis parameters, tempo (0: the genesis tempo) and commit-reveal
+// weights on; netuids are assigned from 1. Errors: EINSUFFICIENTBALANCE,
+// EINVALID.
 func (c *Client) CreateSubnet(ctx context.Context, owner subnet.Signer, tempo uint16) (subnet.NetUID, error) {
+	return c.CreateSubnetWith(ctx, owner, SubnetOptions{Tempo: tempo})
+}
+
+// SubnetOptions are the settings of a new subnet.
+type SubnetOptions struct {
+	// Tempo is the blocks between epochs (0: the genesis tempo).
+	Tempo uint16
+	// PlainWeights turns commit-reveal off: weights are set in the clear.
+	PlainWeights bool
+}
+
+// CreateSubnetWith is CreateSubnet with options.
+func (c *Client) CreateSubnetWith(ctx context.Context, owner subnet.Signer, o SubnetOptions) (subnet.NetUID, error) {
 	var r netuidResult
-	err := c.submit(ctx, owner, callCreateSubnet, createSubnetArgs{Tempo: tempo}, &r)
+	args := createSubnetArgs{Tempo: o.Tempo}
+	if o.PlainWeights {
+		off := false
+		args.CommitReveal = &off
+	}
+	err := c.submit(ctx, owner, callCreateSubnet, args, &r)
 	return r.NetUID, err
 }
 

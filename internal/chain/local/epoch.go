@@ -60,7 +60,7 @@ func runEpoch(ctx context.Context, q queryer, log *slog.Logger, s *subnetState, 
 		if ran {
 			inc = 1
 		}
-		_, err := q.ExecContext(ctx, `UPDATE subnets SET last_epoch = ?, epochs = epochs + ? WHERE netuid = ?`, block, inc, s.NetUID)
+		_, err := q.ExecContext(ctx, `UPDATE subnets SET last_epoch = ?, epochs = epochs + ?, epoch_index = epoch_index + 1 WHERE netuid = ?`, block, inc, s.NetUID)
 		if err != nil {
 			return fmt.Errorf("record epoch of subnet %d: %w", s.NetUID, err)
 		}

@@ -14,13 +14,14 @@ import (
 
 // Call names of the extrinsics and who signs them.
 const (
-	callCreateSubnet = "create_subnet"       // coldkey: the subnet's owner
-	callSetHyper     = "set_hyperparameters" // coldkey: the subnet's owner
-	callRegister     = "burned_register"     // coldkey: pays the burn, owns the hotkey
-	callAddStake     = "add_stake"           // coldkey: pays the stake
-	callTransfer     = "transfer"            // coldkey: pays
-	callServeAxon    = "serve_axon"          // hotkey
-	callSetWeights   = "set_weights"         // hotkey
+	callCreateSubnet = "create_subnet"             // coldkey: the subnet's owner
+	callSetHyper     = "set_hyperparameters"       // coldkey: the subnet's owner
+	callRegister     = "burned_register"           // coldkey: pays the burn, owns the hotkey
+	callAddStake     = "add_stake"                 // coldkey: pays the stake
+	callTransfer     = "transfer"                  // coldkey: pays
+	callServeAxon    = "serve_axon"                // hotkey
+	callSetWeights   = "set_weights"               // hotkey
+	callCommit       = "commit_timelocked_weights" // hotkey
 )
 
 // Mortality is the number of blocks an extrinsic stays valid after the
@@ -94,7 +95,8 @@ func (x *extrinsic) verify(genesis []byte) error {
 // Arguments of each call.
 
 type createSubnetArgs struct {
-	Tempo uint16 `json:"tempo"` // 0: the genesis tempo
+	Tempo        uint16 `json:"tempo"`                   // 0: the genesis tempo
+	CommitReveal *bool  `json:"commit_reveal,omitempty"` // nil: on
 }
 
 type registerArgs struct {
@@ -132,17 +134,19 @@ type setWeightsArgs struct {
 // HyperparameterUpdate lists the subnet parameters an owner changes; nil
 // fields keep their value.
 type HyperparameterUpdate struct {
-	Tempo                    *uint16         `json:"tempo,omitempty"`
-	Burn                     *subnet.Balance `json:"burn,omitempty"`
-	ImmunityPeriod           *uint64         `json:"immunity_period,omitempty"`
-	MaxAllowedUIDs           *uint16         `json:"max_allowed_uids,omitempty"`
-	WeightsRateLimit         *uint64         `json:"weights_rate_limit,omitempty"`
-	WeightsVersion           *uint64         `json:"weights_version,omitempty"`
-	MinAllowedWeights        *uint16         `json:"min_allowed_weights,omitempty"`
-	MaxAllowedValidators     *uint16         `json:"max_allowed_validators,omitempty"`
-	ActivityCutoff           *uint64         `json:"activity_cutoff,omitempty"`
-	ServingRateLimit         *uint64         `json:"serving_rate_limit,omitempty"`
-	MaxRegistrationsPerBlock *uint16         `json:"max_registrations_per_block,omitempty"`
+	Tempo                      *uint16         `json:"tempo,omitempty"`
+	Burn                       *subnet.Balance `json:"burn,omitempty"`
+	ImmunityPeriod             *uint64         `json:"immunity_period,omitempty"`
+	MaxAllowedUIDs             *uint16         `json:"max_allowed_uids,omitempty"`
+	WeightsRateLimit           *uint64         `json:"weights_rate_limit,omitempty"`
+	WeightsVersion             *uint64         `json:"weights_version,omitempty"`
+	MinAllowedWeights          *uint16         `json:"min_allowed_weights,omitempty"`
+	MaxAllowedValidators       *uint16         `json:"max_allowed_validators,omitempty"`
+	ActivityCutoff             *uint64         `json:"activity_cutoff,omitempty"`
+	ServingRateLimit           *uint64         `json:"serving_rate_limit,omitempty"`
+	MaxRegistrationsPerBlock   *uint16         `json:"max_registrations_per_block,omitempty"`
+	CommitRevealWeightsEnabled *bool           `json:"commit_reveal_weights_enabled,omitempty"`
+	RevealPeriodEpochs         *uint64         `json:"commit_reveal_period,omitempty"`
 }
 
 type setHyperArgs struct {
@@ -168,6 +172,8 @@ func (x *extrinsic) decodeArgs() (any, error) {
 		v = &serveAxonArgs{}
 	case callSetWeights:
 		v = &setWeightsArgs{}
+	case callCommit:
+		v = &commitWeightsArgs{}
 	default:
 		return nil, subnet.Errorf(subnet.EINVALID, "unknown call %q", truncate(x.Call))
 	}

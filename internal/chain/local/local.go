@@ -1,7 +1,9 @@
 // Package local is the embedded development chain: a single node that keeps
 // Bittensor's subnet rules — balances and fees, burned registration with an
 // immunity period and pruning, stake, serve_axon, rate-limited set_weights,
-// and a Yuma consensus epoch every tempo with emission — in one SQLite file,
+// commit-reveal weights (v4) timelocked to the chain's own beacon and
+// revealed by the chain, and a Yuma consensus epoch every tempo with
+// emission — in one SQLite file,
 // and serves them to other processes as signed JSON calls over loopback HTTP.
 //
 // It is a development chain, not a blockchain: there is one node, no
@@ -163,6 +165,11 @@ type Config struct {
 	// Genesis is used when DataDir holds no chain yet; nil means
 	// DefaultGenesis().
 	Genesis *Genesis
+	// BeaconPeriod is the period of the chain's beacon when the chain is
+	// created; 0 means BlockTime, or DefaultBeaconPeriod with manual blocks.
+	BeaconPeriod time.Duration
+	// Now is the wall clock the beacon publishes rounds by [time.Now].
+	Now func() time.Time
 	// Log receives the node's logs; nil discards them.
 	Log *slog.Logger
 }

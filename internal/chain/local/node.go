@@ -26,6 +26,8 @@ type Node struct {
 	db      *sql.DB
 	store   *sqlite.DB
 	genesis []byte // genesis hash, fixed for the chain's life
+	beacon  *beacon
+	now     func() time.Time
 	ln      net.Listener
 	srv     *http.Server
 
@@ -81,7 +83,14 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open chain: %w", err)
 	}
-	n := &Node{cfg: cfg, log: log, store: store, db: store.SQL(), sealc: make(chan sealRequest), done: make(chan struct{}), headc: make(chan struct{})}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.BeaconPeriod < 0 {
+		store.Close()
+		return nil, errors.New("open chain: negative beacon period")
+	}
+	n := &Node{cfg: cfg, log: log, store: store, db: store.SQL(), now: cfg.Now, sealc: make(chan sealRequest), done: make(chan struct{}), headc: make(chan struct{})}
 	c, created, err := n.initChain(ctx, g)
 	if err != nil {
 		store.Close()
@@ -139,7 +148,17 @@ func (n *Node) initChain(ctx context.Context, g Genesis) (*chainState, bool, err
 			created = true
 		}
 		var err error
-		c, err = loadChain(ctx, tx)
+		if c, err = loadChain(ctx, tx); err != nil {
+			return err
+		}
+		period := n.cfg.BeaconPeriod
+		if period == 0 {
+			period = n.cfg.BlockTime
+		}
+		if period <= 0 {
+			period = DefaultBeaconPeriod
+		}
+		n.beacon, err = loadBeacon(ctx, tx, n.now(), period)
 		return err
 	})
 	return c, created, err
@@ -266,7 +285,11 @@ func (n *Node) advance(ctx context.Context, count uint64) (uint64, error) {
 			if _, err := tx.ExecContext(ctx, `UPDATE chain SET block = ? WHERE id = 1`, next); err != nil {
 				return fmt.Errorf("seal block %d: %w", next, err)
 			}
+			now := n.now()
 			for _, s := range subnets {
+				if err := revealCommits(ctx, tx, n.log, s, next, n.beacon, now); err != nil {
+					return fmt.Errorf("reveal commits of subnet %d at block %d: %w", s.NetUID, next, err)
+				}
 				if s.epochDue(next) {
 					if err := runEpoch(ctx, tx, n.log, s, next); err != nil {
 						return fmt.Errorf("epoch of subnet %d at block %d: %w", s.NetUID, next, err)
@@ -339,6 +362,7 @@ func (n *Node) write(ctx context.Context, fn func(q queryer, c *chainState) erro
 		if err != nil {
 			return err
 		}
+		c.beacon, c.now, c.blockTime = n.beacon, n.now(), n.cfg.BlockTime
 		return fn(tx, c)
 	})
 }

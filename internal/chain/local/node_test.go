@@ -145,7 +145,7 @@ func newWorld(tb testing.TB, mod func(*Genesis)) *world {
 	c := dialNode(tb, n)
 	w := &world{n: n, c: c, owner: key(tb, "//Alice")}
 	must[subnet.Balance](tb)(c.Faucet(ctx, w.owner.SS58(), subnet.TAO(1000)))
-	w.netuid = must[subnet.NetUID](tb)(c.CreateSubnet(ctx, w.owner, 0))
+	w.netuid = must[subnet.NetUID](tb)(c.CreateSubnetWith(ctx, w.owner, SubnetOptions{PlainWeights: true}))
 	return w
 }
 

@@ -86,6 +86,8 @@ func dispatchCall(ctx context.Context, q queryer, c *chainState, x *extrinsic, a
 		err = serveAxon(ctx, q, c, x.Signer, a)
 	case *setWeightsArgs:
 		err = setWeights(ctx, q, c, x.Signer, a)
+	case *commitWeightsArgs:
+		err = commitWeights(ctx, q, c, x.Signer, a)
 	default:
 		err = subnet.Errorf(subnet.EINVALID, "unknown call %q", truncate(x.Call))
 	}
@@ -104,6 +106,9 @@ func createSubnet(ctx context.Context, q queryer, c *chainState, owner string, a
 	p := paramsFromGenesis(c.genesis)
 	if a.Tempo != 0 {
 		p.Tempo = a.Tempo
+	}
+	if a.CommitReveal != nil {
+		p.CommitReveal = *a.CommitReveal
 	}
 	if c.nextNetUID > math.MaxUint16 {
 		return nil, subnet.Errorf(subnet.EINVALID, "no netuid left")
@@ -148,6 +153,8 @@ func setHyperparameters(ctx context.Context, q queryer, signer string, a *setHyp
 	setIf(&p.ActivityCutoff, u.ActivityCutoff)
 	setIf(&p.ServingRateLimit, u.ServingRateLimit)
 	setIf(&p.MaxRegsPerBlock, u.MaxRegistrationsPerBlock)
+	setIf(&p.CommitReveal, u.CommitRevealWeightsEnabled)
+	setIf(&p.RevealPeriod, u.RevealPeriodEpochs)
 	n, err := subnetworkN(ctx, q, a.NetUID)
 	if err != nil {
 		return err
@@ -163,6 +170,8 @@ func setHyperparameters(ctx context.Context, q queryer, signer string, a *setHyp
 		return subnet.Errorf(subnet.EINVALID, "burn %s is too large", p.Burn)
 	case p.WeightsVersion > maxAmount:
 		return subnet.Errorf(subnet.EINVALID, "weights version %d is too large", p.WeightsVersion)
+	case p.RevealPeriod < 1 || p.RevealPeriod > MaxRevealPeriod:
+		return subnet.Errorf(subnet.EINVALID, "reveal period must be 1 to %d epochs", MaxRevealPeriod)
 	}
 	return saveSubnetParams(ctx, q, a.NetUID, p)
 }
@@ -395,17 +404,30 @@ func serveAxon(ctx context.Context, q queryer, c *chainState, hotkey string, a *
 	return nil
 }
 
-// setWeights stores the signing hotkey's weights row. Checks, in order:
-// subnet, registration, equal lengths, version key ≥ the subnet's weights
-// version, rate limit (the first set is always allowed), distinct uids
-// below the subnet size, at least min(min_allowed_weights, n) entries and
-// a validator permit, unless the row is only the setter's own uid (as on
-// subtensor, a hotkey without a permit may set only its self-weight).
+// setWeights stores the signing hotkey's weights row. A subnet with
+// commit-reveal on refuses it (CommitRevealEnabled): its weights are
+// committed and revealed by the chain (see commitWeights).
 func setWeights(ctx context.Context, q queryer, c *chainState, hotkey string, a *setWeightsArgs) error {
 	s, err := loadSubnet(ctx, q, a.NetUID)
 	if err != nil {
 		return err
 	}
+	if s.CommitReveal {
+		return subnet.Errorf(subnet.ECOMMITREVEAL, "CommitRevealEnabled: subnet %d has commit-reveal weights on: commit weights with commit_timelocked_weights; the chain reveals them %d epoch(s) later", a.NetUID, s.RevealPeriod)
+	}
+	return applyWeights(ctx, q, s, c.block, hotkey, a, false)
+}
+
+// applyWeights checks and stores a weights row of hotkey at block, set
+// directly or revealed from a commit. Checks, in order: registration,
+// equal lengths, version key ≥ the subnet's weights version, rate limit
+// (not for a reveal: its commit was rate limited; the first set is always
+// allowed), distinct uids below the subnet size, at least
+// min(min_allowed_weights, n) entries and a validator permit, unless the
+// row is only the setter's own uid (as on subtensor, a hotkey without a
+// permit may set only its self-weight). A set also counts as activity
+// (last_update); a revealed commit does not, its commit did.
+func applyWeights(ctx context.Context, q queryer, s *subnetState, block uint64, hotkey string, a *setWeightsArgs, reveal bool) error {
 	uid, ok, err := neuronByHotkey(ctx, q, a.NetUID, hotkey)
 	if err != nil {
 		return err
@@ -423,10 +445,10 @@ func setWeights(ctx context.Context, q queryer, c *chainState, hotkey string, a 
 	if err := q.QueryRowContext(ctx, `SELECT weights_at FROM neurons WHERE netuid = ? AND uid = ?`, a.NetUID, uid).Scan(&last); err != nil {
 		return fmt.Errorf("read weights block: %w", err)
 	}
-	if last.Valid && c.block-uint64(last.Int64) < s.WeightsRateLimit {
+	if !reveal && last.Valid && block-uint64(last.Int64) < s.WeightsRateLimit {
 		at := uint64(last.Int64)
 		return subnet.Errorf(subnet.ERATELIMITED, "set_weights rate limit on subnet %d: last set at block %d, next allowed at block %d (best block %d)",
-			a.NetUID, at, at+s.WeightsRateLimit, c.block)
+			a.NetUID, at, at+s.WeightsRateLimit, block)
 	}
 	n, err := subnetworkN(ctx, q, a.NetUID)
 	if err != nil {
@@ -465,8 +487,13 @@ func setWeights(ctx context.Context, q queryer, c *chainState, hotkey string, a 
 	if err != nil {
 		return fmt.Errorf("encode weights: %w", err)
 	}
-	_, err = q.ExecContext(ctx, `UPDATE neurons SET weights = ?, weights_at = ?, last_update = ? WHERE netuid = ? AND uid = ?`,
-		string(w), c.block, c.block, a.NetUID, uid)
+	if reveal {
+		_, err = q.ExecContext(ctx, `UPDATE neurons SET weights = ?, weights_at = ? WHERE netuid = ? AND uid = ?`,
+			string(w), block, a.NetUID, uid)
+	} else {
+		_, err = q.ExecContext(ctx, `UPDATE neurons SET weights = ?, weights_at = ?, last_update = ? WHERE netuid = ? AND uid = ?`,
+			string(w), block, block, a.NetUID, uid)
+	}
 	if err != nil {
 		return fmt.Errorf("store weights: %w", err)
 	}

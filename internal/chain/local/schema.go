@@ -3,7 +3,9 @@ package local
 import "github.com/nicompute/nicompute/internal/sqlite"
 
 // schema is the chain file's layout. Amounts are rao; blocks are block
-// numbers; weights and bonds rows are JSON arrays.
+// numbers; weights and bonds rows are JSON arrays. The beacon row holds the
+// chain's own BLS beacon key (this is a development chain: whoever reads
+// the file can decrypt every commit).
 var schema = sqlite.Schema{
 	Name: "chain_local",
 	Migrations: []string{`
@@ -87,5 +89,26 @@ CREATE TABLE stakes (
 );
 `, `
 ALTER TABLE chain ADD COLUMN faucet_minted INTEGER NOT NULL DEFAULT 0 CHECK (faucet_minted >= 0);
+`, `
+ALTER TABLE subnets ADD COLUMN commit_reveal INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE subnets ADD COLUMN reveal_period INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE subnets ADD COLUMN epoch_index INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE neurons ADD COLUMN commit_at INTEGER;
+CREATE TABLE beacon (
+	id         INTEGER PRIMARY KEY CHECK (id = 1),
+	secret     BLOB    NOT NULL,
+	genesis_ms INTEGER NOT NULL,
+	period_ms  INTEGER NOT NULL CHECK (period_ms > 0)
+);
+CREATE TABLE weight_commits (
+	id           INTEGER PRIMARY KEY AUTOINCREMENT,
+	netuid       INTEGER NOT NULL REFERENCES subnets (netuid),
+	epoch        INTEGER NOT NULL,
+	hotkey       TEXT    NOT NULL,
+	block        INTEGER NOT NULL,
+	commit_bytes BLOB    NOT NULL,
+	reveal_round INTEGER NOT NULL
+);
+CREATE INDEX weight_commits_epoch ON weight_commits (netuid, epoch, id);
 `},
 }

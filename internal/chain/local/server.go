@@ -3,6 +3,7 @@ package local
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -62,6 +63,15 @@ type waitParams struct {
 	TimeoutMS int64  `json:"timeout_ms"`
 }
 
+type uidParams struct {
+	NetUID subnet.NetUID `json:"netuid"`
+	UID    subnet.UID    `json:"uid"`
+}
+
+type roundParams struct {
+	Round uint64 `json:"round"`
+}
+
 type faucetParams struct {
 	Address string         `json:"address"`
 	Amount  subnet.Balance `json:"amount"`
@@ -100,6 +110,39 @@ type accountResult struct {
 
 type amountResult struct {
 	Amount subnet.Balance `json:"amount"`
+}
+
+// BeaconInfo is the chain's beacon as the API shows it: BLS12-381 public
+// key in G2 (hex, compressed), round 1 at GenesisMS, one round every
+// PeriodMS, in drand quicknet's scheme (bls-unchained-g1-rfc9380).
+type BeaconInfo struct {
+	PublicKey   string `json:"public_key"`
+	GenesisMS   int64  `json:"genesis_unix_ms"`
+	PeriodMS    int64  `json:"period_ms"`
+	LatestRound uint64 `json:"latest_round"`
+}
+
+// BeaconRound is a published round's signature (hex, compressed G1).
+type BeaconRound struct {
+	Round     uint64 `json:"round"`
+	Signature string `json:"signature"`
+}
+
+type commitRevealResult struct {
+	Enabled        bool       `json:"enabled"`
+	RevealPeriod   uint64     `json:"reveal_period"`
+	Version        uint16     `json:"version"`
+	Tempo          uint16     `json:"tempo"`
+	Block          uint64     `json:"block"`
+	BlockTimeMS    int64      `json:"block_time_ms"`
+	LastEpochBlock uint64     `json:"last_epoch_block"`
+	EpochIndex     uint64     `json:"epoch_index"`
+	Beacon         BeaconInfo `json:"beacon"`
+}
+
+type weightsResult struct {
+	UIDs    []subnet.UID `json:"uids"`
+	Weights []uint16     `json:"weights"`
 }
 
 // SubnetInfo summarises a subnet.
@@ -147,11 +190,15 @@ func parseRequest(body []byte) (*call, error) {
 	}
 	c := &call{method: req.Method}
 	switch req.Method {
-	case "chain_info", "block", "subnets":
+	case "chain_info", "block", "subnets", "beacon":
 		c.params = &struct{}{}
+	case "beacon_round":
+		c.params = &roundParams{}
+	case "weights":
+		c.params = &uidParams{}
 	case "wait_block":
 		c.params = &waitParams{}
-	case "metagraph", "hyperparameters", "subnetwork_n", "burn_cost":
+	case "metagraph", "hyperparameters", "subnetwork_n", "burn_cost", "commit_reveal":
 		c.params = &netuidParams{}
 	case "uid_for_hotkey", "netuids_for_hotkey", "neuron":
 		c.params = &hotkeyParams{}
@@ -322,6 +369,14 @@ func (n *Node) query(ctx context.Context, q queryer, c *call) (any, error) {
 		return accountResult{Free: free, Nonce: nonce, Block: b}, err
 	case "netuids_for_hotkey":
 		return netuidsForHotkey(ctx, q, c.params.(*hotkeyParams).Hotkey)
+	case "beacon":
+		return n.beaconInfo(), nil
+	case "beacon_round":
+		r := c.params.(*roundParams).Round
+		if latest := n.beacon.RoundAt(n.now()); r == 0 || r > latest {
+			return nil, subnet.Errorf(subnet.EINVALID, "beacon round %d is not published (latest is %d)", r, latest)
+		}
+		return BeaconRound{Round: r, Signature: hex.EncodeToString(n.beacon.key.Sign(r))}, nil
 	}
 	// The rest are about one subnet.
 	var netuid subnet.NetUID
@@ -329,6 +384,8 @@ func (n *Node) query(ctx context.Context, q queryer, c *call) (any, error) {
 	case *netuidParams:
 		netuid = p.NetUID
 	case *hotkeyParams:
+		netuid = p.NetUID
+	case *uidParams:
 		netuid = p.NetUID
 	}
 	s, err := loadSubnet(ctx, q, netuid)
@@ -338,6 +395,37 @@ func (n *Node) query(ctx context.Context, q queryer, c *call) (any, error) {
 	switch c.method {
 	case "hyperparameters":
 		return s.hyperparameters(), nil
+	case "commit_reveal":
+		block, err := headBlock(ctx, q)
+		if err != nil {
+			return nil, err
+		}
+		bt := n.cfg.BlockTime
+		if bt <= 0 {
+			bt = n.beacon.Period
+		}
+		return commitRevealResult{Enabled: s.CommitReveal, RevealPeriod: s.RevealPeriod, Version: subnet.CommitRevealVersion,
+			Tempo: s.Tempo, Block: block, BlockTimeMS: bt.Milliseconds(), LastEpochBlock: s.LastEpoch, EpochIndex: s.EpochIndex,
+			Beacon: n.beaconInfo()}, nil
+	case "weights":
+		uid := c.params.(*uidParams).UID
+		var raw string
+		err := q.QueryRowContext(ctx, `SELECT weights FROM neurons WHERE netuid = ? AND uid = ?`, netuid, uid).Scan(&raw)
+		out := weightsResult{UIDs: []subnet.UID{}, Weights: []uint16{}}
+		if errors.Is(err, sql.ErrNoRows) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read weights: %w", err)
+		}
+		var entries []weightEntry
+		if err := json.Unmarshal([]byte(raw), &entries); err != nil {
+			return nil, fmt.Errorf("read weights of uid %d: %w", uid, err)
+		}
+		for _, e := range entries {
+			out.UIDs, out.Weights = append(out.UIDs, subnet.UID(e[0])), append(out.Weights, e[1])
+		}
+		return out, nil
 	case "burn_cost":
 		return amountResult{Amount: s.Burn}, nil
 	case "subnetwork_n":
@@ -391,6 +479,11 @@ func netuidsForHotkey(ctx context.Context, q queryer, hotkey string) (netuidsRes
 		out.NetUIDs = append(out.NetUIDs, id)
 	}
 	return out, rows.Err()
+}
+
+func (n *Node) beaconInfo() BeaconInfo {
+	return BeaconInfo{PublicKey: hex.EncodeToString(n.beacon.PublicKey), GenesisMS: n.beacon.Genesis.UnixMilli(),
+		PeriodMS: n.beacon.Period.Milliseconds(), LatestRound: n.beacon.RoundAt(n.now())}
 }
 
 // submit verifies and applies an extrinsic in one transaction. A call a

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nicompute/nicompute/internal/subnet"
 )
@@ -24,6 +25,12 @@ type chainState struct {
 	block       uint64
 	issuance    uint64
 	nextNetUID  uint64
+
+	// Set by the node for extrinsics: its beacon, wall clock and block
+	// time (0: manual blocks).
+	beacon    *beacon
+	now       time.Time
+	blockTime time.Duration
 }
 
 func loadChain(ctx context.Context, q queryer) (*chainState, error) {
@@ -149,6 +156,10 @@ type subnetParams struct {
 	BondsMovingAvg    uint64
 	EmissionPerBlock  subnet.Balance
 	OwnerCut          uint16
+	// CommitReveal: weights are committed timelocked and revealed by the
+	// chain RevealPeriod epochs later; set_weights is refused.
+	CommitReveal bool
+	RevealPeriod uint64
 }
 
 func paramsFromGenesis(g Genesis) subnetParams {
@@ -167,6 +178,8 @@ func paramsFromGenesis(g Genesis) subnetParams {
 		BondsMovingAvg:    g.BondsMovingAverage,
 		EmissionPerBlock:  g.EmissionPerBlock,
 		OwnerCut:          g.OwnerCut,
+		CommitReveal:      true,
+		RevealPeriod:      1,
 	}
 }
 
@@ -177,14 +190,18 @@ type subnetState struct {
 	CreatedAt uint64
 	LastEpoch uint64
 	Epochs    uint64 // epochs run with at least one neuron
-	RegsBlock uint64
-	RegsCount uint64
+	// EpochIndex counts every epoch (subtensor's SubnetEpochIndex);
+	// commits are filed under it.
+	EpochIndex uint64
+	RegsBlock  uint64
+	RegsCount  uint64
 	subnetParams
 }
 
 const subnetColumns = `netuid, owner, created_at, last_epoch, epochs, regs_block, regs_count, tempo, burn,
 	immunity_period, max_uids, weights_rate_limit, weights_version, min_allowed_weights, max_validators,
-	activity_cutoff, serving_rate_limit, max_regs_per_block, kappa, bonds_moving_avg, emission_per_block, owner_cut`
+	activity_cutoff, serving_rate_limit, max_regs_per_block, kappa, bonds_moving_avg, emission_per_block, owner_cut,
+	commit_reveal, reveal_period, epoch_index`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -192,7 +209,8 @@ func scanSubnet(r scanner) (*subnetState, error) {
 	var s subnetState
 	err := r.Scan(&s.NetUID, &s.Owner, &s.CreatedAt, &s.LastEpoch, &s.Epochs, &s.RegsBlock, &s.RegsCount, &s.Tempo, &s.Burn,
 		&s.ImmunityPeriod, &s.MaxUIDs, &s.WeightsRateLimit, &s.WeightsVersion, &s.MinAllowedWeights, &s.MaxValidators,
-		&s.ActivityCutoff, &s.ServingRateLimit, &s.MaxRegsPerBlock, &s.Kappa, &s.BondsMovingAvg, &s.EmissionPerBlock, &s.OwnerCut)
+		&s.ActivityCutoff, &s.ServingRateLimit, &s.MaxRegsPerBlock, &s.Kappa, &s.BondsMovingAvg, &s.EmissionPerBlock, &s.OwnerCut,
+		&s.CommitReveal, &s.RevealPeriod, &s.EpochIndex)
 	return &s, err
 }
 
@@ -229,10 +247,10 @@ func saveSubnetParams(ctx context.Context, q queryer, netuid subnet.NetUID, p su
 	_, err := q.ExecContext(ctx, `UPDATE subnets SET tempo = ?, burn = ?, immunity_period = ?, max_uids = ?,
 		weights_rate_limit = ?, weights_version = ?, min_allowed_weights = ?, max_validators = ?, activity_cutoff = ?,
 		serving_rate_limit = ?, max_regs_per_block = ?, kappa = ?, bonds_moving_avg = ?, emission_per_block = ?,
-		owner_cut = ? WHERE netuid = ?`,
+		owner_cut = ?, commit_reveal = ?, reveal_period = ? WHERE netuid = ?`,
 		p.Tempo, int64(p.Burn), p.ImmunityPeriod, p.MaxUIDs, p.WeightsRateLimit, int64(p.WeightsVersion), p.MinAllowedWeights,
 		p.MaxValidators, p.ActivityCutoff, p.ServingRateLimit, p.MaxRegsPerBlock, p.Kappa, p.BondsMovingAvg,
-		int64(p.EmissionPerBlock), p.OwnerCut, netuid)
+		int64(p.EmissionPerBlock), p.OwnerCut, p.CommitReveal, p.RevealPeriod, netuid)
 	if err != nil {
 		return fmt.Errorf("update subnet %d: %w", netuid, err)
 	}
@@ -254,7 +272,8 @@ func (s *subnetState) hyperparameters() subnet.Hyperparameters {
 		BondsMovingAverage:   s.BondsMovingAvg,
 		ServingRateLimit:     s.ServingRateLimit,
 		Burn:                 s.Burn,
-		CommitRevealEnabled:  false,
+		CommitRevealEnabled:  s.CommitReveal,
+		RevealPeriodEpochs:   s.RevealPeriod,
 		RegistrationAllowed:  true,
 	}
 }

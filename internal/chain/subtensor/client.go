@@ -4,8 +4,9 @@
 // runtime's metadata (V15, with runtime-API types; V14 as a fallback for
 // storage and extrinsics), reads through storage and the runtime APIs the
 // Bittensor SDK uses, and sr25519-signed extrinsics carrying the transaction
-// extensions the runtime declares. Subnets with commit-reveal weights are
-// detected and refused with subnet.ECOMMITREVEAL.
+// extensions the runtime declares. On subnets with commit-reveal weights,
+// set_weights is refused with subnet.ECOMMITREVEAL and weights are
+// committed timelocked instead (CommitTimelockedWeights, commit-reveal v4).
 package subtensor
 
 import (

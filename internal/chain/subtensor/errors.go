@@ -28,14 +28,16 @@ var moduleErrorCodes = byName(map[string][]string{
 		"InsufficientBalance", "NotEnoughStake"},
 	subnet.ERATELIMITED: {"SettingWeightsTooFast", "ServingRateLimitExceeded", "TooManyRegistrationsThisBlock",
 		"TooManyRegistrationsThisInterval", "TxRateLimitExceeded", "StakingRateLimitExceeded",
-		"NetworkTxRateLimitExceeded"},
+		"NetworkTxRateLimitExceeded", "CommittingWeightsTooFast", "TooManyUnrevealedCommits"},
 	subnet.EINVALIDWEIGHTS: {"WeightVecNotEqualSize", "DuplicateUids", "UidVecContainInvalidOne",
 		"WeightVecLengthIsLow", "MaxWeightExceeded", "UidsLengthExceedUidsInSubNet", "IncorrectWeightVersionKey",
 		"NotEnoughStakeToSetWeights", "NeuronNoValidatorPermit", "InputLengthsUnequal"},
-	subnet.ECOMMITREVEAL: {"CommitRevealEnabled"},
-	subnet.EUNAUTHORIZED: {"NonAssociatedColdKey", "TransactorAccountShouldBeHotKey", "SubNetRegistrationDisabled"},
-	subnet.EINVALID:      {"InvalidIpType", "InvalidIpAddress", "InvalidPort", "AmountTooLow"},
-	subnet.EFULL:         {"NoNeuronIdAvailable"},
+	subnet.ECOMMITREVEAL:    {"CommitRevealEnabled"},
+	subnet.ECOMMITREVEALOFF: {"CommitRevealDisabled"},
+	subnet.EUNAUTHORIZED:    {"NonAssociatedColdKey", "TransactorAccountShouldBeHotKey", "SubNetRegistrationDisabled"},
+	subnet.EINVALID: {"InvalidIpType", "InvalidIpAddress", "InvalidPort", "AmountTooLow",
+		"IncorrectCommitRevealVersion"},
+	subnet.EFULL: {"NoNeuronIdAvailable"},
 })
 
 func byName(codes map[string][]string) map[string]string {
@@ -117,9 +119,6 @@ func (m *Metadata) dispatchError(what string, v any) *subnet.Error {
 		msg := fmt.Sprintf("%s failed: %s.%s", what, p.name, ev.name)
 		if docs := strings.TrimSpace(strings.Join(ev.docs, " ")); docs != "" {
 			msg += " (" + docs + ")"
-		}
-		if code == subnet.ECOMMITREVEAL {
-			msg += ": commit-reveal weights are not supported by this validator"
 		}
 		return &subnet.Error{Code: code, Message: msg}
 	case "BadOrigin":

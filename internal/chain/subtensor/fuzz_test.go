@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/nicompute/nicompute/internal/subnet"
@@ -101,6 +102,33 @@ func TestDecodeNeuronInfoLiteHandEncoded(t *testing.T) {
 		if _, err := m.decodeAll(full[:i], vec); err == nil {
 			t.Fatalf("truncated to %d bytes decoded", i)
 		}
+	}
+}
+
+// bigIncentive is oneNeuron with an incentive of 0x30303032 >> 2 in
+// compact 4-byte mode ("2000" in ASCII): 3084.09 as a fraction. The fuzzer
+// found it; testdata/fuzz keeps it in the corpus.
+var bigIncentive = strings.Replace(oneNeuron, "fdff", "32303030", 1)
+
+// TestNeuronFractionsBounded checks that a fraction above 1 is an error
+// naming its field, both where the type says Compact<u16> (malformed
+// SCALE) and where a runtime declared a wider type.
+func TestNeuronFractionsBounded(t *testing.T) {
+	m, vec := neuronRegistry()
+	_, err := m.decodeAll(h(t, bigIncentive), vec)
+	if err == nil || !strings.Contains(err.Error(), "incentive") {
+		t.Fatalf("Compact<u16> of 202116108 decoded: %v", err)
+	}
+	// A runtime whose incentive is a Compact<u64> decodes, and the value
+	// is refused as a fraction.
+	m.types[14].fields[10].typ = 11
+	v, err := m.decodeAll(h(t, bigIncentive), vec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := neuronFromLite(v.([]any)[0], 1)
+	if err == nil || !strings.Contains(err.Error(), "incentive") {
+		t.Fatalf("incentive %v accepted (err %v)", n.Incentive, err)
 	}
 }
 

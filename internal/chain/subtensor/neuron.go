@@ -17,8 +17,15 @@ import (
 // the runtime do not break decoding; a missing or mistyped field is an
 // error.
 
-// fraction converts a u16 fixed-point fraction (65535 = 1) to [0, 1].
-func fraction(v uint64) float64 { return float64(v) / math.MaxUint16 }
+// fraction reads a u16 fixed-point fraction (65535 = 1) as a number in
+// [0, 1]; a larger value is malformed and fails the reader naming the field.
+func (f *fieldReader) fraction(name string) float64 {
+	v := f.uint(name)
+	if v > math.MaxUint16 && f.err == nil {
+		f.err = fmt.Errorf("field %s: fraction %d exceeds %d", name, v, math.MaxUint16)
+	}
+	return float64(min(v, math.MaxUint16)) / math.MaxUint16
+}
 
 // accountSS58 converts a 32-byte account id to its SS58 address.
 func accountSS58(b []byte) (string, error) {
@@ -84,13 +91,13 @@ func neuronFromLite(v any, netuid subnet.NetUID) (subnet.Neuron, error) {
 	ipType := f.uint("axon_info", "ip_type")
 	protocol := f.uint("axon_info", "protocol")
 	stakes := fieldAs[[]any](f, "stake")
-	n.Rank = fraction(f.uint("rank"))
+	n.Rank = f.fraction("rank")
 	n.Emission = subnet.Balance(f.uint("emission"))
-	n.Incentive = fraction(f.uint("incentive"))
-	n.Consensus = fraction(f.uint("consensus"))
-	n.Trust = fraction(f.uint("trust"))
-	n.ValidatorTrust = fraction(f.uint("validator_trust"))
-	n.Dividends = fraction(f.uint("dividends"))
+	n.Incentive = f.fraction("incentive")
+	n.Consensus = f.fraction("consensus")
+	n.Trust = f.fraction("trust")
+	n.ValidatorTrust = f.fraction("validator_trust")
+	n.Dividends = f.fraction("dividends")
 	n.LastUpdate = f.uint("last_update")
 	n.ValidatorPermit = fieldAs[bool](f, "validator_permit")
 	if f.err != nil {

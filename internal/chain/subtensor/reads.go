@@ -342,7 +342,7 @@ var hyperparams = []string{
 	"NetworksAdded", "Tempo", "WeightsSetRateLimit", "WeightsVersionKey", "ImmunityPeriod",
 	"MinAllowedWeights", "MaxWeightsLimit", "MaxAllowedUids", "MaxAllowedValidators",
 	"ActivityCutoff", "Kappa", "BondsMovingAverage", "ServingRateLimit", "Burn",
-	"CommitRevealWeightsEnabled", "NetworkRegistrationAllowed",
+	"CommitRevealWeightsEnabled", "NetworkRegistrationAllowed", "RevealPeriodEpochs",
 }
 
 // Hyperparameters returns netuid's parameters.
@@ -399,6 +399,7 @@ func (c *Client) Hyperparameters(ctx context.Context, netuid subnet.NetUID) (sub
 	h.Burn = subnet.Balance(u("Burn", 64))
 	h.CommitRevealEnabled = b("CommitRevealWeightsEnabled")
 	h.RegistrationAllowed = b("NetworkRegistrationAllowed")
+	h.RevealPeriodEpochs = u("RevealPeriodEpochs", 64)
 	if len(bad) > 0 {
 		return subnet.Hyperparameters{}, fmt.Errorf("hyperparameters of netuid %d: unexpected types for %s", netuid, strings.Join(bad, ", "))
 	}

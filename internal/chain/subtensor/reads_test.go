@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"log/slog"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -179,10 +180,10 @@ func TestReplayHyperparameters(t *testing.T) {
 	// MaxWeightsLimit 0xffff, MinAllowedWeights 0x0100 = 1, Burn 1 rao,
 	// NetworksAdded 0x01. Not recorded, so the metadata default applies:
 	// WeightsSetRateLimit 100 (0x6400…), Kappa 32767 (0xff7f),
-	// CommitRevealWeightsEnabled true (0x01).
+	// CommitRevealWeightsEnabled true (0x01), RevealPeriodEpochs 1.
 	want := subnet.Hyperparameters{
 		Tempo: 1000, ImmunityPeriod: 5000, MaxWeightLimit: 65535, MinAllowedWeights: 1, Burn: 1,
-		WeightsRateLimit: 100, Kappa: 32767, CommitRevealEnabled: true,
+		WeightsRateLimit: 100, Kappa: 32767, CommitRevealEnabled: true, RevealPeriodEpochs: 1,
 	}
 	got := h
 	got.WeightsVersionKey, got.MaxAllowedUIDs, got.MaxAllowedValidators, got.ActivityCutoff = 0, 0, 0, 0
@@ -296,7 +297,7 @@ func TestReplayMetagraphConsistency(t *testing.T) {
 		dv, _ := asUint64(unwrap(cols["dividends"][i]))
 		in, _ := asUint64(unwrap(cols["incentives"][i]))
 		if n.Hotkey != hk || n.Coldkey != ck || n.Active != cols["active"][i] || n.ValidatorPermit != cols["validator_permit"][i] ||
-			n.LastUpdate != lu || uint64(n.Emission) != em || n.Dividends != fraction(dv) || n.Incentive != fraction(in) {
+			n.LastUpdate != lu || uint64(n.Emission) != em || n.Dividends != float64(dv)/math.MaxUint16 || n.Incentive != float64(in)/math.MaxUint16 {
 			t.Fatalf("uid %d differs between get_neurons_lite and get_subnet_state", i)
 		}
 		if n.ValidatorPermit {

@@ -119,9 +119,37 @@ func (m *Metadata) decodeAt(r *reader, id uint32, depth int) (any, error) {
 		return decodePrimitive(r, t.prim)
 	case kindCompact:
 		v := r.compact()
-		return v, r.err
+		if r.err != nil {
+			return nil, r.err
+		}
+		if bits := m.compactBits(t.elem); bits <= 64 {
+			if u, ok := v.(uint64); !ok || bits < 64 && u >= 1<<bits {
+				return nil, fmt.Errorf("compact integer %v does not fit in %d bits", v, bits)
+			}
+		}
+		return v, nil
 	}
 	return nil, fmt.Errorf("cannot decode type %d (%s): bit sequences are not supported", id, t.name())
+}
+
+// compactBits is the width of the unsigned primitive a compact encodes:
+// SCALE's Compact<u16> of 70000 is malformed, not a larger number. Compacts
+// of u128 or of other types report 128 and are not bounded here.
+func (m *Metadata) compactBits(elem uint32) int {
+	if int(elem) >= len(m.types) || m.types[elem].kind != kindPrimitive {
+		return 128
+	}
+	switch m.types[elem].prim {
+	case primU8:
+		return 8
+	case primU16:
+		return 16
+	case primU32:
+		return 32
+	case primU64:
+		return 64
+	}
+	return 128
 }
 
 func (m *Metadata) decodeFields(r *reader, fs []field, depth int) (*composite, error) {

@@ -74,7 +74,8 @@ func (c *Client) ServeAxon(ctx context.Context, hotkey subnet.Signer, netuid sub
 
 // SetWeights sets the signing hotkey's weights on netuid. A subnet with
 // commit-reveal weights enabled is refused with ECOMMITREVEAL before
-// anything is submitted.
+// anything is submitted: its weights are committed instead
+// (CommitTimelockedWeights, see package weights).
 func (c *Client) SetWeights(ctx context.Context, hotkey subnet.Signer, netuid subnet.NetUID, uids []subnet.UID, weights []uint16, version uint64) error {
 	if len(uids) != len(weights) {
 		return subnet.Errorf(subnet.EINVALIDWEIGHTS, "weights length mismatch: %d uids, %d weights", len(uids), len(weights))
@@ -96,7 +97,7 @@ func (c *Client) SetWeights(ctx context.Context, hotkey subnet.Signer, netuid su
 }
 
 // commitRevealMessage is the refusal for subnets with commit-reveal.
-const commitRevealMessage = "subnet %d has commit-reveal weights enabled; commit-reveal weights are not supported by this validator, so no weights were set"
+const commitRevealMessage = "subnet %d has commit-reveal weights enabled: weights must be committed (commit_timelocked_weights), not set; nothing was submitted"
 
 func (c *Client) checkCommitReveal(ctx context.Context, netuid subnet.NetUID) error {
 	ctx, cancel := c.withTimeout(ctx)

@@ -225,7 +225,7 @@ func TestSetWeights(t *testing.T) {
 		// DispatchError::BadOrigin (02).
 		{name: "bad origin", cr: "0x00", outcome: "02", submits: 1, wantCode: subnet.EUNAUTHORIZED, wantMsg: "bad origin"},
 		{name: "commit-reveal", cr: "0x01", wantCode: subnet.ECOMMITREVEAL,
-			wantMsg: "commit-reveal weights are not supported by this validator"},
+			wantMsg: "weights must be committed"},
 		{name: "commit-reveal by default", cr: "", wantCode: subnet.ECOMMITREVEAL, wantMsg: "commit-reveal"},
 		{name: "pool rate limit", cr: "0x00", submits: 1,
 			poolErr:  &st.WireError{Code: 1010, Message: "Invalid Transaction", Data: "Custom error: 6"},

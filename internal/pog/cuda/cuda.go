@@ -12,6 +12,7 @@ package cuda
 import (
 	"context"
 	_ "embed"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"runtime"
@@ -123,6 +124,9 @@ type device struct {
 	mem                 uint64 // allocation base, 0 when none
 	memSize             uint64
 	plan                *plan // of the last Compute, nil when none
+	// nonce and roots are the last residency round's.
+	nonce pog.Seed
+	roots []pog.Hash
 }
 
 func openDevice(d *driver, index int, ord int32) (*device, error) {
@@ -223,7 +227,7 @@ func (dev *device) Info() pog.GPUInfo { return dev.info }
 func (dev *device) Compute(ctx context.Context, req pog.DeviceRequest) (pog.Commitment, error) {
 	var cm pog.Commitment
 	err := dev.run(func() error {
-		dev.plan = nil
+		dev.plan, dev.roots = nil, nil
 		p, err := newPlan(req.N)
 		if err != nil {
 			return err
@@ -250,16 +254,10 @@ func (dev *device) Compute(ctx context.Context, req pog.DeviceRequest) (pog.Comm
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		g := p.gemm()
-		alpha, beta := new(float32), new(float32)
-		*alpha = 1
-		st := d.cublasGemmEx(dev.blas, g.transa, g.transb, g.m, g.n, g.k, unsafe.Pointer(alpha),
-			dev.mem+g.x, cudaR16F, g.lda, dev.mem+g.y, cudaR16F, g.ldb, unsafe.Pointer(beta),
-			dev.mem+p.c, cudaR32F, g.ldc, cublasCompute32F, cublasGemmDefault)
-		runtime.KeepAlive(alpha)
-		runtime.KeepAlive(beta)
-		if err := d.blasErr("cublasGemmEx", st); err != nil {
-			return err
+		for _, bl := range gemmBlocks(req.N) {
+			if err := dev.gemmBlock(p, bl); err != nil {
+				return err
+			}
 		}
 		if err := d.cuErr("cuCtxSynchronize", d.cuCtxSynchronize()); err != nil {
 			return fmt.Errorf("multiply: %w", err)
@@ -287,7 +285,7 @@ func (dev *device) Compute(ctx context.Context, req pog.DeviceRequest) (pog.Comm
 			return fmt.Errorf("tree: %w", err)
 		}
 		t4 := time.Now()
-		cm = pog.Commitment{N: req.N, Timings: pog.Timings{
+		cm = pog.Commitment{Type: pog.TypeCommit, N: req.N, Timings: pog.Timings{
 			GenerateMS: ms(t1.Sub(t0)), MultiplyMS: ms(t2.Sub(t1)), HashMS: ms(t3.Sub(t2)), TreeMS: ms(t4.Sub(t3)),
 		}}
 		copy(cm.Root[:], root)
@@ -298,6 +296,163 @@ func (dev *device) Compute(ctx context.Context, req pog.DeviceRequest) (pog.Comm
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// gemmBlock computes one row block of C (layout.go), copying the tail rows
+// of A to the scratch first.
+func (dev *device) gemmBlock(p *plan, bl block) error {
+	d := dev.d
+	if bl.scratch {
+		src := dev.mem + p.a + 2*uint64(p.n)*uint64(bl.r0)
+		if err := d.cuErr("cuMemcpyDtoD", d.cuMemcpyDtoD(dev.mem+p.scratch, src, 2*uint64(p.n)*uint64(bl.r1-bl.r0))); err != nil {
+			return fmt.Errorf("multiply: copy the tail of A: %w", err)
+		}
+	}
+	g := p.gemm(bl)
+	alpha, beta := new(float32), new(float32)
+	*alpha = 1
+	st := d.cublasGemmEx(dev.blas, g.transa, g.transb, g.m, g.n, g.k, unsafe.Pointer(alpha),
+		dev.mem+g.x, cudaR16F, g.lda, dev.mem+g.y, cudaR16F, g.ldb, unsafe.Pointer(beta),
+		dev.mem+g.out, cudaR32F, g.ldc, cublasCompute32F, cublasGemmDefault)
+	runtime.KeepAlive(alpha)
+	runtime.KeepAlive(beta)
+	return d.blasErr("cublasGemmEx", st)
+}
+
+// Residency runs the residency round (pog/residency.go) over the resident
+// C: per pass the weights are copied to the device, one int8 GEMM computes
+// every chunk's sums, and the leaf and level kernels build the pass's
+// output tree, whose root seeds the next pass.
+func (dev *device) Residency(ctx context.Context, nonce pog.Seed) ([]pog.Hash, error) {
+	var roots []pog.Hash
+	err := dev.run(func() error {
+		p := dev.plan
+		if p == nil {
+			return errors.New("nothing computed")
+		}
+		d := dev.d
+		prev, err := dev.readHash(p.root())
+		if err != nil {
+			return err
+		}
+		for pass := range pog.ResidencyPasses {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			w := pog.NewResidencyWeights(nonce, pass, prev)
+			wb := make([]byte, 0, pog.ResidencySums*pog.ChunkBytes)
+			for q := range w {
+				for _, v := range w[q] {
+					wb = append(wb, byte(v))
+				}
+			}
+			if err := d.cuErr("cuMemcpyHtoD", d.cuMemcpyHtoD(dev.mem+p.weights, wb, uint64(len(wb)))); err != nil {
+				return fmt.Errorf("residency weights: %w", err)
+			}
+			g := p.residencyGemm()
+			alpha, beta := new(int32), new(int32)
+			*alpha = 1
+			st := d.cublasGemmEx(dev.blas, g.transa, g.transb, g.m, g.n, g.k, unsafe.Pointer(alpha),
+				dev.mem+g.x, cudaR8I, g.lda, dev.mem+g.y, cudaR8I, g.ldb, unsafe.Pointer(beta),
+				dev.mem+g.out, cudaR32I, g.ldc, cublasCompute32I, cublasGemmDefault)
+			runtime.KeepAlive(alpha)
+			runtime.KeepAlive(beta)
+			if err := d.blasErr("cublasGemmEx (residency)", st); err != nil {
+				return err
+			}
+			lv := p.outLevels[pass]
+			if err := dev.launch(dev.fLeaves, lv[0].count, 128, dev.mem+p.sums, dev.mem+lv[0].off, lv[0].count); err != nil {
+				return fmt.Errorf("residency leaves: %w", err)
+			}
+			for i := 1; i < len(lv); i++ {
+				if err := dev.launch(dev.fLvl, lv[i].count, 128, dev.mem+lv[i-1].off, dev.mem+lv[i].off, lv[i-1].count); err != nil {
+					return fmt.Errorf("residency tree level %d: %w", i, err)
+				}
+			}
+			if prev, err = dev.readHash(lv[len(lv)-1].off); err != nil {
+				return err
+			}
+			roots = append(roots, prev)
+		}
+		dev.nonce = nonce
+		dev.roots = roots
+		return nil
+	})
+	return roots, err
+}
+
+// Open opens residency chunks: the chunk and its path from C's tree, and
+// the output leaf, recomputed on the host from its chunks with the pass's
+// weights, with its path from the pass's tree.
+func (dev *device) Open(_ context.Context, ops []pog.Opening) ([]pog.OpeningProof, error) {
+	var out []pog.OpeningProof
+	err := dev.run(func() error {
+		p := dev.plan
+		if p == nil || dev.roots == nil {
+			return errors.New("no residency round")
+		}
+		root, err := dev.readHash(p.root())
+		if err != nil {
+			return err
+		}
+		buf := make([]byte, pog.ChunksPerOutputLeaf*pog.ChunkBytes)
+		for _, op := range ops {
+			if op.Pass < 0 || op.Pass >= pog.ResidencyPasses || op.Chunk < 0 || op.Chunk >= pog.Leaves(p.n) {
+				return fmt.Errorf("opening of pass %d chunk %d out of range", op.Pass, op.Chunk)
+			}
+			prev := root
+			if op.Pass > 0 {
+				prev = dev.roots[op.Pass-1]
+			}
+			w := pog.NewResidencyWeights(dev.nonce, op.Pass, prev)
+			first := op.Chunk / pog.ChunksPerOutputLeaf * pog.ChunksPerOutputLeaf
+			if err := dev.d.cuErr("cuMemcpyDtoH", dev.d.cuMemcpyDtoH(buf, dev.mem+p.chunkAt(first), uint64(len(buf)))); err != nil {
+				return err
+			}
+			pr := pog.OpeningProof{Pass: op.Pass, Chunk: op.Chunk}
+			k := op.Chunk - first
+			copy(pr.Data[:], buf[k*pog.ChunkBytes:])
+			for c := range pog.ChunksPerOutputLeaf {
+				s := w.Sums(buf[c*pog.ChunkBytes : (c+1)*pog.ChunkBytes])
+				for q, v := range s {
+					binary.LittleEndian.PutUint32(pr.Out[4*(pog.ResidencySums*c+q):], uint32(v))
+				}
+			}
+			if pr.Path, err = dev.readPath(siblings(p.levels, uint64(op.Chunk))); err != nil {
+				return err
+			}
+			if pr.OutPath, err = dev.readPath(siblings(p.outLevels[op.Pass], uint64(op.Chunk/pog.ChunksPerOutputLeaf))); err != nil {
+				return err
+			}
+			out = append(out, pr)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// readHash copies the hash at off from the device.
+func (dev *device) readHash(off uint64) (pog.Hash, error) {
+	var h pog.Hash
+	b := make([]byte, 32)
+	if err := dev.d.cuErr("cuMemcpyDtoH", dev.d.cuMemcpyDtoH(b, dev.mem+off, 32)); err != nil {
+		return h, err
+	}
+	copy(h[:], b)
+	return h, nil
+}
+
+// readPath copies the hashes at offs from the device.
+func (dev *device) readPath(offs []uint64) ([]pog.Hash, error) {
+	out := make([]pog.Hash, 0, len(offs))
+	for _, off := range offs {
+		h, err := dev.readHash(off)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, h)
+	}
+	return out, nil
+}
 
 // reserve makes the allocation at least size bytes, failing clearly when
 // the device lacks the memory.

@@ -38,6 +38,8 @@ type driver struct {
 	cuMemFree                 func(ptr uint64) int32
 	cuMemGetInfo              func(free, total *uint64) int32
 	cuMemcpyDtoH              func(dst []byte, src uint64, size uint64) int32
+	cuMemcpyHtoD              func(dst uint64, src []byte, size uint64) int32
+	cuMemcpyDtoD              func(dst, src uint64, size uint64) int32
 	cuLaunchKernel            func(fn uintptr, gx, gy, gz, bx, by, bz, shared uint32, stream uintptr, params []unsafe.Pointer, extra unsafe.Pointer) int32
 
 	cublasCreate        func(handle *uintptr) int32
@@ -117,6 +119,8 @@ func loadDriver(libCUDA, libCUBLAS string) (*driver, error) {
 		{&d.cuMemFree, "cuMemFree_v2"},
 		{&d.cuMemGetInfo, "cuMemGetInfo_v2"},
 		{&d.cuMemcpyDtoH, "cuMemcpyDtoH_v2"},
+		{&d.cuMemcpyHtoD, "cuMemcpyHtoD_v2"},
+		{&d.cuMemcpyDtoD, "cuMemcpyDtoD_v2"},
 		{&d.cuLaunchKernel, "cuLaunchKernel"},
 	}
 	for _, s := range syms {

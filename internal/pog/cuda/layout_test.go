@@ -17,8 +17,12 @@ func TestPlanLayout(t *testing.T) {
 				t.Fatal(err)
 			}
 			nn := uint64(n) * uint64(n)
-			if p.a != 0 || p.b != 2*nn || p.c != 4*nn || p.total != pog.WorkingSetBytes(n) {
-				t.Fatalf("layout a=%d b=%d c=%d total=%d", p.a, p.b, p.c, p.total)
+			if p.b != 0 || p.c != 2*nn || p.a != 4*nn || p.scratch != pog.WorkingSetBytes(n) || p.total != p.scratch+2*uint64(n)*uint64(min(n, tailRows)) {
+				t.Fatalf("layout a=%d b=%d c=%d scratch=%d total=%d", p.a, p.b, p.c, p.scratch, p.total)
+			}
+			last := p.outLevels[len(p.outLevels)-1]
+			if end := last[len(last)-1].off + 32; end > p.c || p.sums < p.root()+32 || p.weights < p.root()+32 {
+				t.Fatalf("residency buffers end at %d, C starts at %d", end, p.c)
 			}
 			if got := p.levels[0].count; got != uint64(pog.Leaves(n)) {
 				t.Fatalf("%d leaves, want %d", got, pog.Leaves(n))
@@ -119,9 +123,13 @@ func TestGemmArguments(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := p.gemm()
-	if g.x != p.b || g.y != p.a {
-		t.Fatalf("operands at %d, %d; want B (%d) then A (%d)", g.x, g.y, p.b, p.a)
+	blocks := gemmBlocks(n)
+	if len(blocks) != 1 || !blocks[0].scratch {
+		t.Fatalf("blocks %+v, want one from the scratch", blocks)
+	}
+	g := p.gemm(blocks[0])
+	if g.x != p.b || g.y != p.scratch || g.out != p.c {
+		t.Fatalf("operands at %d, %d → %d; want B (%d) then the scratch (%d) → C (%d)", g.x, g.y, g.out, p.b, p.scratch, p.c)
 	}
 	r := rand.New(rand.NewPCG(1, 2))
 	a := make([]float64, n*n)
@@ -158,6 +166,88 @@ func TestGrid(t *testing.T) {
 	}{{0, 256, 1}, {1, 256, 1}, {256, 256, 1}, {257, 256, 2}, {1 << 40, 128, 1 << 20}} {
 		if got := grid(tt.items, tt.threads); got != tt.want {
 			t.Errorf("grid(%d, %d) = %d, want %d", tt.items, tt.threads, got, tt.want)
+		}
+	}
+}
+
+// The row blocks cover C once, top to bottom, and none writes over a row
+// of A it has not used: block [r0, r1) writes C's bytes [4n·r0, 4n·r1),
+// below A's unused rows at [2n² + 2n·r0, 4n²) (offsets from C), except the
+// tail, whose rows were copied to the scratch first.
+func TestGemmBlocksInPlace(t *testing.T) {
+	for _, n := range []int{256, 1024, 1280, 4096, 92160, 151552, pog.MaxN} {
+		p, err := newPlan(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		blocks := gemmBlocks(n)
+		next := 0
+		for i, bl := range blocks {
+			if bl.r0 != next || bl.r1 <= bl.r0 {
+				t.Fatalf("n = %d: block %d %+v after row %d", n, i, bl, next)
+			}
+			next = bl.r1
+			g := p.gemm(bl)
+			nn := uint64(n)
+			wEnd := g.out + 4*nn*uint64(bl.r1-bl.r0)
+			if g.out != p.c+4*nn*uint64(bl.r0) || wEnd > p.c+4*nn*nn {
+				t.Fatalf("n = %d: block %d writes [%d, %d)", n, i, g.out, wEnd)
+			}
+			unused := p.a + 2*nn*uint64(bl.r0)
+			if bl.scratch {
+				if i != len(blocks)-1 || bl.r1-bl.r0 > tailRows || g.y != p.scratch {
+					t.Fatalf("n = %d: scratch block %d %+v", n, i, bl)
+				}
+				continue
+			}
+			if wEnd > unused {
+				t.Fatalf("n = %d: block %d writes up to %d, over A's unused rows from %d", n, i, wEnd, unused)
+			}
+			if g.y != unused || g.n != int32(bl.r1-bl.r0) {
+				t.Fatalf("n = %d: block %d reads A at %d (%d rows)", n, i, g.y, g.n)
+			}
+		}
+		if next != n || len(blocks) > 40 {
+			t.Fatalf("n = %d: blocks end at %d (%d blocks)", n, next, len(blocks))
+		}
+	}
+}
+
+// The residency GEMM is Wᵀ·X with W the weights as pog lays them out
+// ([q][b] at q·1024 + b) and X one chunk per column; its output is each
+// chunk's sums in the order of pog's output leaves.
+func TestResidencyGemmArguments(t *testing.T) {
+	const n = 256
+	p, err := newPlan(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := p.residencyGemm()
+	chunks := pog.Leaves(n)
+	if g.m != pog.ResidencySums || int(g.n) != chunks || g.k != pog.ChunkBytes || g.ldc != pog.ResidencySums || g.y != p.c || g.out != p.sums {
+		t.Fatalf("residency gemm %+v", g)
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	w := pog.NewResidencyWeights(pog.Seed{9}, 0, pog.Hash{7})
+	x := make([]float64, pog.ChunkBytes*chunks)
+	data := make([]byte, len(x))
+	for i := range x {
+		data[i] = byte(r.IntN(256))
+		x[i] = float64(int8(data[i]))
+	}
+	wf := make([]float64, pog.ResidencySums*pog.ChunkBytes)
+	for q := range w {
+		for b, v := range w[q] {
+			wf[q*pog.ChunkBytes+b] = float64(v)
+		}
+	}
+	out := blasGemm(g, wf, x)
+	for _, c := range []int{0, 1, 63, 64, chunks - 1} {
+		want := w.Sums(data[c*pog.ChunkBytes : (c+1)*pog.ChunkBytes])
+		for q := range want {
+			if got := out[c*pog.ResidencySums+q]; got != float64(want[q]) {
+				t.Fatalf("chunk %d sum %d = %v, want %d", c, q, got, want[q])
+			}
 		}
 	}
 }

@@ -132,7 +132,7 @@ func TestComputeSession(t *testing.T) {
 			if res.Model != tt.wantModel {
 				t.Fatalf("model %q (%s), want %q", res.Model, res.Reason, tt.wantModel)
 			}
-			if tt.allowSim && (res.Count != 1 || res.N != 92160 || res.GPUs[0].N != pog.SimN) {
+			if tt.allowSim && (res.Count != 1 || res.N != 113664 || res.GPUs[0].N != pog.SimN) {
 				t.Errorf("count %d, n %d, committed n %d", res.Count, res.N, res.GPUs[0].N)
 			}
 			if !tt.allowSim && res.Reason != pog.ReasonSimulatedRefused {

@@ -1,0 +1,171 @@
+package egress
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// Blocked destinations: what a lease may not open connections to unless
+// the operator allows a range (Config.Allow). The host's own addresses,
+// whatever they are, are refused separately (the INPUT chain).
+var (
+	blockedIPv4 = []string{
+		"0.0.0.0/8",      // "this" network
+		"10.0.0.0/8",     // private (RFC 1918)
+		"100.64.0.0/10",  // carrier-grade NAT (RFC 6598)
+		"127.0.0.0/8",    // loopback
+		"169.254.0.0/16", // link-local, cloud metadata (169.254.169.254)
+		"172.16.0.0/12",  // private, Docker's default pools
+		"192.0.0.0/24",   // IETF protocol assignments
+		"192.168.0.0/16", // private
+		"224.0.0.0/4",    // multicast
+		"240.0.0.0/4",    // reserved, limited broadcast
+		"255.255.255.255/32",
+	}
+	blockedIPv6 = []string{
+		"::/127",         // unspecified, loopback
+		"::ffff:0:0/96",  // IPv4-mapped
+		"64:ff9b:1::/48", // local-use NAT64
+		"fc00::/7",       // unique local
+		"fe80::/10",      // link-local
+		"ff00::/8",       // multicast
+	}
+)
+
+// chainPrefix starts the name of every chain this package creates.
+const chainPrefix = "NICOMPUTE-"
+
+// maxChainName is iptables' limit on chain names.
+const maxChainName = 28
+
+// chainNames are the chains confining bridge: fwd judges what a lease
+// sends through the host (jumped to from DOCKER-USER, or FORWARD), in what
+// it sends to the host itself (jumped to from INPUT).
+func chainNames(bridge string) (fwd, in string) {
+	return chainPrefix + "F-" + bridge, chainPrefix + "I-" + bridge
+}
+
+// bridgeOfChain returns the bridge a chain of this package confines.
+func bridgeOfChain(chain string) (string, bool) {
+	for _, p := range []string{chainPrefix + "F-", chainPrefix + "I-"} {
+		if b, ok := strings.CutPrefix(chain, p); ok && validBridge(b) {
+			return b, true
+		}
+	}
+	return "", false
+}
+
+// validBridge reports whether name can be a Linux interface name that the
+// chain names and iptables arguments can carry: 1 to 15 of [A-Za-z0-9_.-],
+// not starting with '-'.
+func validBridge(name string) bool {
+	if name == "" || len(name) > 15 || name[0] == '-' {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
+			return false
+		}
+	}
+	return len(chainPrefix)+2+len(name) <= maxChainName
+}
+
+// family is what differs between the IPv4 and IPv6 packet filters.
+type family struct {
+	name    string // "IPv4", "IPv6"
+	v6      bool
+	blocked []string
+	reject  string // --reject-with type
+}
+
+var (
+	ipv4 = family{name: "IPv4", blocked: blockedIPv4, reject: "icmp-admin-prohibited"}
+	ipv6 = family{name: "IPv6", v6: true, blocked: blockedIPv6, reject: "icmp6-adm-prohibited"}
+)
+
+// ruleSet is what a lease network's chains let through besides replies.
+type ruleSet struct {
+	allow       []netip.Prefix // destinations always allowed
+	nameservers []netip.Addr   // allowed on port 53
+}
+
+// restoreScript is the iptables-restore input that creates (or, with
+// --noflush, atomically replaces) the two chains confining bridge in fam:
+//
+//	fwd: replies pass; allowed ranges pass; DNS to the name servers passes;
+//	     blocked ranges are rejected; the rest (the internet) returns to
+//	     the engine's own rules.
+//	in:  replies pass; allowed ranges and DNS to the name servers pass;
+//	     everything else to the host is rejected. For IPv6, neighbour
+//	     discovery passes so that a network with IPv6 keeps working.
+//
+// Rules are written as `iptables -S` prints them.
+func restoreScript(fam family, bridge string, rs ruleSet) string {
+	fwd, in := chainNames(bridge)
+	var b strings.Builder
+	b.WriteString("*filter\n")
+	fmt.Fprintf(&b, ":%s - [0:0]\n:%s - [0:0]\n", fwd, in)
+	common := func(chain string) {
+		fmt.Fprintf(&b, "-A %s -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN\n", chain)
+		for _, p := range rs.allow {
+			if p.Addr().Is6() == fam.v6 {
+				fmt.Fprintf(&b, "-A %s -d %s -j RETURN\n", chain, p)
+			}
+		}
+		for _, ns := range rs.nameservers {
+			if ns.Is6() != fam.v6 {
+				continue
+			}
+			for _, proto := range []string{"udp", "tcp"} {
+				fmt.Fprintf(&b, "-A %s -d %s -p %s -m %s --dport 53 -j RETURN\n", chain, netip.PrefixFrom(ns, ns.BitLen()), proto, proto)
+			}
+		}
+	}
+	common(fwd)
+	for _, p := range fam.blocked {
+		fmt.Fprintf(&b, "-A %s -d %s -j REJECT --reject-with %s\n", fwd, p, fam.reject)
+	}
+	common(in)
+	if fam.v6 {
+		for _, t := range []string{"router-solicitation", "neighbour-solicitation", "neighbour-advertisement"} {
+			fmt.Fprintf(&b, "-A %s -p ipv6-icmp -m icmp6 --icmpv6-type %s -j RETURN\n", in, t)
+		}
+	}
+	fmt.Fprintf(&b, "-A %s -j REJECT --reject-with %s\n", in, fam.reject)
+	b.WriteString("COMMIT\n")
+	return b.String()
+}
+
+// maxResolvConf bounds the resolv.conf read.
+const maxResolvConf = 64 << 10
+
+// parseNameservers returns the addresses of resolv.conf's nameserver
+// lines, skipping loopback ones (the engine does not forward to those) and
+// anything malformed; at most 16.
+func parseNameservers(data []byte) []netip.Addr {
+	if len(data) > maxResolvConf {
+		data = data[:maxResolvConf]
+	}
+	var out []netip.Addr
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() && len(out) < 16 {
+		f := strings.Fields(sc.Text())
+		if len(f) < 2 || f[0] != "nameserver" {
+			continue
+		}
+		a, err := netip.ParseAddr(f[1])
+		if err != nil || a.Zone() != "" {
+			continue
+		}
+		a = a.Unmap()
+		if a.IsLoopback() || a.IsUnspecified() {
+			continue
+		}
+		out = append(out, a)
+	}
+	return out
+}
