@@ -171,6 +171,12 @@ func TestNetworkGuard(t *testing.T) {
 	if strings.Contains(out.Error, "root") {
 		t.Errorf("renter sees the internal reason: %q", out.Error)
 	}
+	// "Is it free?" says no while an allocation would be refused.
+	chk := allocReq(r, key, market.Requirement{})
+	chk.Checking = true
+	if out, st := tm.call(t, nil, chk); out.Status || !strings.Contains(out.Error, "cannot keep leases off its host") {
+		t.Fatalf("check without a packet filter: %d %+v", st, out)
+	}
 	if n := tm.rt.count(); n != 0 || len(tm.live(t)) != 0 {
 		t.Fatalf("refused allocation left %d containers, leases %s", n, describe(tm.live(t)))
 	}

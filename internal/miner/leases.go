@@ -163,6 +163,12 @@ func (m *leaseManager) heldBy(ctx context.Context, hotkey string) (market.Lease,
 
 // check reports whether requirement r fits the free capacity now.
 func (m *leaseManager) check(ctx context.Context, r market.Requirement) error {
+	// An allocation would be refused while the packet filter is known to be
+	// broken, so "is it free?" must not say yes then (the last guard call
+	// decides: a check costs no packet-filter call).
+	if m.confined.Load() == confineFailed && !m.cfg.AllowUnconfinedLeases {
+		return errUnconfined
+	}
 	free, err := m.free(ctx)
 	if err != nil {
 		return err
