@@ -9,6 +9,9 @@ import (
 	"strings"
 	"time"
 
+	sqlitedrv "modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
 	"github.com/nicompute/nicompute/internal/market"
 )
 
@@ -116,6 +119,13 @@ type RentalStore struct {
 // RentalSchema.
 func NewRentalStore(db *DB) *RentalStore { return &RentalStore{db: db} }
 
+// duplicate reports whether err is a violated UNIQUE or PRIMARY KEY
+// constraint, by SQLite's extended result code.
+func duplicate(err error) bool {
+	var se *sqlitedrv.Error
+	return errors.As(err, &se) && (se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || se.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY)
+}
+
 func nanos(t time.Time) int64 {
 	if t.IsZero() {
 		return 0
@@ -141,7 +151,7 @@ func (s *RentalStore) CreateToken(ctx context.Context, t market.Token, hash []by
 		_, err := tx.ExecContext(ctx, `INSERT INTO api_tokens (id, hash, name, tenant, scopes, rate, created_at, expires_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, t.ID, hash, t.Name, t.Tenant, strings.Join(scopes, ","), t.RatePerMinute,
 			nanos(t.CreatedAt), nanos(t.ExpiresAt))
-		if err != nil && strings.Contains(err.Error(), "UNIQUE") {
+		if duplicate(err) {
 			return market.Errorf(market.ECONFLICT, "token %s exists", t.ID)
 		}
 		return err
@@ -306,7 +316,7 @@ func (s *RentalStore) InsertAllocation(ctx context.Context, a market.Allocation)
 	}
 	return s.db.Tx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO allocations (`+allocColumns+`) VALUES (`+placeholders(len(args))+`)`, args...)
-		if err != nil && strings.Contains(err.Error(), "UNIQUE") {
+		if duplicate(err) {
 			return market.Errorf(market.ECONFLICT, "allocation %s or its idempotency key exists", a.ID)
 		}
 		return err

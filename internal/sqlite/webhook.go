@@ -16,7 +16,7 @@ func (s *RentalStore) CreateWebhook(ctx context.Context, w market.Webhook) error
 	return s.db.Tx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO webhooks (id, tenant, url, events, secret, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
 			w.ID, w.Tenant, w.URL, strings.Join(w.Events, ","), w.Secret, nanos(w.CreatedAt))
-		if err != nil && strings.Contains(err.Error(), "UNIQUE") {
+		if duplicate(err) {
 			return market.Errorf(market.ECONFLICT, "webhook %s exists", w.ID)
 		}
 		return err
