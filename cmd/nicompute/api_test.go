@@ -125,6 +125,7 @@ func TestAPICommands(t *testing.T) {
 		{"rent", "create", "--api.token-file", keyFile, "--ssh-key", "/nonexistent"},
 		{"rent", "create", "--api.token-file", keyFile, "--ssh-key", keyFile, "--ram", "lots"},
 		{"rent", "extend", "a1", "--api.token-file", keyFile, "--duration", "1s"},
+		{"rent", "create", "--api.token-file", keyFile, "--ssh-key", keyFile, "--duration", "forever"},
 		{"rent", "show", "--api.token-file", keyFile},
 	} {
 		if code, _, errs := runCLI(t, args...); code != 2 || !strings.Contains(errs, "error:") {

@@ -105,6 +105,19 @@ func rentDo[T any](a *app, f *rentFlags, call func(*web.Client) (T, error), huma
 	return human(v)
 }
 
+// rentDuration parses a --duration: Go's syntax or whole days ("7d"), at
+// least rental.MinDuration.
+func rentDuration(s string) (time.Duration, error) {
+	d, err := rental.ParseDuration(s)
+	if err != nil {
+		return 0, usageErr("--duration: %v", err)
+	}
+	if d < rental.MinDuration {
+		return 0, usageErr("--duration must be at least %s", rental.MinDuration)
+	}
+	return d, nil
+}
+
 // apiErr words an API failure for the terminal.
 func apiErr(err error) error {
 	var p *web.Problem
@@ -172,7 +185,7 @@ func newRentCreateCmd(a *app) *cobra.Command {
 	var r rental.AllocateRequest
 	var sshKeys []string
 	var model, vram, ram, disk, idem string
-	var duration time.Duration
+	var duration string
 	cmd := &cobra.Command{
 		Use:   "create",
 		Short: "Allocate a machine and print how to log in",
@@ -183,7 +196,11 @@ retried with it when the connection fails, so it never rents twice.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			req := r
-			req.Requirements.GPUModel, req.Duration = model, rental.Duration(duration)
+			d, err := rentDuration(duration)
+			if err != nil {
+				return err
+			}
+			req.Requirements.GPUModel, req.Duration = model, rental.Duration(d)
 			for _, s := range []struct {
 				flag, v string
 				dst     *rental.Size
@@ -241,7 +258,7 @@ retried with it when the connection fails, so it never rents twice.`,
 	fs.StringVar(&ram, "ram", "", "memory (e.g. 16GiB)")
 	fs.StringVar(&disk, "disk", "", "disk (e.g. 100GiB)")
 	fs.StringSliceVar(&sshKeys, "ssh-key", nil, "OpenSSH public key file that may log in (repeatable; required)")
-	fs.DurationVar(&duration, "duration", time.Hour, "how long to rent it")
+	fs.StringVar(&duration, "duration", "1h", "how long to rent it (\"90m\", \"4h\", \"7d\")")
 	fs.StringVar(&r.Image, "image", "", "image to run (default: the miner's)")
 	fs.BoolVar(&r.Password, "password", false, "also enable password login and print the password once")
 	fs.IntSliceVar(&r.Ports, "ports", nil, "extra container TCP ports to publish (e.g. 8888,6006)")

@@ -59,14 +59,15 @@ func newRentShowCmd(a *app) *cobra.Command {
 
 func newRentExtendCmd(a *app) *cobra.Command {
 	var f rentFlags
-	var d time.Duration
+	var dur string
 	cmd := &cobra.Command{
 		Use:   "extend ID",
 		Short: "Add time to an allocation",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if d < rental.MinDuration {
-				return usageErr("--duration must be at least %s", rental.MinDuration)
+			d, err := rentDuration(dur)
+			if err != nil {
+				return err
 			}
 			return rentDo(a, &f, func(c *web.Client) (rental.Allocation, error) { return c.Extend(cmd.Context(), args[0], d) },
 				func(al rental.Allocation) error {
@@ -76,7 +77,7 @@ func newRentExtendCmd(a *app) *cobra.Command {
 		},
 	}
 	f.register(cmd, "the allocation")
-	cmd.Flags().DurationVar(&d, "duration", time.Hour, "time to add")
+	cmd.Flags().StringVar(&dur, "duration", "1h", "time to add (\"90m\", \"2h\", \"7d\")")
 	return cmd
 }
 
