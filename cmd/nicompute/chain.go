@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"time"
@@ -63,6 +64,7 @@ func newChainCmd(a *app) *cobra.Command {
 	var dataDir, listen string
 	var blockTime time.Duration
 	var g genesisFlags
+	var obsFlags observeFlags
 	cmd := &cobra.Command{
 		Use:   "chain",
 		Short: "Run the embedded development chain",
@@ -94,20 +96,24 @@ chain yet; an existing chain keeps its parameters.`,
 				}
 			}
 			ctx := cmd.Context()
-			node, err := local.Open(ctx, local.Config{DataDir: dir, Listen: listen, BlockTime: blockTime, Genesis: &gen, Log: log})
+			obs, err := a.startObserver("chain", obsFlags)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(a.Out, "embedded chain at %s (data %s, block %d)\n", node.Endpoint(), dir, node.Head())
-			select {
-			case <-ctx.Done():
-			case <-node.Done():
+			defer obs.Close()
+			node, err := local.Open(ctx, local.Config{DataDir: dir, Listen: listen, BlockTime: blockTime, Genesis: &gen, Log: log, Metrics: obs.registerer()})
+			if err != nil {
+				return err
 			}
-			stopErr := node.Err()
-			if err := node.Close(); err != nil {
+			if err := a.publish(obs, obsFlags); err != nil {
+				return errors.Join(err, node.Close())
+			}
+			fmt.Fprintf(a.Out, "embedded chain at %s (data %s, block %d)\n", node.Endpoint(), dir, node.Head())
+			// Runs until a signal or the node's own end, speaking sd_notify.
+			if err := a.lifecycle(ctx, "chain", node, nil, updateFlags{}, nil); err != nil {
 				return fmt.Errorf("close chain: %w", err)
 			}
-			if stopErr != nil {
+			if stopErr := node.Err(); stopErr != nil {
 				return fmt.Errorf("chain stopped: %w", stopErr)
 			}
 			return nil
@@ -118,5 +124,6 @@ chain yet; an existing chain keeps its parameters.`,
 	fs.StringVar(&listen, "chain.listen", "127.0.0.1:9944", "address of the HTTP endpoint")
 	fs.DurationVar(&blockTime, "block-time", 12*time.Second, "time between blocks (0: blocks only when sealed by tests)")
 	g.register(cmd)
+	obsFlags.register(fs, false)
 	return cmd
 }

@@ -21,7 +21,11 @@ var _ localChain = (*local.Client)(nil)
 
 // dialLocal connects to an embedded chain node.
 func (a *app) dialLocal(ctx context.Context, endpoint string) (subnet.Chain, error) {
-	c, err := local.Dial(ctx, endpoint)
+	var opts []local.ClientOption
+	if a.chainObserve != nil {
+		opts = append(opts, local.WithObserver(a.chainObserve))
+	}
+	c, err := local.Dial(ctx, endpoint, opts...)
 	if err != nil {
 		return nil, chainErr("connect to the embedded chain: %w", err)
 	}

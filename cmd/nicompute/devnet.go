@@ -40,6 +40,7 @@ type devnetOptions struct {
 	simTimeScale float64
 	chainOnly    bool
 	apiListen    string
+	metricsPort  int
 }
 
 // Ports of devnet miners: every miner has its own loopback IP, so all
@@ -107,6 +108,7 @@ reach --chain.listen, so keep it on a loopback address.`,
 	f.Float64Var(&o.simTimeScale, "sim-time-scale", 0.2, "fraction of a simulated model's real compute time a simulated GPU takes")
 	f.BoolVar(&o.chainOnly, "chain-only", false, "run the chain and registrations only: no miners, no validator, no API")
 	f.StringVar(&o.apiListen, "api.listen", defaultAPIListen, "address the allocation API listens on")
+	f.IntVar(&o.metricsPort, "metrics.port", 0, "first loopback port of the daemons' /metrics and dashboards (chain, validator, miner 0, …; 0: free ports)")
 	return cmd
 }
 
@@ -146,14 +148,24 @@ func (a *app) runDevnet(ctx context.Context, o devnetOptions) error {
 	paths := devnet.PathsOf(dir)
 	log := a.logger()
 
+	obs := newDevnetObservers(o.metricsPort, log)
+	defer obs.close()
+	chainObs, err := obs.observer("chain")
+	if err != nil {
+		return err
+	}
 	genesis := devnet.Genesis(o.tempo)
 	node, err := local.Open(ctx, local.Config{
 		DataDir: paths.Chain, Listen: o.listen, BlockTime: o.blockTime, Genesis: &genesis, Log: log.With("component", "chain"),
+		Metrics: chainObs.reg,
 	})
 	if err != nil {
 		return fmt.Errorf("start the embedded chain: %w", err)
 	}
 	defer node.Close()
+	if err := obs.serve(chainObs, "chain", false); err != nil {
+		return err
+	}
 	client, err := local.Dial(ctx, node.Endpoint())
 	if err != nil {
 		return fmt.Errorf("connect to the embedded chain: %w", err)
@@ -169,20 +181,19 @@ func (a *app) runDevnet(ctx context.Context, o devnetOptions) error {
 		return err
 	}
 
-	svc := &devnetServices{}
+	svc := &devnetServices{obs: obs}
 	defer svc.close()
-	endpoints := devnet.Endpoints{"chain": node.Endpoint()}
 	if !o.chainOnly {
-		if err := a.startDevnetServices(ctx, o, bin, paths, layout, sims, client, svc); err != nil {
+		if err := a.startDevnetServices(ctx, o, bin, paths, layout, sims, node.Endpoint(), svc); err != nil {
 			return err
 		}
-		if err := a.startDevnetAPI(ctx, o, paths, layout, client, svc); err != nil {
+		if err := a.startDevnetAPI(ctx, o, paths, layout, node.Endpoint(), svc); err != nil {
 			return err
 		}
-		endpoints["api"] = svc.api.URL
+		obs.eps["api"] = svc.api.URL
 	}
-	if err := endpoints.Write(paths.Endpoints); err != nil {
-		return fmt.Errorf("write %s: %w", paths.Endpoints, err)
+	if err := obs.write(paths.Root, node.Endpoint()); err != nil {
+		return err
 	}
 
 	m, err := client.Metagraph(ctx, layout.NetUID)
@@ -193,6 +204,7 @@ func (a *app) runDevnet(ctx context.Context, o devnetOptions) error {
 		return err
 	}
 	a.printDevnetLayout(node, paths, layout, svc)
+	obs.print(a.Out, paths.Root)
 
 	stopped := svc.watch()
 	select {
@@ -249,6 +261,7 @@ type devnetServices struct {
 	validator *runningValidator
 	api       *runningAPI
 	note      string // why no miner runs, when none does
+	obs       *devnetObservers
 }
 
 // watch returns a channel that receives why the first service to stop on
@@ -302,7 +315,7 @@ func (s *devnetServices) close() {
 
 // startDevnetServices starts the miners (when Docker is there) and the
 // validator into svc.
-func (a *app) startDevnetServices(ctx context.Context, o devnetOptions, bin string, paths devnet.Paths, l *devnet.Layout, sims []devnet.SimGPUs, client *local.Client, svc *devnetServices) error {
+func (a *app) startDevnetServices(ctx context.Context, o devnetOptions, bin string, paths devnet.Paths, l *devnet.Layout, sims []devnet.SimGPUs, endpoint string, svc *devnetServices) error {
 	log := a.logger()
 	if len(l.Miners) > 0 {
 		var image string
@@ -323,10 +336,15 @@ func (a *app) startDevnetServices(ctx context.Context, o devnetOptions, bin stri
 			}
 			ip := devnet.MinerIP(i)
 			first := o.sshPort + i*sshPortsPerMiner
+			mobs, client, err := svc.obs.daemon(ctx, "miner", endpoint)
+			if err != nil {
+				return err
+			}
 			m, err := startMiner(ctx, minerOptions{
 				NetUID:        l.NetUID,
 				Hotkey:        id.Hotkey,
 				Chain:         client,
+				Metrics:       mobs.reg,
 				DataDir:       filepath.Join(paths.Miners, strconv.Itoa(i)),
 				AxonListen:    net.JoinHostPort(ip, strconv.Itoa(o.axonPort)),
 				ExternalIP:    ip,
@@ -350,9 +368,17 @@ func (a *app) startDevnetServices(ctx context.Context, o devnetOptions, bin stri
 			}
 			svc.miners = append(svc.miners, m)
 			svc.sims = append(svc.sims, sims[i])
+			minerDashboard(mobs, m)
+			if err := svc.obs.serve(mobs, devnet.MinerName(i), true); err != nil {
+				return err
+			}
 		}
 	}
 	pogEvery, weightsEvery := devnet.Intervals(o.tempo)
+	vobs, client, err := svc.obs.daemon(ctx, "validator", endpoint)
+	if err != nil {
+		return err
+	}
 	v, err := startValidator(ctx, validatorOptions{
 		NetUID:     l.NetUID,
 		Hotkey:     l.Validator.Hotkey,
@@ -377,6 +403,7 @@ func (a *app) startDevnetServices(ctx context.Context, o devnetOptions, bin stri
 				MaxRandomDelay: -1,
 				Lease:          market.Requirement{CPUs: 1, MemoryBytes: 256 << 20, DiskBytes: 1 << 30},
 			},
+			Metrics: vobs.reg,
 		},
 		Log:    log,
 		Report: a.Out,
@@ -385,7 +412,8 @@ func (a *app) startDevnetServices(ctx context.Context, o devnetOptions, bin stri
 		return fmt.Errorf("start devnet validator: %w", err)
 	}
 	svc.validator = v
-	return nil
+	validatorDashboard(vobs, v, client, l.NetUID)
+	return svc.obs.serve(vobs, "validator", true)
 }
 
 func (a *app) printDevnetLayout(node *local.Node, paths devnet.Paths, l *devnet.Layout, svc *devnetServices) {

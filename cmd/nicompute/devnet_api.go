@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nicompute/nicompute/internal/chain/local"
 	"github.com/nicompute/nicompute/internal/devnet"
 	"github.com/nicompute/nicompute/internal/market"
 	"github.com/nicompute/nicompute/internal/rental"
@@ -18,7 +17,11 @@ import (
 // startDevnetAPI starts the allocation API with the devnet validator's
 // hotkey and results into svc, and makes sure its admin token file holds
 // a working admin token.
-func (a *app) startDevnetAPI(ctx context.Context, o devnetOptions, paths devnet.Paths, l *devnet.Layout, client *local.Client, svc *devnetServices) error {
+func (a *app) startDevnetAPI(ctx context.Context, o devnetOptions, paths devnet.Paths, l *devnet.Layout, endpoint string, svc *devnetServices) error {
+	_, client, err := svc.obs.daemon(ctx, "api", endpoint)
+	if err != nil {
+		return err
+	}
 	api, err := startAPI(ctx, apiOptions{
 		NetUID: l.NetUID, Hotkey: l.Validator.Hotkey, Chain: client,
 		DataDir: paths.API, ValidatorDir: paths.Validator, Listen: o.apiListen,

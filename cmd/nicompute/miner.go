@@ -419,6 +419,7 @@ type minerFlags struct {
 	dockerNetwork  string
 	binary         string
 	dryRun         bool
+	daemon         daemonFlags
 	leaseUnit      time.Duration
 	poll           time.Duration
 	sweep          time.Duration
@@ -499,6 +500,7 @@ cannot, unless --` + unsafeUnconfinedFlag + ` is set.`,
 	fs.DurationVar(&f.leaseUnit, "miner.lease-unit", 0, "length of one timeline day (testing)")
 	fs.DurationVar(&f.poll, "miner.chain-poll", 0, "how often the chain head is read (default 12s)")
 	fs.DurationVar(&f.sweep, "miner.sweep", 0, "how often leases are reconciled with Docker (default 30s)")
+	f.daemon.register(fs, true)
 	for _, h := range []string{"miner.lease-unit", "miner.chain-poll", "miner.sweep"} {
 		_ = fs.MarkHidden(h)
 	}
@@ -676,6 +678,15 @@ func (a *app) runMiner(ctx context.Context, f minerFlags) error {
 		return err
 	}
 	o.Hotkey = hotkey
+	up, obs, err := a.startOps("miner", f.daemon)
+	if err != nil {
+		return err
+	}
+	defer obs.Close()
+	o.Metrics = obs.registerer()
+	if obs != nil && (hostinfo.NVML{}).Available() {
+		obs.reg.MustRegister(hostinfo.NewGPUCollector(hostinfo.NVML{}))
+	}
 	ch, err := a.dialChain(ctx, f.sf)
 	if err != nil {
 		return err
@@ -699,12 +710,10 @@ func (a *app) runMiner(ctx context.Context, f minerFlags) error {
 		return chainErr("%w; register it first: %s", err, commandLine("subnet register", f.netuid, f.w, f.sf))
 	}
 	if err != nil {
-		return err
+		return a.restartIf(up, up.failed(a, err))
 	}
-	select {
-	case <-ctx.Done():
-		o.Log.Info("signal received; stopping the miner (lease containers keep running)")
-	case <-m.Done():
+	if obs != nil && f.daemon.obs.dashboard {
+		minerDashboard(obs, m)
 	}
-	return m.Close()
+	return a.serveDaemon(ctx, "miner (lease containers keep running)", m, obs, up, f.daemon, m.Quiesce)
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -34,6 +35,12 @@ type app struct {
 	logTrace   bool
 	logFormat  string
 	log        *slog.Logger
+	// chainObserve, when set, receives every chain call of the clients
+	// dialled afterwards (the daemon's metrics).
+	chainObserve func(method string, d time.Duration, err error)
+	// restart replaces the process after an update (default: re-execute,
+	// or exit for the service manager); tests replace it.
+	restart func(exe string) error
 }
 
 // exitError carries a specific exit code.
@@ -48,7 +55,12 @@ func (e *exitError) Unwrap() error { return e.err }
 // Run executes the nicompute command line args and returns the exit code:
 // 0 on success, 1 when the command failed, 2 for usage errors.
 func Run(ctx context.Context, args []string, stdio Stdio) int {
-	a := &app{Stdio: stdio}
+	return (&app{Stdio: stdio}).run(ctx, args)
+}
+
+// run executes args with the app's streams and hooks.
+func (a *app) run(ctx context.Context, args []string) int {
+	stdio := a.Stdio
 	root := a.rootCmd()
 	root.SetArgs(args)
 	root.SetIn(stdio.In)
@@ -158,6 +170,7 @@ func (a *app) rootCmd() *cobra.Command {
 		newDevnetCmd(a),
 		newMinerCmd(a), newAllocateCmd(a), newDeallocateCmd(a), newAllocationCmd(a),
 		newValidatorCmd(a),
+		newServiceCmd(a), newDoctorCmd(a), newReleaseCmd(a),
 		newAPICmd(a), newRentCmd(a),
 	)
 	markUsageErrors(root)

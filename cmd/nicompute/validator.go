@@ -20,6 +20,7 @@ import (
 	"github.com/nicompute/nicompute/internal/sqlite"
 	"github.com/nicompute/nicompute/internal/subnet"
 	"github.com/nicompute/nicompute/internal/validator"
+	"github.com/nicompute/nicompute/internal/version"
 )
 
 // validatorOptions configure one validator; `nicompute validator` fills
@@ -153,6 +154,8 @@ type validatorFlags struct {
 	leaseDisk        string
 	poll             time.Duration
 	challengeBatches int
+	forcePrometheus  bool
+	daemon           daemonFlags
 }
 
 func newValidatorCmd(a *app) *cobra.Command {
@@ -210,6 +213,8 @@ back to the static worker.`,
 	fs.DurationVar(&f.allocateTimeout, "validator.pog.allocate-timeout", validator.DefaultAllocateTimeout, "time limit of the test lease's Allocate call")
 	fs.StringVar(&f.leaseRAM, "validator.pog.lease.ram", "4GiB", "memory of a test lease")
 	fs.StringVar(&f.leaseDisk, "validator.pog.lease.disk", "2GiB", "disk of a test lease")
+	fs.BoolVar(&f.forcePrometheus, "validator.force.update.prometheus", false, "publish the --metrics.listen endpoint on chain (serve_prometheus, as Bittensor validators do) at start")
+	f.daemon.register(fs, true)
 	fs.DurationVar(&f.poll, "validator.chain-poll", 0, "how often the chain head is read (default 6s)")
 	_ = fs.MarkHidden("validator.chain-poll")
 	_ = fs.MarkHidden("validator.challenge.batch.size")
@@ -316,6 +321,15 @@ func (a *app) runValidator(ctx context.Context, f validatorFlags) error {
 	if err != nil {
 		return err
 	}
+	if f.forcePrometheus && f.daemon.obs.listen == "" {
+		return usageErr("--validator.force.update.prometheus publishes the metrics endpoint: set --metrics.listen")
+	}
+	up, obs, err := a.startOps("validator", f.daemon)
+	if err != nil {
+		return err
+	}
+	defer obs.Close()
+	cfg.Metrics = obs.registerer()
 	ch, err := a.dialChain(ctx, f.sf)
 	if err != nil {
 		return err
@@ -340,12 +354,33 @@ func (a *app) runValidator(ctx context.Context, f validatorFlags) error {
 		if errors.Is(err, validator.ErrNotRegistered) {
 			return chainErr("%w; register it first: %s", err, commandLine("subnet register", f.netuid, f.w, f.sf))
 		}
-		return err
+		return a.restartIf(up, up.failed(a, err))
 	}
-	select {
-	case <-ctx.Done():
-		log.Info("signal received; stopping the validator (running tests deallocate their leases first)")
-	case <-v.Done():
+	if obs != nil && f.daemon.obs.dashboard {
+		validatorDashboard(obs, v, ch, subnet.NetUID(f.netuid))
 	}
-	return v.Close()
+	if f.forcePrometheus {
+		if err := a.publish(obs, f.daemon.obs); err != nil {
+			return errors.Join(err, v.Close())
+		}
+		a.servePrometheus(ctx, ch, hotkey, subnet.NetUID(f.netuid), obs.srv.Addr())
+	}
+	return a.serveDaemon(ctx, "validator (running tests deallocate their leases first)", v, obs, up, f.daemon, nil)
+}
+
+// servePrometheus publishes the validator's metrics endpoint on chain. A
+// refusal (rate limit, address) is logged: the validator runs without it.
+func (a *app) servePrometheus(ctx context.Context, ch subnet.PrometheusServer, hotkey subnet.Signer, netuid subnet.NetUID, listen string) {
+	log := a.logger()
+	ip, port, err := prometheusEndpoint(listen, outboundIP)
+	if err == nil {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		err = ch.ServePrometheus(cctx, hotkey, netuid, subnet.PrometheusInfo{IP: ip, Port: port, Version: version.Int()})
+		cancel()
+	}
+	if err != nil {
+		log.Error("metrics endpoint not published on chain (serve_prometheus)", "err", err)
+		return
+	}
+	log.Info("metrics endpoint published on chain (serve_prometheus)", "ip", ip, "port", port, "version", version.Int())
 }

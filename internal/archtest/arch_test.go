@@ -34,6 +34,12 @@ var allowed = map[string][]string{
 	"internal/archtest": nil,
 	"internal/tlock":    nil,
 
+	"internal/metrics":     {"subnet", "version"},
+	"internal/sdnotify":    nil,
+	"internal/selfupdate":  nil,
+	"internal/servicefile": nil,
+	"internal/doctor":      {"subnet"},
+
 	"internal/allocations":                   nil,
 	"internal/allocator":                     {"allocations", "axon", "market", "protocol", "subnet"},
 	"internal/allocator/allocatortest":       {"axon", "keys", "market", "protocol", "subnet"},
@@ -57,6 +63,8 @@ var allowed = map[string][]string{
 	"internal/rental/rentaltest": {"allocator", "allocator/allocatortest", "axon", "keys", "market", "nictest", "rental", "sqlite", "subnet"},
 	"internal/web":               {"market", "rental"},
 	"internal/validator":         {"axon", "market", "pog", "protocol", "subnet", "weights"},
+
+	"internal/dashboard": {"version"},
 
 	"internal/devnet": {"chain/local", "keys", "market", "pog", "subnet", "wallet", "sqlite", "docker", "hostinfo", "protocol", "axon", "allocations", "scratch"},
 }

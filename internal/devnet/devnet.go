@@ -277,7 +277,8 @@ func ensureStake(ctx context.Context, c *local.Client, netuid subnet.NetUID, id 
 // Paths of a devnet data directory.
 type Paths struct {
 	Root, Chain, Wallets, Miners, Validator, API string
-	// Endpoints is the JSON file naming every URL the devnet serves.
+	// Endpoints is the JSON file naming every URL the devnet serves
+	// (EndpointsFile in Root).
 	Endpoints string
 	// AdminToken holds an admin token of the allocation API (0600).
 	AdminToken string
@@ -292,7 +293,7 @@ func PathsOf(root string) Paths {
 		Miners:     filepath.Join(root, "miners"),
 		Validator:  filepath.Join(root, "validator"),
 		API:        filepath.Join(root, "api"),
-		Endpoints:  filepath.Join(root, "endpoints.json"),
+		Endpoints:  filepath.Join(root, EndpointsFile),
 		AdminToken: filepath.Join(root, "api", "admin.token"),
 	}
 }

@@ -179,3 +179,21 @@ func TestCheckStatic(t *testing.T) {
 		}
 	}
 }
+
+func TestWriteEndpoints(t *testing.T) {
+	dir := t.TempDir()
+	if err := WriteEndpoints(dir, map[string]string{"validator.metrics": "http://127.0.0.1:2/metrics", "chain": "http://127.0.0.1:1", MinerName(0) + ".dashboard": "http://127.0.0.1:3/"}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, EndpointsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "{\n  \"chain\": \"http://127.0.0.1:1\",\n  \"miner-0.dashboard\": \"http://127.0.0.1:3/\",\n  \"validator.metrics\": \"http://127.0.0.1:2/metrics\"\n}\n"
+	if string(b) != want {
+		t.Fatalf("endpoints.json:\n%s\nwant\n%s", b, want)
+	}
+	if st, _ := os.Stat(filepath.Join(dir, EndpointsFile)); st.Mode().Perm() != 0o644 {
+		t.Fatalf("mode %v", st.Mode())
+	}
+}

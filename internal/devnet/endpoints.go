@@ -7,51 +7,46 @@ import (
 	"path/filepath"
 )
 
-// Endpoints names every URL a running devnet serves, by role: "chain",
-// "api", and whatever else a service adds (endpoints["metrics"] = url).
-// It is written as a flat JSON object to Paths.Endpoints, so scripts and
-// other tools find the devnet without parsing its output.
-type Endpoints map[string]string
+// EndpointsFile is the file in a devnet's data directory that lists its
+// endpoints: a flat JSON object of name → URL with sorted keys ("chain",
+// "chain.metrics", "validator.metrics", "validator.dashboard",
+// "miner-0.metrics", …), so scripts find every endpoint without reading
+// logs.
+const EndpointsFile = "endpoints.json"
 
-// Write replaces the file at path with e, atomically.
-func (e Endpoints) Write(path string) error {
-	b, err := json.MarshalIndent(e, "", "  ")
+// WriteEndpoints writes eps to root/endpoints.json (0644), replacing the
+// file atomically.
+func WriteEndpoints(root string, eps map[string]string) error {
+	b, err := json.MarshalIndent(eps, "", "  ") // map keys are sorted
 	if err != nil {
-		return err
+		return fmt.Errorf("encode endpoints: %w", err)
 	}
-	return writeAtomic(path, append(b, '\n'), 0o644)
+	p := filepath.Join(root, EndpointsFile)
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write endpoints: %w", err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		return fmt.Errorf("write endpoints: %w", err)
+	}
+	return nil
 }
 
-// ReadEndpoints reads an endpoints file.
-func ReadEndpoints(path string) (Endpoints, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var e Endpoints
-	if err := json.Unmarshal(b, &e); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return e, nil
-}
+// MinerName is miner i's name in the endpoints file.
+func MinerName(i int) string { return fmt.Sprintf("miner-%d", i) }
 
-// writeAtomic writes data to path with mode through a temporary file in
-// its directory.
-func writeAtomic(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+// WriteSecret replaces the file at path with secret and a newline, mode
+// 0600 (its directory 0700), atomically.
+func WriteSecret(path, secret string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(f.Name())
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
+	if _, err := f.WriteString(secret + "\n"); err != nil {
 		f.Close()
 		return err
 	}
@@ -59,10 +54,4 @@ func writeAtomic(path string, data []byte, mode os.FileMode) error {
 		return err
 	}
 	return os.Rename(f.Name(), path)
-}
-
-// WriteSecret replaces the file at path with secret and a newline, mode
-// 0600 (its directory 0700).
-func WriteSecret(path, secret string) error {
-	return writeAtomic(path, []byte(secret+"\n"), 0o600)
 }

@@ -126,9 +126,19 @@ func (n NVML) path() string {
 
 // GPUs queries index, UUID, name, memory and driver version of every GPU.
 func (n NVML) GPUs(ctx context.Context) ([]market.GPUDevice, DriverInfo, error) {
+	out, err := n.query(ctx, "--query-gpu=index,uuid,name,memory.total,driver_version")
+	if err != nil {
+		return nil, DriverInfo{}, err
+	}
+	return ParseNVIDIASMI(out)
+}
+
+// query runs nvidia-smi with one --query-gpu argument in CSV without
+// header or units, within Timeout.
+func (n NVML) query(ctx context.Context, query string) ([]byte, error) {
 	bin, err := exec.LookPath(n.path())
 	if err != nil {
-		return nil, DriverInfo{}, ErrNoNVIDIA
+		return nil, ErrNoNVIDIA
 	}
 	timeout := n.Timeout
 	if timeout <= 0 {
@@ -137,16 +147,16 @@ func (n NVML) GPUs(ctx context.Context) ([]market.GPUDevice, DriverInfo, error) 
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var out, errOut bytes.Buffer
-	cmd := exec.CommandContext(ctx, bin, "--query-gpu=index,uuid,name,memory.total,driver_version", "--format=csv,noheader,nounits")
+	cmd := exec.CommandContext(ctx, bin, query, "--format=csv,noheader,nounits")
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	if err := cmd.Run(); err != nil {
 		msg := strings.TrimSpace(errOut.String())
 		if len(msg) > 200 {
 			msg = msg[:200]
 		}
-		return nil, DriverInfo{}, fmt.Errorf("nvidia-smi: %v: %s", err, msg)
+		return nil, fmt.Errorf("nvidia-smi: %v: %s", err, msg)
 	}
-	return ParseNVIDIASMI(out.Bytes())
+	return out.Bytes(), nil
 }
 
 // ParseNVIDIASMI parses the CSV that

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"net/http"
 	"strings"
 	"time"
 
@@ -26,6 +27,10 @@ type allocateAnswer struct {
 // (see protocol.Refuse). The reason never carries internal detail, which is
 // logged.
 func (s *Service) handleAllocate(ctx context.Context, call *axon.Call) (any, error) {
+	if !s.gate.enter() {
+		return nil, &axon.Error{Status: http.StatusServiceUnavailable, Message: "the miner is restarting for an update; retry in a minute"}
+	}
+	defer s.gate.leave()
 	start := time.Now()
 	mode := "malformed"
 	a, err := protocol.DecodeAllocate(call.Body)
@@ -35,6 +40,7 @@ func (s *Service) handleAllocate(ctx context.Context, call *axon.Call) (any, err
 		out, err = s.allocateMode(ctx, call.Caller.Hotkey, a)
 	}
 	s.metrics.observeRequest(mode, err, time.Since(start))
+	s.requests.note(call.Caller.Hotkey, mode, err)
 	if err == nil {
 		return allocateAnswer{Output: out}, nil
 	}

@@ -14,8 +14,8 @@ import (
 // registerer (devnet runs several miners, each with its own registry or
 // const labels). A nil *metrics records nothing.
 type metrics struct {
-	requests  *prometheus.CounterVec   // mode, result
-	latency   *prometheus.HistogramVec // mode
+	requests  *prometheus.CounterVec   // action, result
+	latency   *prometheus.HistogramVec // action
 	allocated *prometheus.CounterVec   // testing
 	ended     *prometheus.CounterVec   // reason
 	leases    *prometheus.GaugeVec     // state
@@ -23,20 +23,20 @@ type metrics struct {
 	paused    prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, head func() uint64) (*metrics, error) {
 	if reg == nil {
 		return nil, nil
 	}
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "nicompute_miner_allocate_requests_total",
-			Help: "Allocate requests by mode and result (ok or an error code).",
-		}, []string{"mode", "result"}),
+			Name: "nicompute_miner_allocations_total",
+			Help: "Allocate requests by action (the request's mode: check, allocate, status, deallocate, docker action) and result (ok or an error code).",
+		}, []string{"action", "result"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "nicompute_miner_allocate_seconds",
-			Help:    "Time to serve an Allocate request, by mode.",
+			Name:    "nicompute_miner_allocation_duration_seconds",
+			Help:    "Time to serve an Allocate request, by action.",
 			Buckets: []float64{0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
-		}, []string{"mode"}),
+		}, []string{"action"}),
 		allocated: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nicompute_miner_leases_allocated_total",
 			Help: "Leases allocated, by whether they are Proof-of-GPU test leases.",
@@ -58,7 +58,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Leases paused for writing past their disk size.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.latency, m.allocated, m.ended, m.leases, m.axon, m.paused} {
+	block := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "nicompute_chain_block",
+		Help: "The block of the metagraph the miner's policy decides with.",
+	}, func() float64 { return float64(head()) })
+	for _, c := range []prometheus.Collector{m.requests, m.latency, m.allocated, m.ended, m.leases, m.axon, m.paused, block} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -81,6 +85,9 @@ func (m *metrics) observeRequest(mode string, err error, d time.Duration) {
 func (m *metrics) observeAxon(synapse string, status int, _ time.Duration) {
 	if m == nil {
 		return
+	}
+	if synapse == "" {
+		synapse = "unknown"
 	}
 	m.axon.WithLabelValues(synapse, strconv.Itoa(status)).Inc()
 }

@@ -349,6 +349,10 @@ type Service struct {
 	axon    *axon.Server
 	ln      net.Listener
 
+	// requests and gate serve Requests and Quiesce (status.go).
+	requests *requestLog
+	gate     gate
+
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	done      chan struct{}
@@ -376,9 +380,6 @@ func New(ctx context.Context, deps Deps, cfg Config) (*Service, error) {
 	s := &Service{cfg: cfg, deps: deps, done: make(chan struct{})}
 	s.log = cfg.Log.With("component", "miner", "hotkey", cfg.Hotkey.SS58())
 	var err error
-	if s.metrics, err = newMetrics(cfg.Metrics); err != nil {
-		return nil, fmt.Errorf("miner metrics: %w", err)
-	}
 	if s.images, err = newImagePolicy(deps.Runtime, cfg.DefaultImage, cfg.Images); err != nil {
 		return nil, fmt.Errorf("miner images: %w", err)
 	}
@@ -394,6 +395,10 @@ func New(ctx context.Context, deps Deps, cfg Config) (*Service, error) {
 		"disk_reserve_bytes", market.DiskReserve(specs.Disk, cfg.Reserve), "disk_path", specs.Disk.Path)
 
 	s.chain = newChainSync(cfg, deps.Chain, s.log)
+	s.requests = newRequestLog(cfg.Now)
+	if s.metrics, err = newMetrics(cfg.Metrics, s.block); err != nil {
+		return nil, fmt.Errorf("miner metrics: %w", err)
+	}
 	if err := s.chain.start(ctx); err != nil {
 		return nil, err
 	}

@@ -74,6 +74,14 @@ type AxonServer interface {
 	ServeAxon(ctx context.Context, hotkey Signer, netuid NetUID, axon AxonInfo) error
 }
 
+// PrometheusServer publishes a hotkey's metrics endpoint.
+type PrometheusServer interface {
+	// ServePrometheus sets the prometheus info of the signing hotkey on
+	// netuid (Block is ignored: the chain sets it).
+	// Errors: ENOTREGISTERED, ERATELIMITED, EINVALID (address).
+	ServePrometheus(ctx context.Context, hotkey Signer, netuid NetUID, info PrometheusInfo) error
+}
+
 // WeightSetter submits weights.
 type WeightSetter interface {
 	// SetWeights sets the signing hotkey's weights on netuid. weights are
@@ -118,6 +126,7 @@ type Chain interface {
 	BalanceReader
 	Registrar
 	AxonServer
+	PrometheusServer
 	WeightSetter
 	WeightCommitter
 	Staker

@@ -94,6 +94,17 @@ type AxonInfo struct {
 	Protocol uint8  `json:"protocol"`
 }
 
+// PrometheusInfo is a neuron's published metrics endpoint, Bittensor's
+// prometheus_info: validators serve it with their version, and SN27's
+// miners read validators' versions from it.
+type PrometheusInfo struct {
+	Block   uint64 `json:"block"`
+	Version uint32 `json:"version"`
+	IP      string `json:"ip"`
+	Port    uint16 `json:"port"`
+	IPType  uint8  `json:"ip_type"`
+}
+
 // Served reports whether the axon has a reachable address (Bittensor's
 // "is_serving": ip is set and not 0.0.0.0).
 func (a AxonInfo) Served() bool {
@@ -127,6 +138,10 @@ type Neuron struct {
 	Emission        Balance  `json:"emission"`
 	LastUpdate      uint64   `json:"last_update"`
 	RegisteredAt    uint64   `json:"registered_at"`
+
+	// Prometheus is the metrics endpoint the neuron published with
+	// serve_prometheus (zero when it never did).
+	Prometheus PrometheusInfo `json:"prometheus"`
 }
 
 // Metagraph is the state of a subnet's neurons at a block.

@@ -59,16 +59,25 @@ func (s *Service) weightsRefused(res weights.Result, err error) {
 
 func (s *Service) setStatus(st string) {
 	s.mu.Lock()
-	s.wstatus = st
+	s.weights.Summary = st
 	s.mu.Unlock()
 }
 
-// WeightsStatus describes the last weights submission and what became of
+// WeightsSummary describes the last weights submission and what became of
 // it ("" before the first).
-func (s *Service) WeightsStatus() string {
+func (s *Service) WeightsSummary() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.wstatus
+	return s.weights.Summary
+}
+
+// weightsMode is the label of a submission's mode ("unknown" when it
+// failed before the path was chosen).
+func weightsMode(res weights.Result) string {
+	if res.Mode == "" {
+		return "unknown"
+	}
+	return string(res.Mode)
 }
 
 // checkCommits settles pending commits: revealed when the validator's

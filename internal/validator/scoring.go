@@ -161,6 +161,7 @@ func (s *Service) setWeights(ctx context.Context, head uint64) {
 	cctx, cancel = context.WithTimeout(ctx, s.cfg.ChainTimeout)
 	res, err := s.submitter.Submit(cctx, s.cfg.Hotkey, s.cfg.NetUID, upUIDs, upWeights, hp.WeightsVersionKey)
 	cancel()
+	s.noteWeights(head, weightsMode(res), err)
 	if err != nil {
 		s.weightsRefused(res, err)
 		return

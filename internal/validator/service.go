@@ -68,6 +68,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/nicompute/nicompute/internal/axon"
 	"github.com/nicompute/nicompute/internal/market"
 	"github.com/nicompute/nicompute/internal/subnet"
@@ -212,6 +214,8 @@ type Config struct {
 	// Report, when set, receives the miner table after each sweep and each
 	// weights submission.
 	Report io.Writer
+	// Metrics, when set, receives the nicompute_validator_* series.
+	Metrics prometheus.Registerer
 }
 
 func (c *Config) setDefaults() error {
@@ -273,6 +277,8 @@ type Service struct {
 	driver    *driver
 	submitter *weights.Submitter
 
+	metrics *metrics
+
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	done      chan struct{}
@@ -292,8 +298,8 @@ type Service struct {
 	sweepOn  bool
 	nextWts  uint64
 	weightOn bool
-	noScores bool // the last weights round found no score
-	wstatus  string
+	noScores bool          // the last weights round found no score
+	weights  WeightsStatus // the last submission; Summary says what became of it
 	// commitsOut: commits may be pending; checked at most once a block
 	// (checkedAt), in the weights goroutine's slot.
 	commitsOut bool
@@ -326,6 +332,9 @@ func New(ctx context.Context, deps Deps, cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("validator: %w", err)
 	}
 	s.driver = d
+	if s.metrics, err = newMetrics(cfg.Metrics, s); err != nil {
+		return nil, fmt.Errorf("validator: %w", err)
+	}
 
 	cctx, cancel := context.WithTimeout(ctx, cfg.ChainTimeout)
 	mg, err := deps.Chain.Metagraph(cctx, cfg.NetUID)
@@ -363,6 +372,7 @@ func New(ctx context.Context, deps Deps, cfg Config) (*Service, error) {
 		s.log.Info("weights commits pending from before the restart", "pending", n)
 	}
 	s.forgetDeparted(ctx, mg)
+	lastSweep := s.lastSwp // read before the loops may write it
 
 	runCtx, stop := context.WithCancel(context.Background())
 	s.cancel = stop
@@ -376,7 +386,7 @@ func New(ctx context.Context, deps Deps, cfg Config) (*Service, error) {
 		close(s.done)
 	}()
 	s.log.Info("validator started", "netuid", cfg.NetUID, "uid", me.UID, "block", mg.Block,
-		"results_loaded", len(results), "last_sweep_block", s.lastSwp,
+		"results_loaded", len(results), "last_sweep_block", lastSweep,
 		"pog_interval", cfg.PoGInterval, "weights_interval", cfg.WeightsInterval, "simulated_gpus_allowed", cfg.PoG.AllowSimulated)
 	if len(results) > 0 {
 		s.report("scores reloaded from the store")

@@ -256,7 +256,7 @@ func TestServiceScoresAndWeights(t *testing.T) {
 	// the commit by itself and the validator sees it.
 	waitFor(t, 30*time.Second, "the chain to reveal the weights", func() bool {
 		revealed, _ := store.Commits(context.Background(), market.CommitRevealed)
-		return len(revealed) > 0 && strings.Contains(s.WeightsStatus(), "revealed by the chain")
+		return len(revealed) > 0 && strings.Contains(s.WeightsSummary(), "revealed by the chain")
 	})
 
 	rows := s.Miners()
@@ -475,7 +475,7 @@ func TestPendingCommitsCapAcrossRestart(t *testing.T) {
 		store.SetCommitStatus(ctx, int64(i+1), market.CommitMissed)
 	}
 	waitFor(t, 10*time.Second, "a commit once the old ones settled", func() bool { return store.submissions() > 0 })
-	if !strings.Contains(s.WeightsStatus(), "committed for reveal in round") {
-		t.Fatalf("status %q", s.WeightsStatus())
+	if !strings.Contains(s.WeightsSummary(), "committed for reveal in round") {
+		t.Fatalf("status %q", s.WeightsSummary())
 	}
 }

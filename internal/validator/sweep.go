@@ -99,6 +99,7 @@ func (s *Service) sweep(ctx context.Context, block uint64) {
 	s.mu.Lock()
 	s.lastSwp = block
 	s.mu.Unlock()
+	s.metrics.swept(block)
 	if err := s.deps.Store.SetState(ctx, stateLastSweep, int64(block)); err != nil {
 		s.log.Warn("record sweep", "err", err)
 	}
@@ -114,12 +115,14 @@ const reasonUnrecognized = "specs name no GPU of the GPU table (--validator.whit
 // attempts, and records the result. A test cut short by shutdown records
 // nothing.
 func (s *Service) testMiner(ctx context.Context, t target, block uint64) {
+	start := time.Now()
 	for i := 1; ; i++ {
 		a := s.driver.test(ctx, t)
 		if ctx.Err() != nil {
 			return
 		}
 		if a.outcome == OutcomePass || a.final || i >= s.cfg.PoG.RetryLimit {
+			s.metrics.tested(a.outcome, time.Since(start))
 			s.record(ctx, t, block, a, i)
 			return
 		}
@@ -145,6 +148,7 @@ func (s *Service) record(ctx context.Context, t target, block uint64, a attempt,
 	if err := s.deps.Store.AddResult(ctx, r, s.cfg.KeepResults); err != nil {
 		s.log.Warn("store proof-of-GPU result", "uid", t.UID, "err", err)
 	}
+	s.metrics.result(r)
 	s.mu.Lock()
 	h := append([]Result{r}, s.history[t.Hotkey]...)
 	s.history[t.Hotkey] = h[:min(len(h), s.cfg.KeepResults)]

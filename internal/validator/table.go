@@ -99,7 +99,7 @@ func (s *Service) report(why string) {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "validator uid %d, subnet %d: %s\n", s.UID(), s.cfg.NetUID, why)
-	if st := s.WeightsStatus(); st != "" {
+	if st := s.WeightsSummary(); st != "" {
 		fmt.Fprintf(&b, "%s\n", st)
 	}
 	_ = WriteTable(&b, rows)

@@ -34,6 +34,7 @@ type Client struct {
 	hc      *http.Client
 	timeout time.Duration
 	genesis []byte
+	observe func(method string, d time.Duration, err error)
 
 	// mu protects signers.
 	mu      sync.Mutex
@@ -51,6 +52,13 @@ func WithTimeout(d time.Duration) ClientOption {
 			c.timeout = d
 		}
 	}
+}
+
+// WithObserver has every call reported to observe once it returns: the
+// method ("metagraph", "submit/set_weights", …), its duration and its
+// error (nil on success). Metrics use it for chain RPC latency.
+func WithObserver(observe func(method string, d time.Duration, err error)) ClientOption {
+	return func(c *Client) { c.observe = observe }
 }
 
 // Dial connects to the node at endpoint (http://host:port) and reads the
@@ -100,6 +108,20 @@ func (c *Client) GenesisHash() []byte { return bytes.Clone(c.genesis) }
 
 // call posts one request; extra lengthens the deadline (long polls).
 func (c *Client) call(ctx context.Context, method string, params, out any, extra time.Duration) error {
+	if c.observe == nil {
+		return c.post(ctx, method, params, out, extra)
+	}
+	start := time.Now()
+	err := c.post(ctx, method, params, out, extra)
+	label := method
+	if x, ok := params.(*extrinsic); ok {
+		label = method + "/" + x.Call
+	}
+	c.observe(label, time.Since(start), err)
+	return err
+}
+
+func (c *Client) post(ctx context.Context, method string, params, out any, extra time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout+extra)
 	defer cancel()
 	body, err := json.Marshal(rpcRequest{Method: method, Params: mustRaw(params)})

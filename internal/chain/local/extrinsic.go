@@ -174,6 +174,8 @@ func (x *extrinsic) decodeArgs() (any, error) {
 		v = &setWeightsArgs{}
 	case callCommit:
 		v = &commitWeightsArgs{}
+	case callServePrometheus:
+		v = &servePrometheusArgs{}
 	default:
 		return nil, subnet.Errorf(subnet.EINVALID, "unknown call %q", truncate(x.Call))
 	}

@@ -24,6 +24,8 @@
 package local
 
 import (
+	"github.com/prometheus/client_golang/prometheus"
+
 	"errors"
 	"fmt"
 	"log/slog"
@@ -172,4 +174,6 @@ type Config struct {
 	Now func() time.Time
 	// Log receives the node's logs; nil discards them.
 	Log *slog.Logger
+	// Metrics, when set, receives the nicompute_chain_* series.
+	Metrics prometheus.Registerer
 }

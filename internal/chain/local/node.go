@@ -30,6 +30,7 @@ type Node struct {
 	now     func() time.Time
 	ln      net.Listener
 	srv     *http.Server
+	metrics *nodeMetrics
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -97,6 +98,10 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("open chain %s: %w", path, err)
 	}
 	n.genesis, n.head = c.genesisHash, c.block
+	if n.metrics, err = newNodeMetrics(cfg.Metrics, n); err != nil {
+		store.Close()
+		return nil, fmt.Errorf("open chain: %w", err)
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		store.Close()

@@ -88,6 +88,8 @@ func dispatchCall(ctx context.Context, q queryer, c *chainState, x *extrinsic, a
 		err = setWeights(ctx, q, c, x.Signer, a)
 	case *commitWeightsArgs:
 		err = commitWeights(ctx, q, c, x.Signer, a)
+	case *servePrometheusArgs:
+		err = servePrometheus(ctx, q, c, x.Signer, a)
 	default:
 		err = subnet.Errorf(subnet.EINVALID, "unknown call %q", truncate(x.Call))
 	}

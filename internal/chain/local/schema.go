@@ -110,5 +110,5 @@ CREATE TABLE weight_commits (
 	reveal_round INTEGER NOT NULL
 );
 CREATE INDEX weight_commits_epoch ON weight_commits (netuid, epoch, id);
-`},
+`, prometheusSchema},
 }

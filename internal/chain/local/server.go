@@ -294,11 +294,14 @@ func (n *Node) serveRPC(w http.ResponseWriter, r *http.Request) {
 }
 
 // dispatch parses and runs one request.
-func (n *Node) dispatch(ctx context.Context, body []byte) (any, error) {
+func (n *Node) dispatch(ctx context.Context, body []byte) (_ any, err error) {
+	method := "invalid"
+	defer func(start time.Time) { n.metrics.observe(method, start, err) }(time.Now())
 	c, err := parseRequest(body)
 	if err != nil {
 		return nil, err
 	}
+	method = c.method
 	switch p := c.params.(type) {
 	case *extrinsic:
 		return n.submit(ctx, p, c.args)
@@ -442,7 +445,8 @@ func (n *Node) query(ctx context.Context, q queryer, c *call) (any, error) {
 		}
 		for _, nr := range neurons {
 			if nr.Hotkey == hotkey {
-				return nr.Neuron, nil
+				ns := []subnet.Neuron{nr.Neuron}
+				return ns[0], withPrometheus(ctx, q, netuid, ns)
 			}
 		}
 		return nil, subnet.Errorf(subnet.ENOTREGISTERED, "hotkey %s is not registered on subnet %d", hotkey, netuid)
@@ -459,7 +463,7 @@ func (n *Node) query(ctx context.Context, q queryer, c *call) (any, error) {
 		for i, nr := range neurons {
 			m.Neurons[i] = nr.Neuron
 		}
-		return m, nil
+		return m, withPrometheus(ctx, q, netuid, m.Neurons)
 	}
 	return nil, subnet.Errorf(subnet.EINVALID, "unknown method %q", truncate(c.method))
 }
@@ -502,6 +506,7 @@ func (n *Node) submit(ctx context.Context, x *extrinsic, args any) (any, error) 
 	if err == nil {
 		err = refused
 	}
+	n.metrics.extrinsic(x.Call, err)
 	if err != nil {
 		n.log.Debug("extrinsic refused", "call", x.Call, "signer", x.Signer, "code", subnet.ErrorCode(err), "err", err)
 		return res, err

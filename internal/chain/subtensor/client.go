@@ -48,6 +48,9 @@ type Config struct {
 	MetadataTTL time.Duration
 	// Logger receives connection state changes [slog.Default()].
 	Logger *slog.Logger
+	// Observe, when set, is called after every RPC with its method, its
+	// duration and its error (nil on success); metrics use it.
+	Observe func(method string, d time.Duration, err error)
 }
 
 func (c *Config) setDefaults() {
@@ -115,6 +118,7 @@ func Dial(ctx context.Context, endpoint string, cfg Config) (*Client, error) {
 		pingInterval: cfg.PingInterval,
 		dialTimeout:  cfg.DialTimeout,
 		maxBackoff:   cfg.MaxBackoff,
+		observe:      cfg.Observe,
 	}, cfg.Logger)
 	if err != nil {
 		return nil, subnet.Errorf(subnet.EUNAVAILABLE, "%v", err)

@@ -1,6 +1,7 @@
 package subtensor
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"math/big"
@@ -90,6 +91,7 @@ func neuronFromLite(v any, netuid subnet.NetUID) (subnet.Neuron, error) {
 	port := f.uint("axon_info", "port")
 	ipType := f.uint("axon_info", "ip_type")
 	protocol := f.uint("axon_info", "protocol")
+	prom := prometheusFields(f)
 	stakes := fieldAs[[]any](f, "stake")
 	n.Rank = f.fraction("rank")
 	n.Emission = subnet.Balance(f.uint("emission"))
@@ -124,6 +126,9 @@ func neuronFromLite(v any, netuid subnet.NetUID) (subnet.Neuron, error) {
 	n.Axon.IPType, n.Axon.Protocol = uint8(ipType), uint8(protocol)
 	if ipType == 6 && !strings.Contains(n.Axon.IP, ":") {
 		n.Axon.IPType = 4 // an IPv4-mapped address, rendered as IPv4
+	}
+	if n.Prometheus, err = prom.info(); err != nil {
+		return n, fmt.Errorf("uid %d prometheus: %w", uid, err)
 	}
 	for i, s := range stakes {
 		pair, ok := s.([]any)
@@ -192,4 +197,37 @@ func mergeState(ns []subnet.Neuron, s *subnetState) error {
 		ns[i].RegisteredAt = s.registeredAt[u]
 	}
 	return nil
+}
+
+// promFields are a NeuronInfoLite's prometheus_info, as decoded.
+type promFields struct {
+	block, version, port, ipType uint64
+	ip                           *big.Int
+}
+
+func prometheusFields(f *fieldReader) promFields {
+	return promFields{
+		block: f.uint("prometheus_info", "block"), version: f.uint("prometheus_info", "version"),
+		ip: f.big("prometheus_info", "ip"), port: f.uint("prometheus_info", "port"), ipType: f.uint("prometheus_info", "ip_type"),
+	}
+}
+
+// info checks the ranges and renders the address; a neuron that never
+// served keeps the zero value.
+func (p promFields) info() (subnet.PrometheusInfo, error) {
+	if p.port > math.MaxUint16 || p.version > math.MaxUint32 || p.ipType > math.MaxUint8 {
+		return subnet.PrometheusInfo{}, errors.New("field out of range")
+	}
+	if p.ip == nil || (p.ip.Sign() == 0 && p.port == 0) {
+		return subnet.PrometheusInfo{Block: p.block, Version: uint32(p.version)}, nil
+	}
+	ip, err := axonIP(p.ip, p.ipType)
+	if err != nil {
+		return subnet.PrometheusInfo{}, err
+	}
+	typ := uint8(p.ipType)
+	if typ == 6 && !strings.Contains(ip, ":") {
+		typ = 4
+	}
+	return subnet.PrometheusInfo{Block: p.block, Version: uint32(p.version), IP: ip, Port: uint16(p.port), IPType: typ}, nil
 }

@@ -140,6 +140,7 @@ type rpcConfig struct {
 	pingInterval time.Duration
 	dialTimeout  time.Duration
 	maxBackoff   time.Duration
+	observe      func(method string, d time.Duration, err error)
 }
 
 // rpcClient keeps one connection to a node alive and multiplexes calls.
@@ -480,8 +481,11 @@ func (c *rpcClient) callOnce(ctx context.Context, method string, params []any) (
 
 // call performs a read-only request. A connection lost before the answer
 // is retried once on the next connection.
-func (c *rpcClient) call(ctx context.Context, method string, params ...any) (json.RawMessage, error) {
-	res, err := c.callOnce(ctx, method, params)
+func (c *rpcClient) call(ctx context.Context, method string, params ...any) (res json.RawMessage, err error) {
+	if c.cfg.observe != nil {
+		defer func(start time.Time) { c.cfg.observe(method, time.Since(start), err) }(time.Now())
+	}
+	res, err = c.callOnce(ctx, method, params)
 	if errors.Is(err, errConnLost) && ctx.Err() == nil {
 		res, err = c.callOnce(ctx, method, params)
 	}
@@ -493,7 +497,10 @@ func (c *rpcClient) call(ctx context.Context, method string, params ...any) (jso
 
 // subscribe starts a subscription; notifications arrive on the returned
 // subscription's channel. Submissions are never retried.
-func (c *rpcClient) subscribe(ctx context.Context, method string, params ...any) (*subscription, error) {
+func (c *rpcClient) subscribe(ctx context.Context, method string, params ...any) (_ *subscription, err error) {
+	if c.cfg.observe != nil {
+		defer func(start time.Time) { c.cfg.observe(method, time.Since(start), err) }(time.Now())
+	}
 	sub := &subscription{ch: make(chan json.RawMessage, 32)}
 	conn, id, ch, err := c.send(ctx, method, params, sub)
 	if err != nil {

@@ -2,12 +2,29 @@ package subtensor
 
 import (
 	"context"
+	"math/big"
 
 	"github.com/nicompute/nicompute/internal/subnet"
 )
 
 // axonProtocol is the protocol number Bittensor's SDK serves axons with.
 const axonProtocol = 4
+
+// endpoint checks a served address (what: "axon", "prometheus") and
+// encodes its IP as the chain takes it. Errors: EINVALID.
+func endpoint(what, ipText string, port uint16, wantType uint8) (*big.Int, uint8, error) {
+	ip, ipType, err := ipToU128(ipText)
+	if err != nil {
+		return nil, 0, subnet.Errorf(subnet.EINVALID, "invalid %s ip %q", what, ipText)
+	}
+	if port == 0 {
+		return nil, 0, subnet.Errorf(subnet.EINVALID, "%s port must not be 0", what)
+	}
+	if wantType != 0 && wantType != ipType {
+		return nil, 0, subnet.Errorf(subnet.EINVALID, "%s ip %s is IPv%d, not IPv%d", what, ipText, ipType, wantType)
+	}
+	return ip, ipType, nil
+}
 
 // BurnedRegister registers hotkey on netuid, paid and owned by coldkey,
 // and returns its uid. A hotkey already registered returns its uid with
@@ -45,15 +62,9 @@ func (c *Client) BurnedRegister(ctx context.Context, coldkey subnet.Signer, netu
 
 // ServeAxon publishes the signing hotkey's axon on netuid.
 func (c *Client) ServeAxon(ctx context.Context, hotkey subnet.Signer, netuid subnet.NetUID, axon subnet.AxonInfo) error {
-	ip, ipType, err := ipToU128(axon.IP)
+	ip, ipType, err := endpoint("axon", axon.IP, axon.Port, axon.IPType)
 	if err != nil {
 		return err
-	}
-	if axon.Port == 0 {
-		return subnet.Errorf(subnet.EINVALID, "axon port must not be 0")
-	}
-	if axon.IPType != 0 && axon.IPType != ipType {
-		return subnet.Errorf(subnet.EINVALID, "axon ip %s is IPv%d, not IPv%d", axon.IP, ipType, axon.IPType)
 	}
 	protocol := uint64(axon.Protocol)
 	if protocol == 0 {
@@ -68,6 +79,24 @@ func (c *Client) ServeAxon(ctx context.Context, hotkey subnet.Signer, netuid sub
 		"protocol":     protocol,
 		"placeholder1": uint64(0),
 		"placeholder2": uint64(0),
+	})
+	return err
+}
+
+// ServePrometheus publishes the signing hotkey's metrics endpoint on
+// netuid (subtensor's serve_prometheus: netuid, version, ip as u128, port,
+// ip_type), as Bittensor's SDK does for validators.
+func (c *Client) ServePrometheus(ctx context.Context, hotkey subnet.Signer, netuid subnet.NetUID, info subnet.PrometheusInfo) error {
+	ip, ipType, err := endpoint("prometheus", info.IP, info.Port, info.IPType)
+	if err != nil {
+		return err
+	}
+	_, err = c.submit(ctx, hotkey, "serve_prometheus", map[string]any{
+		"netuid":  uint64(netuid),
+		"version": uint64(info.Version),
+		"ip":      ip,
+		"port":    uint64(info.Port),
+		"ip_type": uint64(ipType),
 	})
 	return err
 }
