@@ -138,9 +138,9 @@ func checkDevnetObservability(t *testing.T, dir string) {
 	t.Helper()
 	eps := readEndpoints(t, dir)
 	for name, want := range map[string][]string{
-		"chain.metrics": {`nicompute_build_info{`, `role="chain"`, "nicompute_chain_block ", `nicompute_chain_extrinsics_total{call="set_weights",result="ok"}`},
+		"chain.metrics": {`nicompute_build_info{`, `role="chain"`, "nicompute_chain_block ", `nicompute_chain_extrinsics_total{call="commit_timelocked_weights",result="ok"}`},
 		"validator.metrics": {`role="validator"`, `nicompute_validator_pog_runs_total{reason="ok",result="pass"}`,
-			`nicompute_validator_weights_submissions_total{mode="set",result="ok"}`, `nicompute_validator_miner_score{uid="1"}`,
+			`nicompute_validator_weights_submissions_total{mode="commit",result="ok"}`, `nicompute_validator_miner_score{uid="1"}`,
 			`nicompute_chain_rpc_duration_seconds_count{method="metagraph",result="ok"}`, "nicompute_validator_pog_duration_seconds_count"},
 		"miner-0.metrics": {`role="miner"`, `nicompute_miner_allocations_total{action="allocate",result="ok"}`,
 			`nicompute_miner_axon_requests_total{status="200",synapse="Allocate"}`, "nicompute_chain_block "},
