@@ -266,7 +266,9 @@ func TestAllocateKeepsExistingRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	fx.m.set(func(context.Context, *axon.Call) (any, error) {
-		return nil, &axon.Error{Status: http.StatusNotFound, Message: "no lease on this miner"}
+		// As the miner's handler answers: the reason in output.error too.
+		msg := "no lease on this miner"
+		return nil, &axon.Error{Status: http.StatusNotFound, Message: msg, Result: answer{Output: protocol.Output{Error: msg}}}
 	})
 	if code, _, stderr := fx.run(t, "allocation", "status"); code != 1 || !strings.Contains(stderr, "nicompute deallocate") {
 		t.Fatalf("status of a pending allocation without lease: exit %d: %s", code, stderr)
@@ -282,5 +284,34 @@ func TestAllocateKeepsExistingRecord(t *testing.T) {
 	})
 	if code, _, stderr := fx.allocate(t); code != 1 || !strings.Contains(stderr, "409") {
 		t.Fatalf("allocate after deallocate reached no miner: exit %d: %s", code, stderr)
+	}
+}
+
+// TestAllocateHostileLogin has the miner answer credentials whose username
+// is an ssh option: allocate must not print it into an ssh command line,
+// and keeps the lease's record (pending) so that deallocate can release it.
+func TestAllocateHostileLogin(t *testing.T) {
+	fx := newAllocFixture(t)
+	fx.m.set(func(_ context.Context, call *axon.Call) (any, error) {
+		a, err := protocol.DecodeAllocate(call.Body)
+		if err != nil {
+			return nil, err
+		}
+		pub, err := protocol.ParsePublicKey(a.PublicKey)
+		if err != nil {
+			return nil, err
+		}
+		info, err := protocol.EncryptCredentials(pub, protocol.Credentials{Username: "-oProxyCommand=touch /tmp/pwned", Port: 40022})
+		if err != nil {
+			return nil, err
+		}
+		return answer{Output: protocol.Output{Status: true, Info: info, Port: 40022, LeaseID: "l0123456789abcdef"}}, nil
+	})
+	code, stdout, stderr := fx.allocate(t)
+	if code == 0 || strings.Contains(stdout, "ProxyCommand") {
+		t.Fatalf("allocate printed a hostile login: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	if rec, err := allocations.Load(fx.dir, uint16(fx.w.netuid), fx.w.minerKey.SS58()); err != nil || !rec.Pending {
+		t.Fatalf("the lease's record: %+v, %v; want it kept pending for deallocate", rec, err)
 	}
 }

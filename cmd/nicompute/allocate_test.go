@@ -85,6 +85,12 @@ func TestAllocateCLI(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &got); err != nil {
 		t.Fatalf("allocate output %q: %v", stdout, err)
 	}
+	if want := "ssh -i " + key.file + " -p "; !strings.HasPrefix(got["ssh_command"].(string), want) {
+		t.Errorf("ssh_command %q does not start with %q", got["ssh_command"], want)
+	}
+	if !strings.Contains(stderr, "asking miner uid") {
+		t.Errorf("allocate showed no progress on stderr: %q", stderr)
+	}
 	for _, k := range []string{"uid", "hotkey", "host", "port", "username", "password"} {
 		if _, ok := got[k]; !ok {
 			t.Errorf("allocate JSON lacks %q: %s", k, stdout)

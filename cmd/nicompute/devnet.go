@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -12,9 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/nicompute/nicompute/internal/allocations"
 	"github.com/nicompute/nicompute/internal/chain/local"
@@ -42,6 +39,7 @@ type devnetOptions struct {
 	sshPort      int
 	simTimeScale float64
 	chainOnly    bool
+	apiListen    string
 	metricsPort  int
 }
 
@@ -83,6 +81,13 @@ few tempos the miners' incentives follow their models' scores:
 
   nicompute subnet metagraph --netuid 1 --subtensor.chain_endpoint URL --json
 
+API. The allocation API runs with the validator's hotkey on --api.listen;
+an admin token is kept in DATA/api/admin.token (mode 0600), and
+DATA/endpoints.json names every URL devnet serves ({"chain": …, "api": …}).
+Once the validator verified the miners:
+
+  nicompute rent offers --api.url URL --api.token-file DATA/api/admin.token
+
 The chain is a development chain: its faucet mints TAO for anyone who can
 reach --chain.listen, so keep it on a loopback address.`,
 		Args: cobra.NoArgs,
@@ -101,7 +106,8 @@ reach --chain.listen, so keep it on a loopback address.`,
 	f.IntVar(&o.axonPort, "axon.port", defaultAxonPort, "axon port of every miner (each on its own loopback IP)")
 	f.IntVar(&o.sshPort, "ssh.port", defaultDevnetSSHPort, "first lease SSH port; miner i uses the 4 ports from here + 4i")
 	f.Float64Var(&o.simTimeScale, "sim-time-scale", 0.2, "fraction of a simulated model's real compute time a simulated GPU takes")
-	f.BoolVar(&o.chainOnly, "chain-only", false, "run the chain and registrations only: no miners, no validator")
+	f.BoolVar(&o.chainOnly, "chain-only", false, "run the chain and registrations only: no miners, no validator, no API")
+	f.StringVar(&o.apiListen, "api.listen", defaultAPIListen, "address the allocation API listens on")
 	f.IntVar(&o.metricsPort, "metrics.port", 0, "first loopback port of the daemons' /metrics and dashboards (chain, validator, miner 0, …; 0: free ports)")
 	return cmd
 }
@@ -181,6 +187,10 @@ func (a *app) runDevnet(ctx context.Context, o devnetOptions) error {
 		if err := a.startDevnetServices(ctx, o, bin, paths, layout, sims, node.Endpoint(), svc); err != nil {
 			return err
 		}
+		if err := a.startDevnetAPI(ctx, o, paths, layout, node.Endpoint(), svc); err != nil {
+			return err
+		}
+		obs.eps["api"] = svc.api.URL
 	}
 	if err := obs.write(paths.Root, node.Endpoint()); err != nil {
 		return err
@@ -244,11 +254,12 @@ func devnetBinary(p string) (string, error) {
 	return p, nil
 }
 
-// devnetServices are the miners and the validator a devnet runs.
+// devnetServices are the miners, the validator and the API a devnet runs.
 type devnetServices struct {
 	miners    []*runningMiner
 	sims      []devnet.SimGPUs
 	validator *runningValidator
+	api       *runningAPI
 	note      string // why no miner runs, when none does
 	obs       *devnetObservers
 }
@@ -268,6 +279,9 @@ func (s *devnetServices) watch() <-chan error {
 	if s.validator != nil {
 		all = append(all, s.validator)
 	}
+	if s.api != nil {
+		all = append(all, s.api)
+	}
 	for _, x := range all {
 		go func() {
 			<-x.Done()
@@ -284,9 +298,13 @@ func (s *devnetServices) watch() <-chan error {
 	return ch
 }
 
-// close stops the validator first (its running tests deallocate their
-// leases on the miners), then the miners.
+// close stops the API (its leases stay, for the next run), then the
+// validator (its running tests deallocate their leases on the miners),
+// then the miners.
 func (s *devnetServices) close() {
+	if s.api != nil {
+		_ = s.api.Close()
+	}
 	if s.validator != nil {
 		_ = s.validator.Close()
 	}
@@ -367,6 +385,7 @@ func (a *app) startDevnetServices(ctx context.Context, o devnetOptions, bin stri
 		Chain:      client,
 		DataDir:    paths.Validator,
 		RecordsDir: allocations.Dir(paths.Wallets, devnet.ValidatorWallet, devnet.HotkeyName),
+		APIDir:     paths.API,
 		Service: validator.Config{
 			PoGInterval:      pogEvery,
 			WeightsInterval:  weightsEvery,
@@ -401,6 +420,9 @@ func (a *app) printDevnetLayout(node *local.Node, paths devnet.Paths, l *devnet.
 	fmt.Fprintf(a.Out, "\ndevnet is running (Ctrl-C stops it)\n")
 	tw := tabwriter.NewWriter(a.Out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "  chain\t%s (data %s)\n", node.Endpoint(), paths.Chain)
+	if svc.api != nil {
+		fmt.Fprintf(tw, "  api\t%s (data %s)\n", svc.api.URL, paths.API)
+	}
 	fmt.Fprintf(tw, "  subnet\tnetuid %d\n", l.NetUID)
 	fmt.Fprintf(tw, "  wallets\t%s (no passwords; hotkey %q)\n", paths.Wallets, devnet.HotkeyName)
 	fmt.Fprintf(tw, "  owner\t%s coldkey %s\n", l.Owner.Wallet, l.Owner.Coldkey.SS58())
@@ -419,43 +441,12 @@ func (a *app) printDevnetLayout(node *local.Node, paths devnet.Paths, l *devnet.
 	if svc.validator != nil {
 		fmt.Fprintf(a.Out, "\nthe validator (state %s) tests the miners and sets weights; its miner table follows each sweep and each weights submission\n", paths.Validator)
 	}
+	if svc.api != nil {
+		fmt.Fprintf(a.Out, "\nthe allocation API serves on %s (admin token in %s; every URL in %s)\n", svc.api.URL, paths.AdminToken, paths.Endpoints)
+	}
 	fmt.Fprintf(a.Out, "\ntry:\n  nicompute subnet metagraph --netuid %d --subtensor.chain_endpoint %s\n", l.NetUID, node.Endpoint())
 	fmt.Fprintf(a.Out, "  nicompute wallet show --wallet.path %s --wallet.name %s --json\n", paths.Wallets, l.Validator.Wallet)
-}
-
-// progress shows the steps of a start-up: a bar on a terminal, one line
-// per step otherwise.
-type progress struct {
-	bar  *progressbar.ProgressBar
-	out  io.Writer
-	name string
-}
-
-func (a *app) newProgress(total int, name string) *progress {
-	p := &progress{out: a.Err, name: name}
-	if f, ok := a.Err.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		p.bar = progressbar.NewOptions(total,
-			progressbar.OptionSetWriter(a.Err),
-			progressbar.OptionSetDescription(name),
-			progressbar.OptionShowCount(),
-			progressbar.OptionClearOnFinish(),
-			progressbar.OptionSetWidth(30),
-		)
-	}
-	return p
-}
-
-func (p *progress) step(what string) {
-	if p.bar == nil {
-		fmt.Fprintf(p.out, "%s: %s\n", p.name, what)
-		return
-	}
-	p.bar.Describe(p.name + ": " + what)
-	_ = p.bar.Add(1)
-}
-
-func (p *progress) finish() {
-	if p.bar != nil {
-		_ = p.bar.Finish()
+	if svc.api != nil {
+		fmt.Fprintf(a.Out, "  nicompute rent offers --api.url %s --api.token-file %s\n", svc.api.URL, paths.AdminToken)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -13,38 +15,56 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/nicompute/nicompute/internal/devnet"
+	"github.com/nicompute/nicompute/internal/market"
 	"github.com/nicompute/nicompute/internal/nictest"
+	"github.com/nicompute/nicompute/internal/rental"
+	"github.com/nicompute/nicompute/internal/web"
 )
 
 // startDevnet runs `nicompute devnet` in the background until the returned
 // stop function is called, and returns the chain endpoint it printed.
 func startDevnet(t *testing.T, args ...string) (endpoint string, out *lockedBuffer, stop func() int) {
 	t.Helper()
+	bg := runInBackground(t, regexp.MustCompile(`chain\s+(http://127\.0\.0\.1:\d+)`), append([]string{"devnet"}, args...)...)
+	return bg.match, bg.out, bg.stop
+}
+
+// background is a nicompute command running in this process.
+type background struct {
+	match string // the first group of the regexp it was waited for
+	out   *lockedBuffer
+	errb  *lockedBuffer
+	stop  func() int // interrupts it and returns its exit code
+}
+
+// runInBackground runs nicompute args until the test ends or stop is
+// called, once its stdout matched re (within a minute).
+func runInBackground(t *testing.T, re *regexp.Regexp, args ...string) *background {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	out, errOut := &lockedBuffer{}, &lockedBuffer{}
+	bg := &background{out: &lockedBuffer{}, errb: &lockedBuffer{}}
 	done := make(chan int, 1)
 	go func() {
-		done <- Run(ctx, append([]string{"devnet"}, args...), Stdio{In: strings.NewReader(""), Out: out, Err: errOut})
+		done <- Run(ctx, args, Stdio{In: strings.NewReader(""), Out: bg.out, Err: bg.errb})
 	}()
-	re := regexp.MustCompile(`chain\s+(http://127\.0\.0\.1:\d+)`)
 	deadline := time.After(time.Minute)
 	for {
-		if m := re.FindStringSubmatch(out.String()); m != nil {
-			endpoint = m[1]
+		if m := re.FindStringSubmatch(bg.out.String()); m != nil {
+			bg.match = m[1]
 			break
 		}
 		select {
 		case code := <-done:
 			cancel()
-			t.Fatalf("devnet exited with %d before it was up:\n%s\n%s", code, out, errOut)
+			t.Fatalf("%s exited with %d before it was up:\n%s\n%s", args[0], code, bg.out, bg.errb)
 		case <-deadline:
 			cancel()
-			t.Fatalf("devnet not up after a minute:\n%s\n%s", out, errOut)
+			t.Fatalf("%s not up after a minute:\n%s\n%s", args[0], bg.out, bg.errb)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
 	var stopped bool
-	stop = func() int {
+	bg.stop = func() int {
 		if stopped {
 			return 0
 		}
@@ -54,12 +74,12 @@ func startDevnet(t *testing.T, args ...string) (endpoint string, out *lockedBuff
 		case code := <-done:
 			return code
 		case <-time.After(30 * time.Second):
-			t.Fatal("devnet did not stop within 30 s of the interrupt")
+			t.Fatalf("%s did not stop within 30 s of the interrupt", args[0])
 			return -1
 		}
 	}
-	t.Cleanup(func() { stop() })
-	return endpoint, out, stop
+	t.Cleanup(func() { bg.stop() })
+	return bg
 }
 
 func TestDevnetStartsAndRestarts(t *testing.T) {
@@ -88,6 +108,9 @@ func TestDevnetStartsAndRestarts(t *testing.T) {
 		t.Fatalf("validator stake %v is below a permit's 1024", m.Neurons[0].Stake)
 	}
 	first := out.String()
+	if eps := readEndpoints(t, dir); eps["chain"] != endpoint || eps["api"] != "" {
+		t.Fatalf("endpoints.json of a chain-only devnet: %v", eps)
+	}
 	if code := stop(); code != 0 {
 		t.Fatalf("devnet exit code %d after interrupt", code)
 	}
@@ -158,7 +181,7 @@ func TestDevnetEndToEnd(t *testing.T) {
 	start := time.Now()
 	sshBase := 30000 + rand.IntN(25000)
 	dataDir := t.TempDir()
-	args := []string{"--data", dataDir, "--chain.listen", "127.0.0.1:0", "--block-time", "100ms", "--tempo", "10",
+	args := []string{"--data", dataDir, "--chain.listen", "127.0.0.1:0", "--block-time", "100ms", "--tempo", "10", "--api.listen", "127.0.0.1:0",
 		"--miners", "3", "--binary", bin, "--axon.port", fmt.Sprint(nictest.FreePort(t)), "--ssh.port", fmt.Sprint(sshBase)}
 	endpoint, out, stop := startDevnet(t, args...)
 	if strings.Contains(out.String(), "no miner runs") {
@@ -232,8 +255,52 @@ func TestDevnetEndToEnd(t *testing.T) {
 		t.Errorf("devnet hyperparameters: exit %d, %v, %s %s", code, err, stdout, stderr)
 	}
 	checkDevnetObservability(t, dataDir)
+	rentOnDevnet(t, dataDir, out.String())
 	if code := stop(); code != 0 {
 		t.Fatalf("devnet exit code %d", code)
+	}
+}
+
+// rentOnDevnet rents the best verified GPU of a running devnet through its
+// allocation API with the admin token devnet keeps, logs in with OpenSSH
+// and stops the rental.
+func rentOnDevnet(t *testing.T, data, out string) {
+	t.Helper()
+	eps := readEndpoints(t, data)
+	if eps["chain"] == "" || eps["api"] == "" || !regexp.MustCompile(`api\s+`+regexp.QuoteMeta(eps["api"])).MatchString(out) {
+		t.Fatalf("endpoints.json %v; devnet output:\n%s", eps, out)
+	}
+	tokenFile := filepath.Join(data, "api", "admin.token")
+	if st, err := os.Stat(tokenFile); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("admin token file: %v, %v", st, err)
+	}
+	rent := func(args ...string) (int, string, string) {
+		return runCLI(t, append(append([]string{"rent"}, args...), "--api.url", eps["api"], "--api.token-file", tokenFile)...)
+	}
+	code, stdout, stderr := rent("offers", "--json")
+	var offers web.OfferList
+	if code != 0 || json.Unmarshal([]byte(stdout), &offers) != nil || len(offers.Offers) != 3 || offers.Offers[0].GPUModel != "NVIDIA H200" || len(offers.Offers[0].Hotkeys) != 1 {
+		t.Fatalf("offers: %d %s %s", code, stdout, stderr)
+	}
+	key := newSSHKeyPair(t)
+	// The validator's Proof-of-GPU test leases hold each miner's only GPU
+	// for a moment every few seconds: a refusal then is expected, and a
+	// renter tries again.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		code, stdout, stderr = rent("create", "--gpus", "1", "--gpu-model", "H200", "--ssh-key", key.pub, "--duration", "10m", "--json")
+		if code == 0 || !strings.Contains(stderr, "allocation_refused") || time.Now().After(deadline) {
+			break
+		}
+	}
+	var a rental.Allocation
+	if code != 0 || json.Unmarshal([]byte(stdout), &a) != nil || a.GPUModel != "NVIDIA H200" || a.State != market.AllocOnline {
+		t.Fatalf("create: %d %s %s", code, stdout, stderr)
+	}
+	if out, err := openSSH(t, key.file, a.Host, a.Port, "echo hi-from-devnet"); err != nil || !strings.Contains(out, "hi-from-devnet") {
+		t.Fatalf("OpenSSH login to the rented lease: %q, %v", out, err)
+	}
+	if code, stdout, stderr = rent("stop", a.ID); code != 0 || !strings.Contains(stdout, "ended") {
+		t.Fatalf("stop: %d %s %s", code, stdout, stderr)
 	}
 }
 

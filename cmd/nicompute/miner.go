@@ -58,6 +58,10 @@ type minerOptions struct {
 	// SSHPorts and SSHHostIP: where lease SSH servers are published.
 	SSHPorts  miner.PortRange
 	SSHHostIP string
+	// LeasePorts and MaxLeasePorts: where renters' extra ports are
+	// published (zero: none).
+	LeasePorts    miner.PortRange
+	MaxLeasePorts int
 	// DisableSSHForwarding refuses ssh -L, -R and -D in leases.
 	DisableSSHForwarding bool
 	// Image is the default lease image, Images the others renters may pick.
@@ -243,6 +247,8 @@ func startMiner(ctx context.Context, o minerOptions) (rm *runningMiner, err erro
 		Images:                o.Images,
 		SSHPorts:              o.SSHPorts,
 		SSHHostIP:             o.SSHHostIP,
+		LeasePorts:            o.LeasePorts,
+		MaxLeasePorts:         o.MaxLeasePorts,
 		Reserve:               o.Reserve,
 		DefaultMemory:         o.LeaseMemory,
 		DefaultDisk:           o.LeaseDisk,
@@ -306,7 +312,7 @@ func (d dockerRuntime) Create(ctx context.Context, s miner.ContainerSpec) (miner
 		res.GPUs = nil // recorded on the lease, absent from the host
 	}
 	c, err := d.rt.Create(ctx, docker.Spec{
-		LeaseID: s.LeaseID, Image: s.Image, Resources: res, SSHPort: s.SSHPort,
+		LeaseID: s.LeaseID, Image: s.Image, Resources: res, SSHPort: s.SSHPort, Ports: s.Ports,
 		AuthorizedKeys: s.AuthorizedKeys, Password: s.Password, VolumePath: s.VolumePath,
 	})
 	if err == nil && len(d.files) > 0 {
@@ -390,6 +396,8 @@ type minerFlags struct {
 	sshPort        int
 	sshPortRange   string
 	sshIP          string
+	portsRange     string
+	portsMax       int
 	sshForwarding  bool
 	notEnough      bool
 	requireBodySig bool
@@ -441,7 +449,10 @@ reuses them; a request for an image still being pulled, or that the engine
 cannot pull, is refused with the reason. Password login is enabled only
 when the request sets docker_requirement.password or sends no ssh_key.
 Renters may forward ports over SSH inside their lease (ssh -L, -R, -D)
-unless --ssh.forwarding=false.
+unless --ssh.forwarding=false, and ask for extra TCP ports
+(docker_requirement.ports, a nicompute extension) when --miner.ports.range
+is set: each is published on a host port of that range, at most
+--miner.ports.max per lease.
 
 Every lease has a disk size (hard_disk, or --miner.lease.disk): the storage
 driver enforces it where it can; elsewhere the miner pauses a lease past it.
@@ -463,6 +474,8 @@ cannot, unless --` + unsafeUnconfinedFlag + ` is set.`,
 	fs.IntVar(&f.sshPort, "ssh.port", defaultSSHPort, "SSH port of the first lease")
 	fs.StringVar(&f.sshPortRange, "ssh.port-range", "", "SSH ports for leases, FIRST-LAST (default: --ssh.port and the next 99)")
 	fs.StringVar(&f.sshIP, "ssh.ip", "0.0.0.0", "address lease SSH ports are published on")
+	fs.StringVar(&f.portsRange, "miner.ports.range", "", "host ports for renters' extra container ports, FIRST-LAST (default: none offered)")
+	fs.IntVar(&f.portsMax, "miner.ports.max", miner.DefaultMaxLeasePorts, "extra ports one lease may ask for")
 	fs.BoolVar(&f.sshForwarding, "ssh.forwarding", true, "let renters forward ports over SSH inside their lease (ssh -L, -R on its loopback, -D); false refuses it in leases created from now on")
 	fs.BoolVar(&f.notEnough, "miner.whitelist.not.enough.stake", false, "admit registered callers whose stake is below the validator permit")
 	fs.BoolVar(&f.requireBodySig, "miner.require.body.signature", false, "admit only callers that also sign the request body (nicompute validators); Bittensor's signature does not cover SN27 bodies, so this refuses SN27's Python validators")
@@ -561,6 +574,17 @@ func (f minerFlags) options() (minerOptions, error) {
 		}
 		o.SSHPorts = miner.PortRange{First: f.sshPort, Last: min(f.sshPort+defaultSSHPorts-1, 65535)}
 	}
+	if f.portsRange != "" {
+		r, err := miner.ParsePortRange(f.portsRange)
+		if err != nil {
+			return o, usageErr("--miner.ports.range: %v", err)
+		}
+		o.LeasePorts = r
+	}
+	if f.portsMax < 0 || f.portsMax > market.MaxLeasePorts {
+		return o, usageErr("--miner.ports.max must be 1 to %d", market.MaxLeasePorts)
+	}
+	o.MaxLeasePorts = f.portsMax
 	if _, err := netip.ParseAddr(f.sshIP); err != nil {
 		return o, usageErr("--ssh.ip %q is not an IP address", f.sshIP)
 	}

@@ -49,6 +49,9 @@ func TestMinerFlags(t *testing.T) {
 		{"version check off", func(f *minerFlags) { f.minValidator = "0" }, func(o minerOptions) bool { return o.Policy.MinValidatorVersion == 0 }},
 		{"version", func(f *minerFlags) { f.minValidator = "1.8.3" }, func(o minerOptions) bool { return o.Policy.MinValidatorVersion == 1_008_003 }},
 		{"body signatures", func(f *minerFlags) { f.requireBodySig = true }, func(o minerOptions) bool { return o.RequireBodySignature }},
+		{"extra ports", func(f *minerFlags) { f.portsRange, f.portsMax = "30000-30009", 2 }, func(o minerOptions) bool {
+			return o.LeasePorts == (miner.PortRange{First: 30000, Last: 30009}) && o.MaxLeasePorts == 2
+		}},
 		{"ssh forwarding off", func(f *minerFlags) { f.sshForwarding = false }, func(o minerOptions) bool { return o.DisableSSHForwarding }},
 		{"disk reserve in bytes", func(f *minerFlags) { f.limits.diskReserve = "50GiB" }, func(o minerOptions) bool {
 			return o.Reserve.DiskBytes == 50<<30 && o.Reserve.DiskPercent == 0
@@ -87,6 +90,8 @@ func TestMinerFlags(t *testing.T) {
 		func(f *minerFlags) { f.reserveRAM = "-1" },
 		func(f *minerFlags) { f.leaseMemory = "lots" },
 		func(f *minerFlags) { f.reserveCPUs = -1 },
+		func(f *minerFlags) { f.portsRange = "ports" },
+		func(f *minerFlags) { f.portsMax = 17 },
 		func(f *minerFlags) { f.limits.diskReserve = "101%" },
 		func(f *minerFlags) { f.limits.diskReserve = "x%" },
 		func(f *minerFlags) { f.limits.leaseDisk = "0" },

@@ -171,6 +171,7 @@ func (a *app) rootCmd() *cobra.Command {
 		newMinerCmd(a), newAllocateCmd(a), newDeallocateCmd(a), newAllocationCmd(a),
 		newValidatorCmd(a),
 		newServiceCmd(a), newDoctorCmd(a), newReleaseCmd(a),
+		newAPICmd(a), newRentCmd(a),
 	)
 	markUsageErrors(root)
 	return root

@@ -32,8 +32,10 @@ type validatorOptions struct {
 	// DataDir holds validator.db.
 	DataDir string
 	// RecordsDir holds the allocation records of this hotkey (nicompute
-	// allocate): the miners it rented out are not tested.
+	// allocate) and APIDir the allocation API's api.db: the miners rented
+	// out through either are not tested.
 	RecordsDir string
+	APIDir     string
 	// Service is the validator's configuration; NetUID, Hotkey, Log and
 	// Report are filled in here.
 	Service validator.Config
@@ -71,7 +73,7 @@ func startValidator(ctx context.Context, o validatorOptions) (*runningValidator,
 		Chain:   o.Chain,
 		Store:   sqlite.NewValidatorStore(db),
 		Axon:    d,
-		Rentals: rentals(o.RecordsDir, uint16(o.NetUID), o.Hotkey.SS58()),
+		Rentals: rentals(o.RecordsDir, o.APIDir, uint16(o.NetUID), o.Hotkey.SS58()),
 	}, cfg)
 	if err != nil {
 		d.Close()
@@ -82,23 +84,42 @@ func startValidator(ctx context.Context, o validatorOptions) (*runningValidator,
 }
 
 // rentals reads the allocation records of the validator's hotkey on netuid
-// (pending ones included: the miner is being allocated).
-func rentals(dir string, netuid uint16, hotkey string) validator.Rentals {
-	if dir == "" {
+// (pending ones included: the miner is being allocated) and the live
+// allocations of the allocation API whose data directory is apiDir, when
+// it has a store there.
+func rentals(dir, apiDir string, netuid uint16, hotkey string) validator.Rentals {
+	if dir == "" && apiDir == "" {
 		return nil
 	}
-	return func(context.Context) (map[string]bool, error) {
-		recs, err := allocations.List(dir)
+	return func(ctx context.Context) (map[string]bool, error) {
+		out := map[string]bool{}
+		if dir != "" {
+			recs, err := allocations.List(dir)
+			if err != nil {
+				return nil, err
+			}
+			for _, r := range recs {
+				if r.NetUID == netuid && (r.Validator == "" || r.Validator == hotkey) {
+					out[r.Hotkey] = true
+				}
+			}
+		}
+		if apiDir == "" {
+			return out, nil
+		}
+		if _, err := os.Stat(filepath.Join(apiDir, "api.db")); err != nil {
+			return out, nil // no API runs with this data directory
+		}
+		db, err := openRentalDB(ctx, apiDir)
 		if err != nil {
 			return nil, err
 		}
-		out := map[string]bool{}
-		for _, r := range recs {
-			if r.NetUID == netuid && (r.Validator == "" || r.Validator == hotkey) {
-				out[r.Hotkey] = true
-			}
+		defer db.Close()
+		rented, err := sqlite.NewRentalStore(db).RentedHotkeys(ctx)
+		for h := range rented {
+			out[h] = true
 		}
-		return out, nil
+		return out, err
 	}
 }
 
@@ -117,6 +138,7 @@ type validatorFlags struct {
 	blackHotkeys     []string
 	blackColdkeys    []string
 	dataDir          string
+	apiDir           string
 	pogInterval      uint64
 	weightsInterval  uint64
 	worker           string
@@ -146,7 +168,9 @@ with Proof-of-GPU every --validator.pog.interval blocks (a short test lease,
 an SSH login with an ephemeral key, this validator's own worker uploaded over
 SFTP, the wall-clock measured here, the lease deallocated whatever happens),
 score the miners by their proven GPUs and set weights every
---validator.weights.interval blocks.
+--validator.weights.interval blocks. Miners rented out with nicompute allocate
+or through the allocation API (nicompute api, --validator.api-data) keep
+their score and are not tested while rented.
 
 The hotkey must be registered on --netuid (the command exits otherwise);
 without a validator permit its weights do not count, which is logged.
@@ -175,6 +199,7 @@ back to the static worker.`,
 	fs.StringSliceVar(&f.blackHotkeys, "blacklist.hotkeys", nil, "miner hotkeys never tested (score 0)")
 	fs.StringSliceVar(&f.blackColdkeys, "blacklist.coldkeys", nil, "coldkeys whose miners are never tested (score 0)")
 	fs.StringVar(&f.dataDir, "validator.data", "", "state directory for validator.db (default ~/.nicompute/validator/WALLET-HOTKEY-netuidN)")
+	fs.StringVar(&f.apiDir, "validator.api-data", "", "the allocation API's state directory: miners rented through it are not tested (default ~/.nicompute/api/WALLET-HOTKEY-netuidN)")
 	fs.Uint64Var(&f.pogInterval, "validator.pog.interval", validator.DefaultPoGInterval, "blocks between Proof-of-GPU sweeps")
 	fs.Uint64Var(&f.weightsInterval, "validator.weights.interval", validator.DefaultWeightsInterval, "blocks between weights submissions")
 	fs.StringVar(&f.worker, "validator.pog.worker", "", "static nicompute binary uploaded as the worker (default: this executable)")
@@ -281,6 +306,13 @@ func (a *app) runValidator(ctx context.Context, f validatorFlags) error {
 	if dataDir, err = expandHome(dataDir); err != nil {
 		return err
 	}
+	apiDir := f.apiDir
+	if apiDir == "" {
+		apiDir = filepath.Join("~", ".nicompute", "api", fmt.Sprintf("%s-%s-netuid%d", f.w.name, f.w.hotkey, f.netuid))
+	}
+	if apiDir, err = expandHome(apiDir); err != nil {
+		return err
+	}
 	walletDir, err := f.w.dir()
 	if err != nil {
 		return err
@@ -313,6 +345,7 @@ func (a *app) runValidator(ctx context.Context, f validatorFlags) error {
 		Chain:      ch,
 		DataDir:    dataDir,
 		RecordsDir: allocations.Dir(walletDir, f.w.name, f.w.hotkey),
+		APIDir:     apiDir,
 		Service:    cfg,
 		Log:        log,
 		Report:     a.Out,

@@ -17,7 +17,8 @@ const module = "github.com/nicompute/nicompute/"
 // allowed lists, for each internal package, the internal packages it may
 // import directly. Imports point down the layers: domain (subnet, market)
 // at the bottom, then adapters and logic, then services (miner,
-// validator), then devnet and cmd, which wire everything. Services declare
+// validator, rental), then web (the HTTP face of rental), then devnet and
+// cmd, which wire everything (docs/architecture.md). Services declare
 // the interfaces they consume and never import an adapter; adapters never
 // import services. A package missing from the table fails the test, so a
 // new package must take its place in the layers on purpose.
@@ -40,6 +41,8 @@ var allowed = map[string][]string{
 	"internal/doctor":      {"subnet"},
 
 	"internal/allocations":                   nil,
+	"internal/allocator":                     {"allocations", "axon", "market", "protocol", "subnet"},
+	"internal/allocator/allocatortest":       {"axon", "keys", "market", "protocol", "subnet"},
 	"internal/wallet":                        {"keys", "subnet"},
 	"internal/axon":                          {"keys", "subnet"},
 	"internal/protocol":                      {"axon", "market", "subnet"},
@@ -55,8 +58,11 @@ var allowed = map[string][]string{
 	"internal/weights":                       {"subnet", "tlock"},
 	"internal/chain/subtensor/subtensortest": nil,
 
-	"internal/miner":     {"axon", "market", "protocol", "subnet"},
-	"internal/validator": {"axon", "market", "pog", "protocol", "subnet", "weights"},
+	"internal/miner":             {"axon", "market", "protocol", "subnet"},
+	"internal/rental":            {"allocator", "market", "protocol", "subnet"},
+	"internal/rental/rentaltest": {"allocator", "allocator/allocatortest", "axon", "keys", "market", "nictest", "rental", "sqlite", "subnet"},
+	"internal/web":               {"market", "rental"},
+	"internal/validator":         {"axon", "market", "pog", "protocol", "subnet", "weights"},
 
 	"internal/dashboard": {"version"},
 
@@ -144,13 +150,13 @@ func TestPackagesAreDocumented(t *testing.T) {
 }
 
 func TestTestHelpersStayOutOfBinaries(t *testing.T) {
-	helpers := []string{module + "internal/nictest", module + "internal/chain/subtensor/subtensortest"}
+	helpers := []string{module + "internal/nictest", module + "internal/chain/subtensor/subtensortest", module + "internal/allocator/allocatortest", module + "internal/rental/rentaltest"}
 	for _, p := range listPackages(t) {
 		if slices.Contains(helpers, p.ImportPath) {
 			continue // test-support packages themselves
 		}
 		for _, d := range p.Deps {
-			if d == module+"internal/nictest" || d == module+"internal/chain/subtensor/subtensortest" || d == "testing" {
+			if slices.Contains(helpers, d) || d == "testing" {
 				t.Errorf("%s links %s into non-test code", p.ImportPath, d)
 			}
 		}

@@ -276,17 +276,25 @@ func ensureStake(ctx context.Context, c *local.Client, netuid subnet.NetUID, id 
 
 // Paths of a devnet data directory.
 type Paths struct {
-	Root, Chain, Wallets, Miners, Validator string
+	Root, Chain, Wallets, Miners, Validator, API string
+	// Endpoints is the JSON file naming every URL the devnet serves
+	// (EndpointsFile in Root).
+	Endpoints string
+	// AdminToken holds an admin token of the allocation API (0600).
+	AdminToken string
 }
 
 // PathsOf returns the layout of data directory root.
 func PathsOf(root string) Paths {
 	return Paths{
-		Root:      root,
-		Chain:     filepath.Join(root, "chain"),
-		Wallets:   filepath.Join(root, "wallets"),
-		Miners:    filepath.Join(root, "miners"),
-		Validator: filepath.Join(root, "validator"),
+		Root:       root,
+		Chain:      filepath.Join(root, "chain"),
+		Wallets:    filepath.Join(root, "wallets"),
+		Miners:     filepath.Join(root, "miners"),
+		Validator:  filepath.Join(root, "validator"),
+		API:        filepath.Join(root, "api"),
+		Endpoints:  filepath.Join(root, EndpointsFile),
+		AdminToken: filepath.Join(root, "api", "admin.token"),
 	}
 }
 

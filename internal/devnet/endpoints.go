@@ -34,3 +34,24 @@ func WriteEndpoints(root string, eps map[string]string) error {
 
 // MinerName is miner i's name in the endpoints file.
 func MinerName(i int) string { return fmt.Sprintf("miner-%d", i) }
+
+// WriteSecret replaces the file at path with secret and a newline, mode
+// 0600 (its directory 0700), atomically.
+func WriteSecret(path, secret string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.WriteString(secret + "\n"); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}

@@ -592,3 +592,51 @@ func TestPortTaken(t *testing.T) {
 	t.Logf("port taken: %s", market.ErrorMessage(err))
 	assertState(t, e.rt, "p2", docker.StateCreated)
 }
+
+// TestExtraPorts publishes a lease's extra container port on a host port:
+// a server the renter starts on that container port answers there, while
+// a port the lease did not ask for is not published.
+func TestExtraPorts(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := t.Context()
+	s := e.spec(t, "p", nictest.SSHKey(t).PublicKey())
+	host, unasked := nictest.FreePort(t), nictest.FreePort(t)
+	s.Ports = []market.PortMap{{Container: 8888, Host: host}}
+	if _, err := e.rt.Create(ctx, s); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	if err := e.rt.Start(ctx, "p"); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	// busybox nc answers one connection on each container port.
+	for _, port := range []string{"8888", "9999"} {
+		if _, code := e.exec(t, "p", "sh", "-c", "nc -l -p "+port+" -e echo hello-"+port+" </dev/null >/dev/null 2>&1 &"); code != 0 {
+			t.Fatalf("start listener on %s: exit %d", port, code)
+		}
+	}
+	var got string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(host)), time.Second)
+		if err != nil {
+			continue
+		}
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		b, _ := io.ReadAll(c)
+		c.Close()
+		if got = string(b); strings.Contains(got, "hello-8888") {
+			break
+		}
+	}
+	if !strings.Contains(got, "hello-8888") {
+		t.Fatalf("container port 8888 not reachable on host port %d: %q", host, got)
+	}
+	if c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(unasked)), time.Second); err == nil {
+		c.Close()
+		t.Fatalf("host port %d answers although the lease did not ask for it", unasked)
+	}
+	bindings := e.inspect(t, "p").HostConfig.PortBindings
+	if len(bindings) != 2 {
+		t.Fatalf("published %v, want ssh and 8888 only", bindings)
+	}
+}

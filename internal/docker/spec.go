@@ -1,6 +1,7 @@
 package docker
 
 import (
+	"fmt"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -27,6 +28,10 @@ type Spec struct {
 	Resources market.Resources
 	// SSHPort is the host port container port 22 is published on.
 	SSHPort int
+	// Ports are extra container TCP ports published on host ports (on
+	// the same address as SSH). The lease network's isolation rules apply
+	// to them as to SSH: they are reachable only through the host port.
+	Ports []market.PortMap
 	// HostIP is the address the port is published on; empty means
 	// Config.HostIP.
 	HostIP string
@@ -79,6 +84,18 @@ func checkSpec(s Spec) error {
 	}
 	if s.SSHPort < 1 || s.SSHPort > 65535 {
 		return market.Errorf(market.EINVALID, "lease %s: ssh port %d out of range", s.LeaseID, s.SSHPort)
+	}
+	containerPorts := make([]int, 0, len(s.Ports))
+	hostPorts := map[int]bool{s.SSHPort: true}
+	for _, p := range s.Ports {
+		if p.Host < 1 || p.Host > 65535 || hostPorts[p.Host] {
+			return market.Errorf(market.EINVALID, "lease %s: host port %d out of range or repeated", s.LeaseID, p.Host)
+		}
+		hostPorts[p.Host] = true
+		containerPorts = append(containerPorts, p.Container)
+	}
+	if err := market.ValidatePorts(containerPorts); err != nil {
+		return fmt.Errorf("lease %s: %w", s.LeaseID, err)
 	}
 	if s.HostIP != "" {
 		if _, err := parseHostIP(s.HostIP); err != nil {
@@ -191,6 +208,14 @@ func createOptions(cfg Config, s Spec, image string, quota bool) client.Containe
 		storage = map[string]string{"size": strconv.FormatInt(res.DiskBytes, 10)}
 	}
 
+	exposed := network.PortSet{containerPort: {}}
+	bindings := network.PortMap{containerPort: {{HostIP: ip, HostPort: strconv.Itoa(s.SSHPort)}}}
+	for _, p := range s.Ports {
+		cp := network.MustParsePort(strconv.Itoa(p.Container) + "/tcp") // checked by checkSpec
+		exposed[cp] = struct{}{}
+		bindings[cp] = []network.PortBinding{{HostIP: ip, HostPort: strconv.Itoa(p.Host)}}
+	}
+
 	pids := cfg.PidsLimit
 	init := true
 	stop := int(cfg.StopTimeout.Seconds())
@@ -201,15 +226,13 @@ func createOptions(cfg Config, s Spec, image string, quota bool) client.Containe
 			User:         "0:0", // the server must read its root-only files
 			Entrypoint:   sshd.Entrypoint(!cfg.DisableSSHForwarding),
 			Env:          []string{gpuEnv + "=" + gpus},
-			ExposedPorts: network.PortSet{containerPort: {}},
+			ExposedPorts: exposed,
 			Labels:       labels,
 			StopTimeout:  &stop,
 		},
 		HostConfig: &container.HostConfig{
-			NetworkMode: container.NetworkMode(cfg.Network),
-			PortBindings: network.PortMap{
-				containerPort: {{HostIP: ip, HostPort: strconv.Itoa(s.SSHPort)}},
-			},
+			NetworkMode:   container.NetworkMode(cfg.Network),
+			PortBindings:  bindings,
 			RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyUnlessStopped},
 			LogConfig: container.LogConfig{
 				Type:   "json-file",

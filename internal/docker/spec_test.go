@@ -10,12 +10,14 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/mount"
+	"github.com/moby/moby/api/types/network"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/nicompute/nicompute/internal/market"
@@ -172,6 +174,24 @@ func TestCreateOptionsCPULease(t *testing.T) {
 	if ip := hc.PortBindings[containerPort][0].HostIP.String(); ip != "127.0.0.1" {
 		t.Errorf("host ip = %s", ip)
 	}
+	if len(hc.PortBindings) != 1 || len(opts.Config.ExposedPorts) != 1 {
+		t.Errorf("a lease without extra ports publishes %v", hc.PortBindings)
+	}
+
+	// Extra ports are exposed and published on their host ports, on the
+	// same address as SSH, and nothing else is.
+	s.Ports = []market.PortMap{{Container: 8888, Host: 30000}, {Container: 6006, Host: 30001}}
+	opts = createOptions(cfg, s, "ubuntu:22.04", false)
+	hc = opts.HostConfig
+	if len(hc.PortBindings) != 3 || len(opts.Config.ExposedPorts) != 3 || hc.PublishAllPorts {
+		t.Fatalf("bindings %v, exposed %v, publish all %v", hc.PortBindings, opts.Config.ExposedPorts, hc.PublishAllPorts)
+	}
+	for _, p := range s.Ports {
+		b := hc.PortBindings[network.MustParsePort(strconv.Itoa(p.Container)+"/tcp")]
+		if len(b) != 1 || b[0].HostPort != strconv.Itoa(p.Host) || b[0].HostIP.String() != "127.0.0.1" {
+			t.Errorf("port %d bound as %+v", p.Container, b)
+		}
+	}
 }
 
 func TestCheckSpec(t *testing.T) {
@@ -202,6 +222,13 @@ func TestCheckSpec(t *testing.T) {
 		{"no credentials", func(s *Spec) { s.AuthorizedKeys = nil }, false},
 		{"short password", func(s *Spec) { s.Password = "hunter2" }, false},
 		{"bad volume", func(s *Spec) { s.VolumePath = "/proc" }, false},
+		{"extra ports", func(s *Spec) {
+			s.Ports = []market.PortMap{{Container: 8888, Host: 30000}, {Container: 6006, Host: 30001}}
+		}, true},
+		{"extra port on the ssh host port", func(s *Spec) { s.Ports = []market.PortMap{{Container: 8888, Host: 22}} }, false},
+		{"extra port 22", func(s *Spec) { s.Ports = []market.PortMap{{Container: 22, Host: 30000}} }, false},
+		{"extra host port repeated", func(s *Spec) { s.Ports = []market.PortMap{{Container: 1, Host: 30000}, {Container: 2, Host: 30000}} }, false},
+		{"extra host port 0", func(s *Spec) { s.Ports = []market.PortMap{{Container: 1, Host: 0}} }, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -86,6 +86,9 @@ type Lease struct {
 	Resources Resources `json:"resources"`
 	// SSHPort is the host port the container's SSH server is published on.
 	SSHPort int `json:"ssh_port"`
+	// Ports are the extra container ports the renter asked for and the
+	// host ports they are published on.
+	Ports []PortMap `json:"ports,omitempty"`
 	// Image is the image the container runs (resolved, with tag).
 	Image string `json:"image"`
 	// ContainerID is the runtime's id, recorded right after creation;
@@ -128,6 +131,13 @@ func (l Lease) Validate() error {
 			return Errorf(EINVALID, "lease %s: empty or repeated gpu id", l.ID)
 		}
 		seen[g] = true
+	}
+	hostPorts := map[int]bool{l.SSHPort: true}
+	for _, p := range l.Ports {
+		if p.Container < 1 || p.Container > 65535 || p.Host < 1 || p.Host > 65535 || hostPorts[p.Host] {
+			return Errorf(EINVALID, "lease %s: invalid or repeated port mapping %d→%d", l.ID, p.Container, p.Host)
+		}
+		hostPorts[p.Host] = true
 	}
 	return nil
 }

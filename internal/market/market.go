@@ -22,6 +22,27 @@ const (
 	EINTERNAL     = "internal"     // a bug or unexpected failure (500)
 )
 
+// HTTPStatus is the HTTP status of error code: the one table every HTTP
+// transport (the axon's refusals, the allocation API) answers with.
+// Unknown codes are internal errors.
+func HTTPStatus(code string) int {
+	switch code {
+	case EINVALID:
+		return 400
+	case EUNAUTHORIZED:
+		return 401
+	case EFORBIDDEN:
+		return 403
+	case ENOTFOUND:
+		return 404
+	case ECONFLICT:
+		return 409
+	case EUNAVAILABLE:
+		return 503
+	}
+	return 500
+}
+
 // Error is a classified error whose Message a caller may see.
 type Error struct {
 	Code    string

@@ -74,6 +74,8 @@ type ContainerSpec struct {
 	Image     string
 	Resources market.Resources
 	SSHPort   int
+	// Ports are extra container ports published on host ports.
+	Ports []market.PortMap
 	// AuthorizedKeys may log in as root; Password, when set, enables
 	// SN27-compatible password login (the runtime stores only its hash).
 	AuthorizedKeys []ssh.PublicKey
@@ -122,6 +124,9 @@ type LeaseStore interface {
 	ActivateLease(ctx context.Context, id string) error
 	// EndLease ends a live lease. Errors: ENOTFOUND, ECONFLICT (ended).
 	EndLease(ctx context.Context, id, reason string, at time.Time) (market.Lease, error)
+	// ExtendLease moves a live lease's expiry later (never earlier).
+	// Errors: ENOTFOUND, ECONFLICT (ended).
+	ExtendLease(ctx context.Context, id string, expires time.Time) (market.Lease, error)
 	// Lease returns a lease in any state. Errors: ENOTFOUND.
 	Lease(ctx context.Context, id string) (market.Lease, error)
 	// LiveLeases returns the creating and active leases.

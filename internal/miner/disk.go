@@ -166,7 +166,12 @@ func (m *leaseManager) pauseForDisk(ctx context.Context, id string, used int64) 
 // diskReason is what a renter reads about lease l, paused for its disk,
 // or "".
 func (m *leaseManager) diskReason(l market.Lease) string {
+	// A pause for the disk records its reason under the lease's operation
+	// lock, after the container is paused: wait for it, or a status read
+	// in between sees the pause without its reason.
+	unlock := m.lock(l.ID)
 	used, ok := m.disk.pausedFor(l.ID)
+	unlock()
 	if !ok {
 		return ""
 	}

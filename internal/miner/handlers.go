@@ -147,7 +147,7 @@ func (s *Service) allocate(ctx context.Context, hotkey string, a *protocol.Alloc
 		return protocol.Output{}, err
 	}
 	exp := l.ExpiresAt
-	return protocol.Output{Status: true, Info: info, Port: l.SSHPort, LeaseID: l.ID, ExpiresAt: &exp, State: ContainerRunning}, nil
+	return protocol.Output{Status: true, Info: info, Port: l.SSHPort, LeaseID: l.ID, ExpiresAt: &exp, State: ContainerRunning, Ports: l.Ports}, nil
 }
 
 // allocRequest turns an allocate synapse into a validated allocRequest.
@@ -178,10 +178,15 @@ func (s *Service) allocRequest(hotkey string, a *protocol.Allocate) (allocReques
 			return req, nil, err
 		}
 	}
+	ports, err := d.RequestedPorts()
+	if err != nil {
+		return req, nil, err
+	}
 	req = allocRequest{
 		Owner: owner, Requirement: r, Image: image, VolumePath: volume,
 		Duration: time.Duration(a.Timeline) * s.cfg.LeaseUnit,
 		Testing:  a.DeviceRequirement.Testing,
+		Ports:    ports,
 	}
 	if strings.TrimSpace(d.SSHKey) != "" {
 		if req.Keys, err = s.deps.Runtime.ParseSSHKeys(d.SSHKey); err != nil {
@@ -209,7 +214,7 @@ func (s *Service) status(ctx context.Context, hotkey string, a *protocol.Allocat
 		return protocol.Output{}, err
 	}
 	exp := l.ExpiresAt
-	out := protocol.Output{LeaseID: l.ID, ExpiresAt: &exp, Port: l.SSHPort, State: string(l.State)}
+	out := protocol.Output{LeaseID: l.ID, ExpiresAt: &exp, Port: l.SSHPort, State: string(l.State), Ports: l.Ports}
 	if l.State != market.LeaseActive {
 		return out, nil
 	}
@@ -242,6 +247,13 @@ func (s *Service) dockerAction(ctx context.Context, hotkey string, a *protocol.A
 	action := a.DockerAction.Action
 	var keys []ssh.PublicKey
 	switch action {
+	case protocol.ActionExtend:
+		l, err := s.leases.extend(ctx, owner, s.cfg.Now().Add(time.Duration(a.Timeline)*s.cfg.LeaseUnit))
+		if err != nil {
+			return protocol.Output{LeaseID: l.ID}, err
+		}
+		exp := l.ExpiresAt
+		return protocol.Output{Status: true, LeaseID: l.ID, Port: l.SSHPort, ExpiresAt: &exp, Ports: l.Ports}, nil
 	case protocol.ActionResume:
 		action = actionUnpause
 	case protocol.ActionExchangeKey:

@@ -28,6 +28,8 @@ type allocRequest struct {
 	Password    string
 	VolumePath  string
 	Testing     bool
+	// Ports are the extra container ports asked for.
+	Ports []int
 }
 
 // leaseManager owns the lease table: every decision that reads the live
@@ -208,6 +210,9 @@ func (m *leaseManager) allocate(ctx context.Context, req allocRequest) (market.L
 		l, err = m.create(ctx, l, req)
 		if err != nil && errors.Is(err, errPortBusy) && attempt < 2 {
 			skip[l.SSHPort] = true
+			for _, p := range l.Ports {
+				skip[p.Host] = true
+			}
 			continue
 		}
 		return l, err
@@ -242,6 +247,10 @@ func (m *leaseManager) reserve(ctx context.Context, req allocRequest, skip map[i
 	if err != nil {
 		return market.Lease{}, err
 	}
+	ports, err := m.chooseLeasePorts(live, req.Ports, skip)
+	if err != nil {
+		return market.Lease{}, err
+	}
 	now := m.cfg.Now().UTC()
 	l := market.Lease{
 		ID:        newLeaseID(),
@@ -249,6 +258,7 @@ func (m *leaseManager) reserve(ctx context.Context, req allocRequest, skip map[i
 		State:     market.LeaseCreating,
 		Resources: res,
 		SSHPort:   port,
+		Ports:     ports,
 		Image:     req.Image,
 		Testing:   req.Testing,
 		Password:  req.Password != "",
@@ -265,11 +275,54 @@ func (m *leaseManager) reserve(ctx context.Context, req allocRequest, skip map[i
 // choosePort returns the lowest port of the range that no live lease holds
 // and that is free on the host right now.
 func (m *leaseManager) choosePort(live []market.Lease, skip map[int]bool) (int, error) {
+	p, ok := m.freePort(m.cfg.SSHPorts, heldPorts(live), skip)
+	if !ok {
+		return 0, market.Errorf(market.ECONFLICT, "no free ssh port in %d-%d", m.cfg.SSHPorts.First, m.cfg.SSHPorts.Last)
+	}
+	return p, nil
+}
+
+// chooseLeasePorts maps each requested container port to the lowest host
+// port of LeasePorts that no live lease holds and that is free now.
+func (m *leaseManager) chooseLeasePorts(live []market.Lease, want []int, skip map[int]bool) ([]market.PortMap, error) {
+	if len(want) == 0 {
+		return nil, nil
+	}
+	if m.cfg.LeasePorts == (PortRange{}) {
+		return nil, market.Errorf(market.EINVALID, "this miner offers no extra ports")
+	}
+	if len(want) > m.cfg.MaxLeasePorts {
+		return nil, market.Errorf(market.EINVALID, "this miner publishes at most %d extra ports per lease", m.cfg.MaxLeasePorts)
+	}
+	held := heldPorts(live)
+	out := make([]market.PortMap, 0, len(want))
+	for _, c := range want {
+		p, ok := m.freePort(m.cfg.LeasePorts, held, skip)
+		if !ok {
+			return nil, market.Errorf(market.ECONFLICT, "no free port in %d-%d for container port %d", m.cfg.LeasePorts.First, m.cfg.LeasePorts.Last, c)
+		}
+		held[p] = true
+		out = append(out, market.PortMap{Container: c, Host: p})
+	}
+	return out, nil
+}
+
+// heldPorts returns every host port live leases hold.
+func heldPorts(live []market.Lease) map[int]bool {
 	held := make(map[int]bool, len(live))
 	for _, l := range live {
 		held[l.SSHPort] = true
+		for _, p := range l.Ports {
+			held[p.Host] = true
+		}
 	}
-	for p := m.cfg.SSHPorts.First; p <= m.cfg.SSHPorts.Last; p++ {
+	return held
+}
+
+// freePort returns the lowest port of r that is neither held nor skipped
+// and that can be bound on the host right now.
+func (m *leaseManager) freePort(r PortRange, held, skip map[int]bool) (int, bool) {
+	for p := r.First; p <= r.Last; p++ {
 		if held[p] || skip[p] {
 			continue
 		}
@@ -278,9 +331,9 @@ func (m *leaseManager) choosePort(live []market.Lease, skip map[int]bool) (int, 
 			continue // taken by something else on the host
 		}
 		ln.Close()
-		return p, nil
+		return p, true
 	}
-	return 0, market.Errorf(market.ECONFLICT, "no free ssh port in %d-%d", m.cfg.SSHPorts.First, m.cfg.SSHPorts.Last)
+	return 0, false
 }
 
 func newLeaseID() string {
@@ -309,7 +362,7 @@ func (m *leaseManager) create(reqCtx context.Context, l market.Lease, req allocR
 	fp := m.cfg.Failpoint
 	fp("reserved")
 	spec := ContainerSpec{
-		LeaseID: l.ID, Image: l.Image, Resources: l.Resources, SSHPort: l.SSHPort,
+		LeaseID: l.ID, Image: l.Image, Resources: l.Resources, SSHPort: l.SSHPort, Ports: l.Ports,
 		AuthorizedKeys: req.Keys, Password: req.Password, VolumePath: req.VolumePath,
 	}
 	c, err := m.rt.Create(ctx, spec)
@@ -350,7 +403,7 @@ func (m *leaseManager) create(reqCtx context.Context, l market.Lease, req allocR
 	l.State = market.LeaseActive
 	m.setRuntimeUp(true, nil)
 	m.metrics.leaseAllocated(l.Testing)
-	m.log.Info("lease allocated", "lease", l.ID, "owner", l.Owner.Hotkey, "port", l.SSHPort, "image", l.Image,
+	m.log.Info("lease allocated", "lease", l.ID, "owner", l.Owner.Hotkey, "port", l.SSHPort, "extra_ports", len(l.Ports), "image", l.Image,
 		"gpus", len(l.Resources.GPUs), "cpus", l.Resources.CPUs, "memory_bytes", l.Resources.MemoryBytes,
 		"expires", l.ExpiresAt.Format(time.RFC3339), "testing", l.Testing, "password", l.Password)
 	return l, nil
@@ -465,6 +518,21 @@ func (m *leaseManager) endLocked(ctx context.Context, l market.Lease, reason str
 	m.releaseNetwork(ctx)
 	m.wake()
 	return ended, nil
+}
+
+// extend moves owner's lease's expiry to at least until.
+func (m *leaseManager) extend(ctx context.Context, owner market.LeaseOwner, until time.Time) (market.Lease, error) {
+	var out market.Lease
+	_, err := m.withLease(ctx, owner, func(l market.Lease) error {
+		var err error
+		if out, err = m.store.ExtendLease(ctx, l.ID, until); err != nil {
+			return fmt.Errorf("extend lease %s: %w", l.ID, err)
+		}
+		m.log.Info("lease extended", "lease", l.ID, "expires", out.ExpiresAt.Format(time.RFC3339))
+		m.wake()
+		return nil
+	})
+	return out, err
 }
 
 // act runs a docker action on owner's lease; keys are the new keys of

@@ -82,6 +82,7 @@ const (
 	DefaultOrphanGrace      = 2 * time.Minute
 	DefaultSpecsInterval    = time.Minute
 	DefaultCreateTimeout    = 5 * time.Minute
+	DefaultMaxLeasePorts    = 4
 	// placeholderImage is SN27's default base_image, sent by validators
 	// that do not care: it means the operator's default.
 	placeholderImage = "ubuntu"
@@ -185,6 +186,12 @@ type Config struct {
 	// port is checked to be free.
 	SSHPorts  PortRange
 	SSHHostIP string
+	// LeasePorts are the host ports a lease's extra ports (the
+	// docker_requirement.ports a renter asks for) are published on, on
+	// SSHHostIP; zero offers none. MaxLeasePorts bounds them per lease
+	// (default 4).
+	LeasePorts    PortRange
+	MaxLeasePorts int
 	// Reserve is kept for the host and never leased. A reserve of disk
 	// neither in bytes nor in percent keeps DefaultDiskReservePct of the
 	// filesystem holding the containers free, so that the miner's own
@@ -268,6 +275,19 @@ func (c *Config) setDefaults() error {
 	}
 	if c.SSHHostIP == "" {
 		c.SSHHostIP = "0.0.0.0"
+	}
+	if c.LeasePorts != (PortRange{}) {
+		if err := c.LeasePorts.validate(); err != nil {
+			errs = append(errs, fmt.Errorf("lease ports: %w", err))
+		} else if c.LeasePorts.First <= c.SSHPorts.Last && c.SSHPorts.First <= c.LeasePorts.Last {
+			errs = append(errs, fmt.Errorf("lease ports %d-%d overlap the ssh ports %d-%d", c.LeasePorts.First, c.LeasePorts.Last, c.SSHPorts.First, c.SSHPorts.Last))
+		}
+		if c.MaxLeasePorts == 0 {
+			c.MaxLeasePorts = DefaultMaxLeasePorts
+		}
+		if c.MaxLeasePorts < 0 || c.MaxLeasePorts > market.MaxLeasePorts {
+			errs = append(errs, fmt.Errorf("max lease ports %d out of [0, %d]", c.MaxLeasePorts, market.MaxLeasePorts))
+		}
 	}
 	if _, err := netip.ParseAddr(c.SSHHostIP); err != nil {
 		errs = append(errs, fmt.Errorf("ssh host ip %q is not an IP address", c.SSHHostIP))

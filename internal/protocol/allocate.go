@@ -34,6 +34,10 @@ const (
 	ActionUnpause     = "unpause"
 	ActionResume      = "resume" // SN27 alias of unpause
 	ActionExchangeKey = "exchange_key"
+	// ActionExtend is a nicompute extension: the lease should last at
+	// least Timeline more days from now. SN27 miners refuse it as an
+	// unknown action.
+	ActionExtend = "extend"
 )
 
 // Allocate is SN27's Allocate synapse. Which operation it asks for depends
@@ -84,9 +88,11 @@ type GPURequest struct {
 }
 
 // DockerRequirement is SN27's docker_requirement dictionary. SSHPort is
-// accepted and ignored (the miner chooses the port). Password is a nicompute
-// extension: true asks for SN27-compatible password login in addition to
-// the key.
+// accepted and ignored (the miner chooses the port). Password and Ports are
+// nicompute extensions, which SN27 miners ignore and SN27 validators never
+// send: Password asks for SN27-compatible password login in addition to the
+// key; Ports are extra container TCP ports the miner publishes on host
+// ports of its choosing (answered in output.ports).
 type DockerRequirement struct {
 	BaseImage  string `json:"base_image"`
 	SSHKey     string `json:"ssh_key"`
@@ -94,6 +100,23 @@ type DockerRequirement struct {
 	VolumePath string `json:"volume_path"`
 	Dockerfile string `json:"dockerfile"`
 	Password   bool   `json:"password,omitempty"`
+	Ports      []Int  `json:"ports,omitempty"`
+}
+
+// RequestedPorts returns the extra container ports asked for, checked
+// with market.ValidatePorts. The error is EINVALID.
+func (d DockerRequirement) RequestedPorts() ([]int, error) {
+	if len(d.Ports) > market.MaxLeasePorts {
+		return nil, market.Errorf(market.EINVALID, "at most %d ports may be requested", market.MaxLeasePorts)
+	}
+	out := make([]int, len(d.Ports))
+	for i, p := range d.Ports {
+		out[i] = int(clampInt(p))
+	}
+	if err := market.ValidatePorts(out); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // DockerAction is SN27's docker_action dictionary.
@@ -117,6 +140,8 @@ type Output struct {
 	LeaseID   string     `json:"lease_id,omitempty"`
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 	State     string     `json:"state,omitempty"`
+	// Ports are the lease's extra ports (allocate and status).
+	Ports []market.PortMap `json:"ports,omitempty"`
 }
 
 // NewAllocate returns an Allocate with SN27's defaults (checking true,
@@ -248,6 +273,10 @@ func (a *Allocate) Validate() error {
 	if a.Mode() == ModeDockerAction {
 		switch a.DockerAction.Action {
 		case ActionRestart, ActionPause, ActionUnpause, ActionResume, ActionExchangeKey:
+		case ActionExtend:
+			if a.Timeline < 1 {
+				return market.Errorf(market.EINVALID, "extend needs a timeline of at least 1 day")
+			}
 		case "":
 			return market.Errorf(market.EINVALID, "docker_change set without a docker_action.action")
 		default:
@@ -255,7 +284,7 @@ func (a *Allocate) Validate() error {
 			if len(act) > maxActionLen {
 				act = act[:maxActionLen]
 			}
-			return market.Errorf(market.EINVALID, "unknown docker action %q (want restart, pause, unpause or exchange_key)", act)
+			return market.Errorf(market.EINVALID, "unknown docker action %q (want restart, pause, unpause, exchange_key or extend)", act)
 		}
 		switch a.DockerAction.KeyType {
 		case "", "user", "terminal":
@@ -265,6 +294,9 @@ func (a *Allocate) Validate() error {
 	}
 	if a.Mode() == ModeAllocate || a.Mode() == ModeCheck {
 		if _, err := a.Requirement(); err != nil {
+			return err
+		}
+		if _, err := a.DockerRequirement.RequestedPorts(); err != nil {
 			return err
 		}
 	}

@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -86,6 +87,12 @@ func TestDecodeRefusals(t *testing.T) {
 		{"negative disk", `{"timeline": 1, "device_requirement": {"hard_disk": {"capacity": -1}}}`, "disk"},
 		{"gpu type control", `{"timeline": 1, "device_requirement": {"gpu": {"count": 1, "type": "a\u0000b"}}}`, "non-printable"},
 		{"unknown action", `{"checking": false, "docker_change": true, "docker_action": {"action": "rm -rf /"}}`, "unknown docker action"},
+		{"extend without a timeline", `{"checking": false, "timeline": 0, "docker_change": true, "docker_action": {"action": "extend"}}`, "at least 1 day"},
+		{"ssh port as an extra port", `{"checking": false, "timeline": 1, "docker_requirement": {"ports": [22]}}`, "ssh port"},
+		{"extra port out of range", `{"checking": false, "timeline": 1, "docker_requirement": {"ports": [65536]}}`, "out of range"},
+		{"extra port repeated", `{"checking": false, "timeline": 1, "docker_requirement": {"ports": [80, 80]}}`, "twice"},
+		{"too many extra ports", `{"checking": false, "timeline": 1, "docker_requirement": {"ports": [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17]}}`, "at most"},
+		{"extra ports not numbers", `{"checking": false, "timeline": 1, "docker_requirement": {"ports": ["80"]}}`, "malformed"},
 		{"empty action", `{"checking": false, "docker_change": true}`, "without a docker_action"},
 		{"bad key type", `{"checking": false, "docker_change": true, "docker_action": {"action": "exchange_key", "key_type": "root"}}`, "key_type"},
 		{"huge key", `{"public_key": "` + strings.Repeat("A", 9000) + `"}`, "public_key"},
@@ -113,7 +120,7 @@ func TestRequestOutputIgnored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.Output != (Output{}) {
+	if !reflect.DeepEqual(a.Output, Output{}) {
 		t.Fatalf("output from a request kept: %+v", a.Output)
 	}
 }

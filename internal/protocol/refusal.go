@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"time"
 
 	"github.com/nicompute/nicompute/internal/axon"
@@ -27,23 +26,7 @@ import (
 // RefusalStatus is the HTTP status that corresponds to a refusal code: the
 // status a transport refusal of that kind would carry. Clients classify
 // both kinds of refusal with it (see CallAllocate).
-func RefusalStatus(code string) int {
-	switch code {
-	case market.EINVALID:
-		return http.StatusBadRequest
-	case market.EUNAUTHORIZED:
-		return http.StatusUnauthorized
-	case market.EFORBIDDEN:
-		return http.StatusForbidden
-	case market.ENOTFOUND:
-		return http.StatusNotFound
-	case market.ECONFLICT:
-		return http.StatusConflict
-	case market.EUNAVAILABLE:
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
-}
+func RefusalStatus(code string) int { return market.HTTPStatus(code) }
 
 // Refuse returns the output of a refusal: status false, err's user-visible
 // message as the reason and its code.

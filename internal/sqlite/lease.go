@@ -15,7 +15,8 @@ import (
 // LeaseSchema is the miner's lease table. A live lease (creating or active)
 // holds its SSH port, its owner slot and its GPUs exclusively: partial unique
 // indexes and the lease_gpus table, whose rows exist only while the lease is
-// live, make a double booking impossible even for a buggy caller.
+// live, make a double booking impossible even for a buggy caller. The
+// lease_ports table does the same for the host ports of extra ports.
 var LeaseSchema = Schema{
 	Name: "leases",
 	Migrations: []string{`
@@ -45,6 +46,12 @@ CREATE TABLE lease_gpus (
 	gpu      TEXT PRIMARY KEY,
 	lease_id TEXT NOT NULL REFERENCES leases (id)
 ) STRICT;
+`, `
+ALTER TABLE leases ADD COLUMN ports TEXT NOT NULL DEFAULT '[]'; -- JSON array of {container, host}, kept after the lease ends
+CREATE TABLE lease_ports (
+	port     INTEGER PRIMARY KEY, -- a host port held by a live lease's extra port
+	lease_id TEXT NOT NULL REFERENCES leases (id)
+) STRICT;
 `},
 }
 
@@ -60,7 +67,7 @@ type LeaseStore struct {
 func NewLeaseStore(db *DB) *LeaseStore { return &LeaseStore{db: db} }
 
 const leaseColumns = `id, owner_hotkey, owner_key, state, gpus, cpus, memory_bytes, disk_bytes, ssh_port,
-	image, container_id, testing, password, created_at, expires_at, ended_at, end_reason`
+	image, container_id, testing, password, created_at, expires_at, ended_at, end_reason, ports`
 
 // InsertLease records a new live lease. Errors: EINVALID (bad lease or an
 // ended one), ECONFLICT when its id exists or its port, owner or one of its
@@ -76,21 +83,30 @@ func (s *LeaseStore) InsertLease(ctx context.Context, l market.Lease) error {
 	if err != nil {
 		return err
 	}
+	ports, err := json.Marshal(leasePortList(l.Ports))
+	if err != nil {
+		return err
+	}
 	return s.db.Tx(ctx, func(tx *sql.Tx) error {
 		if err := leaseCheckFree(ctx, tx, l); err != nil {
 			return err
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO leases (`+leaseColumns+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, '')`,
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, '', ?)`,
 			l.ID, l.Owner.Hotkey, l.Owner.KeyFingerprint, string(l.State), string(gpus),
 			l.Resources.CPUs, l.Resources.MemoryBytes, l.Resources.DiskBytes, l.SSHPort,
-			l.Image, l.ContainerID, l.Testing, l.Password, leaseTime(l.CreatedAt), leaseTime(l.ExpiresAt))
+			l.Image, l.ContainerID, l.Testing, l.Password, leaseTime(l.CreatedAt), leaseTime(l.ExpiresAt), string(ports))
 		if err != nil {
 			return fmt.Errorf("insert lease %s: %w", l.ID, err)
 		}
 		for _, g := range l.Resources.GPUs {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO lease_gpus (gpu, lease_id) VALUES (?, ?)`, g, l.ID); err != nil {
 				return fmt.Errorf("insert lease %s gpu: %w", l.ID, err)
+			}
+		}
+		for _, p := range l.Ports {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO lease_ports (port, lease_id) VALUES (?, ?)`, p.Host, l.ID); err != nil {
+				return fmt.Errorf("insert lease %s port: %w", l.ID, err)
 			}
 		}
 		return nil
@@ -128,7 +144,45 @@ func leaseCheckFree(ctx context.Context, tx *sql.Tx, l market.Lease) error {
 			return err
 		}
 	}
+	for _, p := range l.Ports {
+		err := tx.QueryRowContext(ctx, `SELECT lease_id FROM lease_ports WHERE port = ?
+			UNION ALL SELECT id FROM leases WHERE ssh_port = ? AND state != 'ended'`, p.Host, p.Host).Scan(&other)
+		if err == nil {
+			return market.Errorf(market.ECONFLICT, "port %d is held by lease %s", p.Host, other)
+		} else if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+	}
+	if err := tx.QueryRowContext(ctx, `SELECT lease_id FROM lease_ports WHERE port = ?`, l.SSHPort).Scan(&other); err == nil {
+		return market.Errorf(market.ECONFLICT, "ssh port %d is held by lease %s", l.SSHPort, other)
+	} else if !errors.Is(err, sql.ErrNoRows) {
+		return err
+	}
 	return nil
+}
+
+// ExtendLease moves the expiry of a live lease to expires, never earlier
+// than it is, and returns the lease. Errors: ENOTFOUND, ECONFLICT (ended).
+func (s *LeaseStore) ExtendLease(ctx context.Context, id string, expires time.Time) (market.Lease, error) {
+	var out market.Lease
+	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
+		l, err := leaseGet(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if !l.State.Live() {
+			return market.Errorf(market.ECONFLICT, "lease %s has ended", id)
+		}
+		if expires.After(l.ExpiresAt) {
+			if _, err := tx.ExecContext(ctx, `UPDATE leases SET expires_at = ? WHERE id = ?`, leaseTime(expires), id); err != nil {
+				return err
+			}
+			l.ExpiresAt = expires.UTC()
+		}
+		out = l
+		return nil
+	})
+	return out, err
 }
 
 // SetLeaseContainer records the container of a lease that is being created.
@@ -173,6 +227,9 @@ func (s *LeaseStore) EndLease(ctx context.Context, id, reason string, at time.Ti
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM lease_gpus WHERE lease_id = ?`, id); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM lease_ports WHERE lease_id = ?`, id); err != nil {
 			return err
 		}
 		l.State, l.EndedAt, l.EndReason = market.LeaseEnded, at.UTC(), reason
@@ -236,16 +293,22 @@ func leaseQuery(ctx context.Context, q leaseQueryer, query string, args ...any) 
 	var out []market.Lease
 	for rows.Next() {
 		var l market.Lease
-		var state, gpus string
+		var state, gpus, ports string
 		var created, expires, ended int64
 		if err := rows.Scan(&l.ID, &l.Owner.Hotkey, &l.Owner.KeyFingerprint, &state, &gpus,
 			&l.Resources.CPUs, &l.Resources.MemoryBytes, &l.Resources.DiskBytes, &l.SSHPort,
-			&l.Image, &l.ContainerID, &l.Testing, &l.Password, &created, &expires, &ended, &l.EndReason); err != nil {
+			&l.Image, &l.ContainerID, &l.Testing, &l.Password, &created, &expires, &ended, &l.EndReason, &ports); err != nil {
 			return nil, fmt.Errorf("scan lease: %w", err)
 		}
 		l.State = market.LeaseState(state)
 		if err := json.Unmarshal([]byte(gpus), &l.Resources.GPUs); err != nil {
 			return nil, fmt.Errorf("lease %s: gpus: %w", l.ID, err)
+		}
+		if err := json.Unmarshal([]byte(ports), &l.Ports); err != nil {
+			return nil, fmt.Errorf("lease %s: ports: %w", l.ID, err)
+		}
+		if len(l.Ports) == 0 {
+			l.Ports = nil
 		}
 		l.CreatedAt, l.ExpiresAt = leaseTimeFrom(created), leaseTimeFrom(expires)
 		if ended != 0 {
@@ -261,6 +324,13 @@ func leaseGPUList(s []string) []string {
 		return []string{}
 	}
 	return s
+}
+
+func leasePortList(p []market.PortMap) []market.PortMap {
+	if p == nil {
+		return []market.PortMap{}
+	}
+	return p
 }
 
 func leaseTime(t time.Time) int64 { return t.UTC().UnixNano() }

@@ -157,3 +157,86 @@ func TestLeaseConcurrentInserts(t *testing.T) {
 		t.Fatalf("%d inserts won the same gpu", wins)
 	}
 }
+
+// TestLeasePortsAndExtend checks that a live lease's extra host ports are
+// exclusive (against other extra ports and SSH ports), freed when it ends,
+// kept in its record, and that ExtendLease only ever moves expiry later.
+func TestLeasePortsAndExtend(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openLeaseStore(t)
+	a := testLease("a", 4444)
+	a.Ports = []market.PortMap{{Container: 8888, Host: 5000}, {Container: 6006, Host: 5001}}
+	if err := s.InsertLease(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Lease(ctx, "a")
+	if err != nil || !slices.Equal(got.Ports, a.Ports) {
+		t.Fatalf("ports round trip: %+v, %v", got.Ports, err)
+	}
+	b := testLease("b", 4445)
+	b.Ports = []market.PortMap{{Container: 80, Host: 5001}}
+	wantCode(t, s.InsertLease(ctx, b), market.ECONFLICT)
+	c := testLease("c", 5000) // an ssh port held as an extra port
+	wantCode(t, s.InsertLease(ctx, c), market.ECONFLICT)
+	d := testLease("d", 4446)
+	d.Ports = []market.PortMap{{Container: 80, Host: 4444}} // an extra port held as an ssh port
+	wantCode(t, s.InsertLease(ctx, d), market.ECONFLICT)
+
+	later := a.ExpiresAt.Add(48 * time.Hour)
+	if l, err := s.ExtendLease(ctx, "a", later); err != nil || !l.ExpiresAt.Equal(later) {
+		t.Fatalf("extend: %+v, %v", l.ExpiresAt, err)
+	}
+	if l, err := s.ExtendLease(ctx, "a", a.ExpiresAt); err != nil || !l.ExpiresAt.Equal(later) {
+		t.Fatalf("an earlier expiry shortened the lease: %v, %v", l.ExpiresAt, err)
+	}
+	if _, err := s.EndLease(ctx, "a", market.EndDeallocated, a.CreatedAt); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.ExtendLease(ctx, "a", later.Add(time.Hour))
+	wantCode(t, err, market.ECONFLICT)
+	_, err = s.ExtendLease(ctx, "zz", later)
+	wantCode(t, err, market.ENOTFOUND)
+	if err := s.InsertLease(ctx, b); err != nil {
+		t.Fatalf("port of an ended lease still held: %v", err)
+	}
+	if got, _ := s.Lease(ctx, "a"); !slices.Equal(got.Ports, a.Ports) {
+		t.Fatalf("an ended lease lost its port record: %+v", got.Ports)
+	}
+}
+
+// TestLeaseSchemaUpgrade opens a lease store written before extra ports
+// existed: its leases read back whole, without ports, and hold their SSH
+// port exclusively as before.
+func TestLeaseSchemaUpgrade(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "leases.db")
+	old := Schema{Name: LeaseSchema.Name, Migrations: LeaseSchema.Migrations[:1]}
+	db, err := Open(ctx, path, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := testLease("l1", 4444, "GPU-a")
+	if _, err := db.SQL().ExecContext(ctx, `INSERT INTO leases (id, owner_hotkey, owner_key, state, gpus, cpus, memory_bytes, disk_bytes, ssh_port,
+		image, container_id, testing, password, created_at, expires_at) VALUES (?, ?, ?, 'active', '["GPU-a"]', 2, ?, ?, 4444, ?, 'c1', 1, 1, ?, ?)`,
+		l.ID, l.Owner.Hotkey, l.Owner.KeyFingerprint, l.Resources.MemoryBytes, l.Resources.DiskBytes, l.Image, leaseTime(l.CreatedAt), leaseTime(l.ExpiresAt)); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	db, err = Open(ctx, path, LeaseSchema)
+	if err != nil {
+		t.Fatalf("upgrade: %v", err)
+	}
+	defer db.Close()
+	if v, _ := db.Version(ctx, LeaseSchema.Name); v != len(LeaseSchema.Migrations) {
+		t.Fatalf("version %d after the upgrade", v)
+	}
+	s := NewLeaseStore(db)
+	got, err := s.Lease(ctx, "l1")
+	if err != nil || got.Ports != nil || got.SSHPort != 4444 || got.ContainerID != "c1" || !slices.Equal(got.Resources.GPUs, []string{"GPU-a"}) {
+		t.Fatalf("the old lease after the upgrade: %+v, %v", got, err)
+	}
+	clash := testLease("l2", 5000)
+	clash.Ports = []market.PortMap{{Container: 80, Host: 4444}}
+	wantCode(t, s.InsertLease(ctx, clash), market.ECONFLICT)
+}

@@ -244,6 +244,19 @@ func (s *ValidatorStore) AllMinerSpecs(ctx context.Context) (map[string]MinerSpe
 	return out, rows.Err()
 }
 
+// SpecsByHotkey returns every stored specs answer by hotkey.
+func (s *ValidatorStore) SpecsByHotkey(ctx context.Context) (map[string]market.Specs, error) {
+	all, err := s.AllMinerSpecs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]market.Specs, len(all))
+	for h, m := range all {
+		out[h] = m.Specs
+	}
+	return out, nil
+}
+
 // AddScores records the scores and weights submitted at block, keeping the
 // newest KeepScoreBlocks submissions.
 func (s *ValidatorStore) AddScores(ctx context.Context, block uint64, at time.Time, entries []market.ScoreEntry) error {

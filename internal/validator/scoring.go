@@ -10,23 +10,17 @@ import (
 )
 
 // scoreOf returns a miner's score from its results (newest first) and the
-// pass it rests on (nil when the score is 0): the newest pass among the
-// newest window results, unless a fail is newer than it. Unreachable
-// results are skipped.
+// pass it rests on (nil when the score is 0): see market.VerifiedBasis.
 func scoreOf(t *market.GPUTable, hist []Result, window int) (float64, *Result) {
-	for i := 0; i < len(hist) && i < window; i++ {
-		switch Outcome(hist[i].Outcome) {
-		case OutcomePass:
-			sc := market.Score(t, hist[i].Model, hist[i].Count)
-			if sc <= 0 {
-				return 0, nil
-			}
-			return sc, &hist[i]
-		case OutcomeFail:
-			return 0, nil
-		}
+	b := market.VerifiedBasis(hist, window)
+	if b == nil {
+		return 0, nil
 	}
-	return 0, nil
+	sc := market.Score(t, b.Model, b.Count)
+	if sc <= 0 {
+		return 0, nil
+	}
+	return sc, b
 }
 
 // minerScore is one neuron's standing, for weights and the table.
