@@ -172,6 +172,14 @@ func TestCreateOptionsCPULease(t *testing.T) {
 	if ip := hc.PortBindings[containerPort][0].HostIP.String(); ip != "127.0.0.1" {
 		t.Errorf("host ip = %s", ip)
 	}
+
+	// A test lease's cache: the one read-write mount.
+	s.Cache = &BindMount{Source: "/srv/pog-cache/v1", Target: "/.nicompute/cache"}
+	hc = createOptions(cfg, s, "ubuntu:22.04", false).HostConfig
+	if len(hc.Mounts) != 2 || hc.Mounts[1].Source != s.Cache.Source || hc.Mounts[1].Target != s.Cache.Target ||
+		hc.Mounts[1].Type != "bind" || hc.Mounts[1].ReadOnly || !hc.Mounts[0].ReadOnly {
+		t.Errorf("mounts with a cache = %+v", hc.Mounts)
+	}
 }
 
 func TestCheckSpec(t *testing.T) {
@@ -202,6 +210,22 @@ func TestCheckSpec(t *testing.T) {
 		{"no credentials", func(s *Spec) { s.AuthorizedKeys = nil }, false},
 		{"short password", func(s *Spec) { s.Password = "hunter2" }, false},
 		{"bad volume", func(s *Spec) { s.VolumePath = "/proc" }, false},
+		{"cache", func(s *Spec) {
+			s.Cache = &BindMount{Source: "/var/lib/nicompute/pog-cache/v1", Target: "/.nicompute/cache"}
+		}, true},
+		{"cache from a relative directory", func(s *Spec) { s.Cache = &BindMount{Source: "cache", Target: "/.nicompute/cache"} }, false},
+		{"cache from an unclean directory", func(s *Spec) { s.Cache = &BindMount{Source: "/var/../etc", Target: "/.nicompute/cache"} }, false},
+		{"cache from /", func(s *Spec) { s.Cache = &BindMount{Source: "/", Target: "/.nicompute/cache"} }, false},
+		{"cache over the binary", func(s *Spec) { s.Cache = &BindMount{Source: "/srv/c", Target: "/.nicompute/bin"} }, false},
+		{"cache over /etc/nicompute", func(s *Spec) { s.Cache = &BindMount{Source: "/srv/c", Target: "/etc/nicompute"} }, false},
+		{"cache under the volume", func(s *Spec) {
+			s.VolumePath = "/data"
+			s.Cache = &BindMount{Source: "/srv/c", Target: "/data/cache"}
+		}, false},
+		{"cache is the volume", func(s *Spec) {
+			s.VolumePath = "/data"
+			s.Cache = &BindMount{Source: "/srv/c", Target: "/data"}
+		}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
