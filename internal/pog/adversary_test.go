@@ -364,7 +364,7 @@ func TestCreditFollowsWhatWasMeasured(t *testing.T) {
 		code      market.PoGCode
 	}{
 		{"honest: 4 GPUs at once", concurrent(4, 800*time.Millisecond), nil, "Test Conc", 4, market.PoGOK},
-		{"one device as 4 GPUs", shared(4, 800*time.Millisecond), nil, "", 0, market.PoGNotConcurrent},
+		{"one device as 4 GPUs, each in half the time of one", shared(4, 600*time.Millisecond), nil, "", 0, market.PoGNotConcurrent},
 		{"slower than claimed", claimBackend{Backend: CPU{}, name: "Test Conc", mem: 1 << 20, wrap: func(d Device) Device {
 			return delayed{Device: d, delay: 2500 * time.Millisecond}
 		}}, nil, "", 0, market.PoGTooSlow},
