@@ -157,9 +157,20 @@ func (d *driver) remoteSum(ctx context.Context, c *ssh.Client, p string) (string
 	if err != nil {
 		return "", err
 	}
-	sum := strings.TrimSuffix(string(b), "\n")
-	if _, err := hex.DecodeString(sum); err != nil || len(sum) != 2*sha256.Size || strings.ToLower(sum) != sum {
+	return parseSum(b)
+}
+
+// parseSum reads the hash helper's output (untrusted): 64 lower-case hex
+// digits and a newline.
+func parseSum(b []byte) (string, error) {
+	sum, ok := strings.CutSuffix(string(b), "\n")
+	if !ok || len(sum) != 2*sha256.Size {
 		return "", errors.New("the hash helper printed no SHA-256")
+	}
+	for i := 0; i < len(sum); i++ {
+		if c := sum[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return "", errors.New("the hash helper printed no SHA-256")
+		}
 	}
 	return sum, nil
 }
