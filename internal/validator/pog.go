@@ -317,7 +317,7 @@ func mayHoldLease(err error) bool {
 	return code < 400 || code >= 500 || code == http.StatusRequestTimeout
 }
 
-// session logs in to the test lease, uploads the worker and drives it.
+// session logs in to the test lease, places the worker and drives it.
 func (d *driver) session(ctx context.Context, m target, key *rsa.PrivateKey, out protocol.Output, signer ssh.Signer) attempt {
 	creds, err := protocol.DecryptCredentials(key, out.Info)
 	if err != nil {
