@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -157,7 +158,8 @@ func TestDevnetEndToEnd(t *testing.T) {
 	}
 	start := time.Now()
 	sshBase := 30000 + rand.IntN(25000)
-	args := []string{"--data", t.TempDir(), "--chain.listen", "127.0.0.1:0", "--block-time", "100ms", "--tempo", "10",
+	data := t.TempDir()
+	args := []string{"--data", data, "--chain.listen", "127.0.0.1:0", "--block-time", "100ms", "--tempo", "10",
 		"--miners", "3", "--binary", bin, "--axon.port", fmt.Sprint(nictest.FreePort(t)), "--ssh.port", fmt.Sprint(sshBase)}
 	endpoint, out, stop := startDevnet(t, args...)
 	if strings.Contains(out.String(), "no miner runs") {
@@ -213,6 +215,12 @@ func TestDevnetEndToEnd(t *testing.T) {
 		t.Fatalf("incentives not ordered by the models' scores after 2 minutes:\n%s\ndevnet output:\n%s", last, out)
 	}
 	t.Logf("incentives ordered %s after the devnet started (%s)", time.Since(start).Round(time.Second), last)
+	// The validator's worker went into each miner's cache for it, under
+	// its hash, through the lease containers.
+	cached, _ := filepath.Glob(filepath.Join(data, "*", "*", "pog-cache", "*", "nicompute-*"))
+	if len(cached) != len(miners) {
+		t.Errorf("worker cached on %d of %d miners: %q", len(cached), len(miners), cached)
+	}
 	if !strings.Contains(out.String(), "1 × NVIDIA H200") {
 		t.Errorf("the validator's miner table was not printed:\n%s", out)
 	}
