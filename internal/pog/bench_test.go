@@ -48,15 +48,14 @@ func BenchmarkVerifyGPU(b *testing.B) {
 
 // verifyFixture is one GPU's commitment, challenge and honest answer.
 type verifyFixture struct {
-	n      int
-	seed   Seed
-	nonce  Seed
-	root   Hash
-	roots  []Hash
-	ch     ChallengeRequest
-	line   []byte
-	ns     []int
-	factor float64
+	n     int
+	seed  Seed
+	nonce Seed
+	root  Hash
+	roots []Hash
+	ch    ChallengeRequest
+	line  []byte
+	ns    []int
 }
 
 func newVerifyFixture(tb testing.TB, n int) *verifyFixture {

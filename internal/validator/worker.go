@@ -30,8 +30,12 @@ import (
 // miner's, or a miner that does not offer one) gets the worker uploaded
 // into a fresh directory of its own filesystem.
 //
-// The cache saves bandwidth, not trust: the miner controls the machine
-// and could run anything in place of the worker whatever the hash says.
+// Between the hash and the run the file could change only by a write from
+// another test lease of this validator (they write content-addressed
+// names through temporary files, so never a partial worker) or from the
+// miner itself. The cache saves bandwidth, not trust: the miner controls
+// the machine and could run anything in place of the worker whatever the
+// hash says.
 // What the validator credits rests on the protocol alone — fresh seeds,
 // its own timing, the Merkle proofs it verifies — never on which binary
 // answered.
