@@ -261,8 +261,8 @@ func testRealTable(tb testing.TB) *market.GPUTable {
 
 // A session waits for a verifier slot only after its timed part: held
 // elsewhere, the slot delays the result but not what was measured.
+// Not parallel: it compares times with the wait.
 func TestVerifiersBoundVerification(t *testing.T) {
-	t.Parallel()
 	v := NewVerifiers(1)
 	if err := v.acquire(context.Background()); err != nil { // another session verifying
 		t.Fatal(err)
@@ -277,7 +277,7 @@ func TestVerifiersBoundVerification(t *testing.T) {
 		res, err := runSession(t, claimCPU("Test Slow", 1), CheckConfig{Policy: lenient(), Verifiers: v})
 		done <- outcome{res, err}
 	}()
-	const hold = time.Second
+	const hold = 2 * time.Second
 	select {
 	case o := <-done:
 		t.Fatalf("session verified without a slot: %+v, %v", o.res, o.err)
@@ -288,7 +288,7 @@ func TestVerifiersBoundVerification(t *testing.T) {
 	if o.err != nil || o.res.Model != "Test Slow" {
 		t.Fatalf("session after the wait: %+v, %v", o.res, o.err)
 	}
-	if took := time.Since(start); took < hold || o.res.Elapsed >= hold || o.res.GPUs[0].Residency >= hold {
+	if took := time.Since(start); took < hold || o.res.Elapsed >= hold/2 || o.res.GPUs[0].Residency >= hold/2 {
 		t.Errorf("session took %s; measured compute %s and residency %s, which must not include the wait", took, o.res.Elapsed, o.res.GPUs[0].Residency)
 	}
 }
