@@ -237,6 +237,12 @@ func TestDevnetEndToEnd(t *testing.T) {
 		t.Fatalf("incentives not ordered by the models' scores after 2 minutes:\n%s\ndevnet output:\n%s", last, out)
 	}
 	t.Logf("incentives ordered %s after the devnet started (%s)", time.Since(start).Round(time.Second), last)
+	// The validator's worker went into each miner's cache for it, under
+	// its hash, through the lease containers.
+	cached, _ := filepath.Glob(filepath.Join(dataDir, "*", "*", "pog-cache", "*", "nicompute-*"))
+	if len(cached) != len(miners) {
+		t.Errorf("worker cached on %d of %d miners: %q", len(cached), len(miners), cached)
+	}
 	if !strings.Contains(out.String(), "1 × NVIDIA H200") {
 		t.Errorf("the validator's miner table was not printed:\n%s", out)
 	}

@@ -93,6 +93,9 @@ type minerOptions struct {
 	// limit them (zero: the miner's defaults).
 	LeaseDisk int64
 	DiskCheck time.Duration
+	// PoGCacheBytes bounds each validator's worker cache in DataDir
+	// (zero: the miner's default; negative: no caches).
+	PoGCacheBytes int64
 	// AllowCIDRs are ranges leases may reach besides the internet;
 	// UnsafeUnconfined rents leases even without the packet filter.
 	AllowCIDRs       []netip.Prefix
@@ -225,6 +228,14 @@ func startMiner(ctx context.Context, o minerOptions) (rm *runningMiner, err erro
 		rt.Close()
 		return nil, fmt.Errorf("start miner: open lease store: %w", err)
 	}
+	cacheDir := ""
+	if o.PoGCacheBytes >= 0 {
+		if cacheDir, err = filepath.Abs(filepath.Join(o.DataDir, "pog-cache")); err != nil {
+			db.Close()
+			rt.Close()
+			return nil, fmt.Errorf("start miner: %w", err)
+		}
+	}
 	gpus := o.GPUs
 	if gpus == nil && (hostinfo.NVML{}).Available() {
 		gpus = hostinfo.NVML{}
@@ -253,6 +264,8 @@ func startMiner(ctx context.Context, o minerOptions) (rm *runningMiner, err erro
 		DefaultMemory:         o.LeaseMemory,
 		DefaultDisk:           o.LeaseDisk,
 		DiskCheckInterval:     o.DiskCheck,
+		PoGCacheDir:           cacheDir,
+		PoGCacheBytes:         max(o.PoGCacheBytes, 0),
 		AllowUnconfinedLeases: o.UnsafeUnconfined,
 		LeaseUnit:             o.LeaseUnit,
 		PollInterval:          o.PollInterval,
@@ -311,10 +324,14 @@ func (d dockerRuntime) Create(ctx context.Context, s miner.ContainerSpec) (miner
 	if d.simulatedGPUs {
 		res.GPUs = nil // recorded on the lease, absent from the host
 	}
-	c, err := d.rt.Create(ctx, docker.Spec{
+	spec := docker.Spec{
 		LeaseID: s.LeaseID, Image: s.Image, Resources: res, SSHPort: s.SSHPort, Ports: s.Ports,
 		AuthorizedKeys: s.AuthorizedKeys, Password: s.Password, VolumePath: s.VolumePath,
-	})
+	}
+	if s.CacheDir != "" {
+		spec.Cache = &docker.BindMount{Source: s.CacheDir, Target: s.CacheTarget}
+	}
+	c, err := d.rt.Create(ctx, spec)
 	if err == nil && len(d.files) > 0 {
 		if err = d.rt.CopyFiles(ctx, s.LeaseID, d.files); err != nil {
 			_ = d.rt.Remove(context.WithoutCancel(ctx), s.LeaseID)
@@ -456,7 +473,10 @@ is set: each is published on a host port of that range, at most
 
 Every lease has a disk size (hard_disk, or --miner.lease.disk): the storage
 driver enforces it where it can; elsewhere the miner pauses a lease past it.
-Free disk is the free space less --miner.disk.reserve. Leases reach the
+Free disk is the free space less --miner.disk.reserve. A validator's
+Proof-of-GPU test leases share a worker cache of that validator's own
+(--miner.data/pog-cache), which counts toward the test lease's disk size and
+holds at most --miner.pog-cache.size between tests. Leases reach the
 internet but not this host or its private networks: the miner installs rules
 in the host packet filter (root needed) and refuses to allocate when it
 cannot, unless --` + unsafeUnconfinedFlag + ` is set.`,

@@ -18,7 +18,7 @@ import (
 func TestMinerFlags(t *testing.T) {
 	base := func() minerFlags {
 		return minerFlags{netuid: 27, axonPort: 8091, sshPort: 4444, sshIP: "0.0.0.0", sshForwarding: true, threshold: 60, image: "img",
-			reserveRAM: "2GiB", leaseMemory: "1GiB", limits: limitFlags{diskReserve: "10%", leaseDisk: "20GiB", diskCheck: 5 * time.Second}}
+			reserveRAM: "2GiB", leaseMemory: "1GiB", limits: limitFlags{diskReserve: "10%", leaseDisk: "20GiB", diskCheck: 5 * time.Second, pogCache: "512MiB"}}
 	}
 	// SN27's validators and register_api get the images they ask for.
 	if got, err := newMinerCmd(&app{}).Flags().GetStringSlice("miner.images"); err != nil || !slices.Equal(got, miner.SN27Images()) {
@@ -31,7 +31,7 @@ func TestMinerFlags(t *testing.T) {
 	if o.AxonListen != ":8091" || o.ExternalIP != "" || o.ExternalPort != 8091 || o.SSHPorts != (miner.PortRange{First: 4444, Last: 4543}) ||
 		o.Reserve.MemoryBytes != 2<<30 || o.LeaseMemory != 1<<30 || o.Policy.MinValidatorVersion != version.Int()/1000*1000 || o.DisableSSHForwarding ||
 		o.Reserve.DiskPercent != 10 || o.Reserve.DiskBytes != 0 || o.LeaseDisk != 20<<30 || o.DiskCheck != 5*time.Second ||
-		len(o.AllowCIDRs) != 0 || o.UnsafeUnconfined {
+		len(o.AllowCIDRs) != 0 || o.UnsafeUnconfined || o.PoGCacheBytes != 512<<20 {
 		t.Fatalf("defaults: %+v", o)
 	}
 	for _, tc := range []struct {
@@ -63,6 +63,7 @@ func TestMinerFlags(t *testing.T) {
 			return len(o.AllowCIDRs) == 2 && o.AllowCIDRs[0].String() == "10.1.0.0/16" && o.AllowCIDRs[1].String() == "fd00::/8"
 		}},
 		{"unconfined", func(f *minerFlags) { f.limits.unconfined = true }, func(o minerOptions) bool { return o.UnsafeUnconfined }},
+		{"no worker caches", func(f *minerFlags) { f.limits.pogCache = "0" }, func(o minerOptions) bool { return o.PoGCacheBytes < 0 }},
 		{"lists", func(f *minerFlags) {
 			f.blackHotkeys, f.whiteHotkeys, f.notEnough, f.notUpdated = []string{"a"}, []string{"b"}, true, true
 		}, func(o minerOptions) bool {
@@ -97,6 +98,7 @@ func TestMinerFlags(t *testing.T) {
 		func(f *minerFlags) { f.limits.leaseDisk = "0" },
 		func(f *minerFlags) { f.limits.diskCheck = -time.Second },
 		func(f *minerFlags) { f.limits.allowCIDRs = []string{"10.0.0.1"} },
+		func(f *minerFlags) { f.limits.pogCache = "big" },
 	} {
 		f := base()
 		mod(&f)

@@ -28,6 +28,7 @@ type limitFlags struct {
 	oldDiskReserve string // --miner.reserve.disk, deprecated
 	leaseDisk      string
 	diskCheck      time.Duration
+	pogCache       string
 	allowCIDRs     []string
 	unconfined     bool
 }
@@ -38,6 +39,7 @@ func (f *limitFlags) register(fs *pflag.FlagSet) {
 	_ = fs.MarkDeprecated("miner.reserve.disk", "use --miner.disk.reserve")
 	fs.StringVar(&f.leaseDisk, "miner.lease.disk", "20GiB", "disk size of a lease whose request names none")
 	fs.DurationVar(&f.diskCheck, "miner.disk.check-interval", miner.DefaultDiskCheck, "how often each lease's disk use is measured where the storage driver cannot limit it (a lease past its size is paused)")
+	fs.StringVar(&f.pogCache, "miner.pog-cache.size", "512MiB", "bound of each validator's Proof-of-GPU worker cache, shared by its test leases so it uploads its worker once per version (0: no caches, the worker is uploaded into every test lease)")
 	fs.StringSliceVar(&f.allowCIDRs, "miner.lease.allow-cidr", nil, "private or link-local ranges leases may reach besides the internet (CIDR, repeatable)")
 	fs.BoolVar(&f.unconfined, unsafeUnconfinedFlag, false, "UNSAFE: rent out leases even when the host packet filter cannot be installed, letting renters reach this host, its private networks and the cloud metadata service")
 }
@@ -62,6 +64,12 @@ func (f limitFlags) apply(o *minerOptions) error {
 		return usageErr("--miner.disk.check-interval must not be negative")
 	}
 	o.DiskCheck = f.diskCheck
+	if o.PoGCacheBytes, err = parseBytes("--miner.pog-cache.size", f.pogCache); err != nil {
+		return err
+	}
+	if o.PoGCacheBytes == 0 {
+		o.PoGCacheBytes = -1
+	}
 	for _, c := range f.allowCIDRs {
 		p, err := netip.ParsePrefix(strings.TrimSpace(c))
 		if err != nil {

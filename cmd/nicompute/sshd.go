@@ -68,7 +68,30 @@ connections cannot lock the renter out.`,
 	f.IntVar(&cfg.MaxStartups, "max-startups", sshd.DefaultMaxStartups, "concurrent unauthenticated connections; past it a new one evicts the stalest of the source holding most")
 	f.DurationVar(&cfg.StartupProtection, "startup-protection", sshd.DefaultStartupProtection, "how long an unauthenticated connection keeps its place after each handshake step")
 	f.IntVar(&cfg.MaxSessions, "max-sessions", sshd.DefaultMaxSessions, "concurrent sessions per connection")
+	cmd.AddCommand(newSHA256Cmd())
 	return cmd
+}
+
+// newSHA256Cmd is the helper a validator runs in its test lease to check
+// a cached Proof-of-GPU worker before running it (protocol.HashCommand).
+func newSHA256Cmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "sha256 FILE",
+		Short: "Print the SHA-256 of a file (a validator checks its cached worker with it)",
+		Long: `Print the SHA-256 of FILE in lower-case hex. A validator runs it in its
+test lease, from the nicompute binary every lease has, to check the copy of
+its Proof-of-GPU worker in the lease's cache before running it. FILE must be
+a regular file (not a link) of at most 1 GiB.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sum, err := sshd.HashFile(args[0])
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(cmd.OutOrStdout(), sum)
+			return err
+		},
+	}
 }
 
 // sessionEnv is the container's environment minus nicompute's own

@@ -6,6 +6,8 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -16,6 +18,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/nicompute/nicompute/internal/nictest"
+	"github.com/nicompute/nicompute/internal/protocol"
 	"github.com/nicompute/nicompute/internal/sshd"
 )
 
@@ -110,5 +113,45 @@ func TestSSHDCommandBadFlags(t *testing.T) {
 		Stdio{In: strings.NewReader(""), Out: &out, Err: &out})
 	if code != 1 {
 		t.Errorf("negative limit: exit %d", code)
+	}
+}
+
+// TestSSHDSHA256 is the helper a validator runs in its test lease: the
+// hash of a regular file, refusals for anything else, and the command
+// line the validator sends (protocol.HashCommand) naming this helper at
+// the path where every lease has the binary.
+func TestSSHDSHA256(t *testing.T) {
+	t.Parallel()
+	if want := sshd.BinaryPath + " sshd sha256"; protocol.HashCommand != want {
+		t.Fatalf("protocol.HashCommand = %q, want %q", protocol.HashCommand, want)
+	}
+	dir := t.TempDir()
+	file := filepath.Join(dir, "worker")
+	data := []byte("worker bytes\n")
+	if err := os.WriteFile(file, data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(file, filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	tests := []struct {
+		name string
+		args []string
+		code int
+		out  string
+	}{
+		{"regular file", []string{file}, 0, hex.EncodeToString(sum[:]) + "\n"},
+		{"missing", []string{filepath.Join(dir, "absent")}, 1, ""},
+		{"directory", []string{dir}, 1, ""},
+		{"symbolic link", []string{filepath.Join(dir, "link")}, 1, ""},
+		{"no file named", nil, 2, ""},
+	}
+	for _, tt := range tests {
+		var out, errb sshdLog
+		code := Run(context.Background(), append([]string{"sshd", "sha256"}, tt.args...), Stdio{In: strings.NewReader(""), Out: &out, Err: &errb})
+		if code != tt.code || out.String() != tt.out {
+			t.Errorf("%s: exit %d, output %q (%s); want %d, %q", tt.name, code, out.String(), errb.String(), tt.code, tt.out)
+		}
 	}
 }

@@ -145,6 +145,7 @@ type validatorFlags struct {
 	cudaWorker       string
 	gpuTable         string
 	maxWorkers       int
+	verifiers        int
 	retryLimit       int
 	retryInterval    time.Duration
 	maxRandomDelay   time.Duration
@@ -166,7 +167,9 @@ func newValidatorCmd(a *app) *cobra.Command {
 		Long: `Run a validator: follow the subnet's metagraph, test every queryable miner
 with Proof-of-GPU every --validator.pog.interval blocks (a short test lease,
 an SSH login with an ephemeral key, this validator's own worker uploaded over
-SFTP, the wall-clock measured here, the lease deallocated whatever happens),
+SFTP — once per worker version into a nicompute miner's cache for this
+validator, hashed in the lease before every run —, the wall-clock measured
+here, the lease deallocated whatever happens),
 score the miners by their proven GPUs and set weights every
 --validator.weights.interval blocks. Miners rented out with nicompute allocate
 or through the allocation API (nicompute api, --validator.api-data) keep
@@ -206,6 +209,7 @@ back to the static worker.`,
 	fs.StringVar(&f.cudaWorker, "validator.pog.cuda-worker", "", "nicompute-pog binary (CUDA worker) tried first (default: nicompute-pog next to this executable, if present; \"-\" disables it)")
 	fs.StringVar(&f.gpuTable, "validator.gpu-table", "", "GPU reference table YAML overriding the built-in one")
 	fs.IntVar(&f.maxWorkers, "validator.pog.max-workers", pog.MaxWorkers, "miners tested at once")
+	fs.IntVar(&f.verifiers, "validator.pog.verifiers", 0, "tests verifying their proofs at once, the validator's CPU-bound work (default: half the CPUs)")
 	fs.IntVar(&f.retryLimit, "validator.pog.retry-limit", pog.PoGRetryLimit, "attempts per miner and sweep")
 	fs.DurationVar(&f.retryInterval, "validator.pog.retry-interval", pog.PoGRetryInterval, "wait between attempts")
 	fs.DurationVar(&f.maxRandomDelay, "validator.pog.max-random-delay", pog.MaxRandomDelay, "longest random delay before a sweep starts")
@@ -236,6 +240,7 @@ func (f validatorFlags) config() (validator.Config, error) {
 		PoG: validator.PoGConfig{
 			Worker:          f.worker,
 			MaxWorkers:      f.maxWorkers,
+			Verifiers:       f.verifiers,
 			RetryLimit:      f.retryLimit,
 			RetryInterval:   f.retryInterval,
 			MaxRandomDelay:  f.maxRandomDelay,
@@ -252,6 +257,8 @@ func (f validatorFlags) config() (validator.Config, error) {
 		return c, usageErr("--validator.pog.interval and --validator.weights.interval must be at least 1 block")
 	case f.maxWorkers < 1 || f.retryLimit < 1:
 		return c, usageErr("--validator.pog.max-workers and --validator.pog.retry-limit must be at least 1")
+	case f.verifiers < 0:
+		return c, usageErr("--validator.pog.verifiers must not be negative")
 	case f.retryInterval < 0 || f.attemptTimeout < 0 || f.allocateTimeout < 0:
 		return c, usageErr("durations must not be negative")
 	}

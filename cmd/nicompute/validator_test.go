@@ -62,6 +62,7 @@ func TestValidatorBadFlags(t *testing.T) {
 		{"--validator.whitelist.updated.threshold", "101"},
 		{"--validator.pog.interval", "0"},
 		{"--validator.pog.max-workers", "0"},
+		{"--validator.pog.verifiers", "-1"},
 		{"--validator.miner.min_version", "1.2"},
 		{"--validator.pog.lease.ram", "lots"},
 		{"--validator.gpu-table", "/nonexistent/table.yaml"},

@@ -35,7 +35,8 @@
 //     logs it once); DiskUsage reports what each lease wrote so the miner
 //     can hold leases to their size itself.
 //   - No privileged mode, no host network/pid/ipc namespaces, no mounts
-//     except the read-only binary (no volumes), no-new-privileges, NET_RAW and MKNOD
+//     except the read-only binary and, in a validator's test lease, its
+//     worker cache (Spec.Cache; no volumes), no-new-privileges, NET_RAW and MKNOD
 //     dropped (no ARP/IP spoofing of neighbours), docker-init as PID 1 to
 //     reap zombies. The server runs as root (0:0) whatever USER the image
 //     sets, since it must read its root-only files; the renter is root in

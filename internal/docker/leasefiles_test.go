@@ -7,9 +7,11 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"net"
+	"os"
 	"path"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -204,4 +206,54 @@ func dialSSH(port int, auth ssh.AuthMethod, hostKey ssh.HostKeyCallback) (*ssh.C
 	return ssh.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), &ssh.ClientConfig{
 		User: "root", Auth: []ssh.AuthMethod{auth}, HostKeyCallback: hostKey, Timeout: 5 * time.Second,
 	})
+}
+
+// TestCacheMount: a test lease's cache is a host directory shared by the
+// leases that mount it, outside their writable layers; the nicompute
+// binary of the lease hashes a file in it (the validator's check).
+func TestCacheMount(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := t.Context()
+	key := nictest.SSHKey(t)
+	dir := t.TempDir()
+	const target = "/.nicompute/cache"
+
+	run := func(lease string) string {
+		s := e.spec(t, lease, key.PublicKey())
+		s.Cache = &docker.BindMount{Source: dir, Target: target}
+		c, err := e.rt.Create(ctx, s)
+		if err != nil {
+			t.Fatalf("Create: %v", err)
+		}
+		if err := e.rt.Start(ctx, lease); err != nil {
+			t.Fatalf("Start: %v", err)
+		}
+		return c.ID
+	}
+	first := run("cache1")
+	if out, code := e.exec(t, "cache1", "sh", "-c", "printf worker > "+target+"/w && chmod 700 "+target+"/w"); code != 0 {
+		t.Fatalf("write into the cache: exit %d: %s", code, out)
+	}
+	if b, err := os.ReadFile(path.Join(dir, "w")); err != nil || string(b) != "worker" {
+		t.Fatalf("the cache file on the host: %q, %v", b, err)
+	}
+	diff, err := e.cli.ContainerDiff(ctx, first, client.ContainerDiffOptions{})
+	if err != nil {
+		t.Fatalf("diff: %v", err)
+	}
+	if slices.ContainsFunc(diff.Changes, func(ch container.FilesystemChange) bool { return strings.HasPrefix(ch.Path, target+"/") }) {
+		t.Errorf("the cache is in the container's layer: %+v", diff.Changes)
+	}
+	if err := e.rt.Remove(ctx, "cache1"); err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+
+	// A later lease finds the file and hashes it with its own binary.
+	run("cache2")
+	sum := sha256.Sum256([]byte("worker"))
+	out, code := e.exec(t, "cache2", sshd.BinaryPath, "sshd", "sha256", target+"/w")
+	if code != 0 || !strings.Contains(out, hex.EncodeToString(sum[:])+"\n") {
+		t.Fatalf("sha256 of the cached file: exit %d, %q", code, out)
+	}
 }

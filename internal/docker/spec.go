@@ -3,6 +3,7 @@ package docker
 import (
 	"fmt"
 	"net/netip"
+	"path"
 	"strconv"
 	"strings"
 
@@ -45,6 +46,20 @@ type Spec struct {
 	// lives in the container's writable layer, so the disk quota covers it
 	// and Remove deletes it with the container.
 	VolumePath string
+	// Cache, when set, is a host directory bind-mounted read-write into
+	// the container: a validator's Proof-of-GPU worker cache in its test
+	// leases. It lies outside the container's writable layer, so no disk
+	// quota of the engine covers it: the miner bounds it itself.
+	Cache *BindMount
+}
+
+// BindMount is a host directory and the path where a container sees it.
+type BindMount struct {
+	// Source is an existing directory of the host, absolute and clean.
+	Source string
+	// Target follows ValidateVolumePath's rules and is not the lease's
+	// VolumePath, above it or under it.
+	Target string
 }
 
 // MinMemoryBytes is the smallest memory limit accepted for a lease.
@@ -114,6 +129,17 @@ func checkSpec(s Spec) error {
 	if s.VolumePath != "" {
 		if err := ValidateVolumePath(s.VolumePath); err != nil {
 			return err
+		}
+	}
+	if c := s.Cache; c != nil {
+		if !path.IsAbs(c.Source) || path.Clean(c.Source) != c.Source || c.Source == "/" {
+			return market.Errorf(market.EINVALID, "lease %s: cache directory %q must be absolute and clean", s.LeaseID, c.Source)
+		}
+		if err := ValidateVolumePath(c.Target); err != nil {
+			return fmt.Errorf("lease %s: cache mount: %w", s.LeaseID, err)
+		}
+		if v := s.VolumePath; v != "" && (v == c.Target || strings.HasPrefix(v, c.Target+"/") || strings.HasPrefix(c.Target, v+"/")) {
+			return market.Errorf(market.EINVALID, "lease %s: volume path %s overlaps the cache mount %s", s.LeaseID, v, c.Target)
 		}
 	}
 	return nil
@@ -194,14 +220,18 @@ func createOptions(cfg Config, s Spec, image string, quota bool) client.Containe
 		}}
 	}
 
-	// The only mount: the volume path is a directory of the container's
-	// own filesystem (written by Create), so no volume escapes the quota.
+	// The binary, and a test lease's cache: the volume path is a
+	// directory of the container's own filesystem (written by Create), so
+	// no volume escapes the quota.
 	mounts := []mount.Mount{{
 		Type:     mount.TypeBind,
 		Source:   cfg.BinaryPath,
 		Target:   sshd.BinaryPath,
 		ReadOnly: true,
 	}}
+	if c := s.Cache; c != nil {
+		mounts = append(mounts, mount.Mount{Type: mount.TypeBind, Source: c.Source, Target: c.Target})
+	}
 
 	var storage map[string]string
 	if quota && res.DiskBytes > 0 {

@@ -192,6 +192,14 @@ func TestCreateOptionsCPULease(t *testing.T) {
 			t.Errorf("port %d bound as %+v", p.Container, b)
 		}
 	}
+
+	// A test lease's cache: the one read-write mount.
+	s.Cache = &BindMount{Source: "/srv/pog-cache/v1", Target: "/.nicompute/cache"}
+	hc = createOptions(cfg, s, "ubuntu:22.04", false).HostConfig
+	if len(hc.Mounts) != 2 || hc.Mounts[1].Source != s.Cache.Source || hc.Mounts[1].Target != s.Cache.Target ||
+		hc.Mounts[1].Type != "bind" || hc.Mounts[1].ReadOnly || !hc.Mounts[0].ReadOnly {
+		t.Errorf("mounts with a cache = %+v", hc.Mounts)
+	}
 }
 
 func TestCheckSpec(t *testing.T) {
@@ -229,6 +237,22 @@ func TestCheckSpec(t *testing.T) {
 		{"extra port 22", func(s *Spec) { s.Ports = []market.PortMap{{Container: 22, Host: 30000}} }, false},
 		{"extra host port repeated", func(s *Spec) { s.Ports = []market.PortMap{{Container: 1, Host: 30000}, {Container: 2, Host: 30000}} }, false},
 		{"extra host port 0", func(s *Spec) { s.Ports = []market.PortMap{{Container: 1, Host: 0}} }, false},
+		{"cache", func(s *Spec) {
+			s.Cache = &BindMount{Source: "/var/lib/nicompute/pog-cache/v1", Target: "/.nicompute/cache"}
+		}, true},
+		{"cache from a relative directory", func(s *Spec) { s.Cache = &BindMount{Source: "cache", Target: "/.nicompute/cache"} }, false},
+		{"cache from an unclean directory", func(s *Spec) { s.Cache = &BindMount{Source: "/var/../etc", Target: "/.nicompute/cache"} }, false},
+		{"cache from /", func(s *Spec) { s.Cache = &BindMount{Source: "/", Target: "/.nicompute/cache"} }, false},
+		{"cache over the binary", func(s *Spec) { s.Cache = &BindMount{Source: "/srv/c", Target: "/.nicompute/bin"} }, false},
+		{"cache over /etc/nicompute", func(s *Spec) { s.Cache = &BindMount{Source: "/srv/c", Target: "/etc/nicompute"} }, false},
+		{"cache under the volume", func(s *Spec) {
+			s.VolumePath = "/data"
+			s.Cache = &BindMount{Source: "/srv/c", Target: "/data/cache"}
+		}, false},
+		{"cache is the volume", func(s *Spec) {
+			s.VolumePath = "/data"
+			s.Cache = &BindMount{Source: "/srv/c", Target: "/data"}
+		}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

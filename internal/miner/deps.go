@@ -83,6 +83,10 @@ type ContainerSpec struct {
 	// VolumePath, when set, is created as a directory in the container's
 	// own filesystem (not a volume: the lease's disk quota covers it).
 	VolumePath string
+	// CacheDir, when set, is a host directory the container sees
+	// read-write at CacheTarget: a validator's worker cache in its test
+	// leases (cache.go).
+	CacheDir, CacheTarget string
 }
 
 // Container states the miner acts on (Docker's names).

@@ -24,7 +24,8 @@ import (
 // held when paused until it is back under its size, so the renter can
 // delete files but not write more. Between two measurements a lease can
 // write past its size (at most what the disk writes in DiskCheckInterval),
-// which the disk reserve absorbs.
+// which the disk reserve absorbs. A validator's test lease counts its
+// worker cache as written (cache.go).
 
 // diskWatch remembers the last measurement and the leases paused for
 // their disk. It is not persisted: after a restart the next measurement
@@ -101,16 +102,30 @@ func (m *leaseManager) watchDisk(ctx context.Context) {
 }
 
 // checkDisk measures every lease where the engine does not hold leases to
-// their size and pauses the active ones past it. It returns the ids of
-// the leases it paused.
+// their size, and every worker cache, and pauses the active leases past
+// their size, a test lease's cache counting toward it (cache.go). It
+// returns the ids of the leases it paused.
 func (m *leaseManager) checkDisk(ctx context.Context) []string {
+	quota := false
 	if q, err := m.rt.DiskQuota(ctx); err == nil && q {
+		quota = true
+	}
+	caches, err := m.cache.check(ctx, m.store.LiveLeases)
+	if err != nil {
+		m.log.Warn("measure worker caches", "err", err)
+	}
+	if quota && len(caches) == 0 {
 		return nil
 	}
-	usage, err := m.rt.DiskUsage(ctx)
-	if err != nil {
-		m.log.Debug("measure lease disks", "err", err)
-		return nil
+	usage := map[string]int64{}
+	if !quota {
+		if usage, err = m.rt.DiskUsage(ctx); err != nil {
+			m.log.Debug("measure lease disks", "err", err)
+			return nil
+		}
+	}
+	for id, b := range caches {
+		usage[id] += b
 	}
 	m.disk.setUsage(usage)
 	live, err := m.store.LiveLeases(ctx)
@@ -123,6 +138,9 @@ func (m *leaseManager) checkDisk(ctx context.Context) []string {
 		size, used := l.Resources.DiskBytes, usage[l.ID]
 		if l.State != market.LeaseActive || size <= 0 || m.isInflight(l.ID) {
 			continue
+		}
+		if _, ok := usage[l.ID]; !ok {
+			continue // not measured (the engine holds it to its size)
 		}
 		if used <= m.disk.limit(l.ID, size, used) {
 			continue

@@ -42,7 +42,7 @@ func TestExpiry(t *testing.T) {
 			LeaseUnit: time.Hour, DefaultMemory: 1 << 30, DefaultDisk: 1 << 30, CreateTimeout: time.Minute, Now: time.Now, Failpoint: func(string) {}}
 		capacity := market.Capacity{CPUs: 8, MemoryBytes: 16 << 30, DiskBytes: 100 << 30}
 		deps := Deps{Runtime: rt, Store: store, Specs: staticSpecs{}, Guard: &fakeGuard{}}
-		m := newLeaseManager(cfg, deps, capacity, nil, slog.New(slog.DiscardHandler))
+		m := newLeaseManager(cfg, deps, capacity, nil, nil, slog.New(slog.DiscardHandler))
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		done := make(chan struct{})

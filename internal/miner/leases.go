@@ -16,6 +16,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/nicompute/nicompute/internal/market"
+	"github.com/nicompute/nicompute/internal/protocol"
 )
 
 // allocRequest is a validated allocation.
@@ -51,6 +52,7 @@ type leaseManager struct {
 	log      *slog.Logger
 	poke     chan struct{} // wakes the expiry loop after a change
 	disk     *diskWatch
+	cache    *pogCache
 	// confined is the last outcome of guard.Confine or Check, so changes
 	// are logged once.
 	confined atomic.Int32
@@ -75,9 +77,9 @@ type leaseOp struct {
 	refs int // guarded by leaseManager.mu
 }
 
-func newLeaseManager(cfg Config, deps Deps, capacity market.Capacity, m *metrics, log *slog.Logger) *leaseManager {
+func newLeaseManager(cfg Config, deps Deps, capacity market.Capacity, cache *pogCache, m *metrics, log *slog.Logger) *leaseManager {
 	return &leaseManager{
-		cfg: cfg, rt: deps.Runtime, store: deps.Store, specs: deps.Specs, guard: deps.Guard, capacity: capacity, metrics: m,
+		cfg: cfg, rt: deps.Runtime, store: deps.Store, specs: deps.Specs, guard: deps.Guard, capacity: capacity, cache: cache, metrics: m,
 		log:      log.With("component", "leases"),
 		poke:     make(chan struct{}, 1),
 		disk:     newDiskWatch(),
@@ -364,6 +366,15 @@ func (m *leaseManager) create(reqCtx context.Context, l market.Lease, req allocR
 	spec := ContainerSpec{
 		LeaseID: l.ID, Image: l.Image, Resources: l.Resources, SSHPort: l.SSHPort, Ports: l.Ports,
 		AuthorizedKeys: req.Keys, Password: req.Password, VolumePath: req.VolumePath,
+	}
+	if _, ok := m.cache.mounts(l); ok {
+		// Without its cache a test lease still works: the validator
+		// uploads its worker into the lease instead.
+		if dir, err := m.cache.prepare(l.Owner.Hotkey); err != nil {
+			m.log.Warn("test lease without a worker cache", "lease", l.ID, "err", err)
+		} else {
+			spec.CacheDir, spec.CacheTarget = dir, protocol.PoGCacheDir
+		}
 	}
 	c, err := m.rt.Create(ctx, spec)
 	if err != nil {

@@ -205,8 +205,15 @@ type Config struct {
 	DefaultDisk int64
 	// DiskCheckInterval is how often the writable layer of each lease is
 	// measured where the engine cannot hold it to its size (default 5 s);
-	// a lease found past its size is paused.
+	// a lease found past its size is paused. Worker caches are measured
+	// as often (cache.go).
 	DiskCheckInterval time.Duration
+	// PoGCacheDir, when set, is the host directory under which each
+	// validator's test leases share a Proof-of-GPU worker cache, mounted
+	// at protocol.PoGCacheDir; PoGCacheBytes bounds each cache between
+	// tests (default DefaultPoGCacheBytes). See cache.go.
+	PoGCacheDir   string
+	PoGCacheBytes int64
 	// AllowUnconfinedLeases rents out leases even when the NetworkGuard
 	// cannot confine them, so renters may reach this host, its private
 	// networks and the cloud metadata service. Off, the miner refuses to
@@ -304,6 +311,7 @@ func (c *Config) setDefaults() error {
 	def(&c.DefaultMemory, DefaultMemory)
 	def(&c.DefaultDisk, DefaultDisk)
 	def(&c.DiskCheckInterval, DefaultDiskCheck)
+	def(&c.PoGCacheBytes, DefaultPoGCacheBytes)
 	if c.Reserve.DiskBytes == 0 && c.Reserve.DiskPercent == 0 {
 		c.Reserve.DiskPercent = DefaultDiskReservePct
 	}
@@ -402,7 +410,11 @@ func New(ctx context.Context, deps Deps, cfg Config) (*Service, error) {
 	if err := s.chain.start(ctx); err != nil {
 		return nil, err
 	}
-	s.leases = newLeaseManager(cfg, deps, capacity, s.metrics, s.log)
+	cache, err := newPoGCache(cfg, s.log)
+	if err != nil {
+		return nil, err
+	}
+	s.leases = newLeaseManager(cfg, deps, capacity, cache, s.metrics, s.log)
 	s.specs.free = s.leases.free
 	s.specs.enforcement = s.leases.enforcement
 

@@ -338,11 +338,11 @@ func TestCreditFollowsWhatWasMeasured(t *testing.T) {
 	}
 	residentPolicy := testPolicy()
 	residentPolicy.MinResidentFraction = DefaultMinResidentFraction
-	residentPolicy.ResidencySlack = 1500 * time.Millisecond
+	residentPolicy.ResidencySlack = 800 * time.Millisecond
 	residentPolicy.ComputeSlack = 20 * time.Second
 	residentPolicy.MinRateFraction = 0.01
 	streams := cheatBackend{count: 1, mk: func() Device {
-		return &cheatDevice{name: "Test Resident", mem: 7130316, compute: withOptions(cpuOptions{}),
+		return &cheatDevice{name: "Test Resident", mem: 4089446, compute: withOptions(cpuOptions{}),
 			// Keeps only the tree: recomputes C for every pass.
 			residency: func(ctx context.Context, committed *cpuResult, nonce Seed) ([]Hash, error) {
 				for range ResidencyPasses {
@@ -364,12 +364,12 @@ func TestCreditFollowsWhatWasMeasured(t *testing.T) {
 		code      market.PoGCode
 	}{
 		{"honest: 4 GPUs at once", concurrent(4, 800*time.Millisecond), nil, "Test Conc", 4, market.PoGOK},
-		{"one device as 4 GPUs", shared(4, 800*time.Millisecond), nil, "", 0, market.PoGNotConcurrent},
+		{"one device as 4 GPUs, each in half the time of one", shared(4, 600*time.Millisecond), nil, "", 0, market.PoGNotConcurrent},
 		{"slower than claimed", claimBackend{Backend: CPU{}, name: "Test Conc", mem: 1 << 20, wrap: func(d Device) Device {
 			return delayed{Device: d, delay: 2500 * time.Millisecond}
 		}}, nil, "", 0, market.PoGTooSlow},
 		{"cpu claims the fast model", claimCPU("Test Fast", 1), nil, "*", 1, market.PoGDowngraded},
-		{"honest: C resident", claimBackend{Backend: CPU{}, name: "Test Resident", mem: 7130316}, residentPolicy, "Test Resident", 1, market.PoGOK},
+		{"honest: C resident", claimBackend{Backend: CPU{}, name: "Test Resident", mem: 4089446}, residentPolicy, "Test Resident", 1, market.PoGOK},
 		{"keeps only the tree, recomputes C", streams, residentPolicy, "", 0, market.PoGNotResident},
 	}
 	for _, tt := range tests {

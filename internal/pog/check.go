@@ -37,6 +37,11 @@ type CheckConfig struct {
 	// MaxGPUs. A worker listing more devices than the miner declared gains
 	// nothing by it.
 	GPUs int
+	// Verifiers, when set, bounds the sessions that decode and verify
+	// their proofs at once (that is the validator's CPU cost); a session
+	// waits for a slot only once its timed part is over, so the wait
+	// changes no measurement. Nil: no bound.
+	Verifiers *Verifiers
 	// Rand is the source of seeds and cells (default crypto/rand).
 	Rand io.Reader
 	// Now is the clock for the wall-clock measurement (default time.Now).
@@ -420,6 +425,10 @@ func (s *session) challenge(ctx context.Context, seeds []Seed) (*Result, error) 
 		}
 		return res, readErr("proofs", err)
 	}
+	if err := s.cfg.Verifiers.acquire(ctx); err != nil {
+		return res, err
+	}
+	defer s.cfg.Verifiers.release()
 	proofs, err := DecodeProofs(line, ch, ns)
 	if err != nil {
 		return res, err
@@ -553,6 +562,34 @@ func codeRank(c market.PoGCode) int {
 func (s *session) fail(code market.PoGCode, reason string) *Result {
 	s.res.Code, s.res.Reason = code, reason
 	return s.res
+}
+
+// Verifiers is a pool of slots for verifying proofs, shared by the
+// sessions of a validator (CheckConfig.Verifiers).
+type Verifiers struct{ slots chan struct{} }
+
+// NewVerifiers returns a pool of k ≥ 1 slots.
+func NewVerifiers(k int) *Verifiers {
+	return &Verifiers{slots: make(chan struct{}, max(k, 1))}
+}
+
+// acquire takes a slot, or returns ctx's error; a nil pool always has one.
+func (v *Verifiers) acquire(ctx context.Context) error {
+	if v == nil {
+		return nil
+	}
+	select {
+	case v.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (v *Verifiers) release() {
+	if v != nil {
+		<-v.slots
+	}
 }
 
 // readErr wraps a read failure; a stream that ends early is a protocol

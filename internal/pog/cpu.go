@@ -152,8 +152,7 @@ type cpuResult struct {
 	c       []float32
 	levels  [][]Hash
 	timings Timings
-	nonce   Seed
-	trees   [][][]Hash
+	trees   []residencyPass
 }
 
 // chunk writes chunk k of C into buf.
@@ -163,20 +162,15 @@ func (r *cpuResult) root() Hash { return r.levels[len(r.levels)-1][0] }
 
 // residency runs the residency round over C.
 func (r *cpuResult) residency(nonce Seed) []Hash {
-	r.nonce = nonce
 	r.trees = residencyTrees(r.n, r.root(), nonce, r.chunk)
-	roots := make([]Hash, len(r.trees))
-	for i, t := range r.trees {
-		roots[i] = t[len(t)-1][0]
-	}
-	return roots
+	return residencyRoots(r.trees)
 }
 
 func (r *cpuResult) open(ops []Opening) ([]OpeningProof, error) {
 	if r.trees == nil {
 		return nil, fmt.Errorf("no residency round")
 	}
-	return openResidency(r.n, r.root(), r.nonce, r.trees, r.levels, r.chunk, ops)
+	return openResidency(r.n, r.trees, r.levels, r.chunk, ops)
 }
 
 func (r *cpuResult) commitment() Commitment {

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
-	"math/bits"
 )
 
 // Seed is the validator's fresh 128-bit secret for one GPU's matrices.
@@ -44,16 +43,21 @@ const (
 
 // philox4x32 returns Philox-4x32-10 of counter c under key k.
 func philox4x32(c [4]uint32, k [2]uint32) [4]uint32 {
-	for r := 0; r < 10; r++ {
-		if r > 0 {
-			k[0] += philoxW0
-			k[1] += philoxW1
-		}
-		hi0, lo0 := bits.Mul32(philoxM0, c[0])
-		hi1, lo1 := bits.Mul32(philoxM1, c[2])
-		c = [4]uint32{hi1 ^ c[1] ^ k[0], lo1, hi0 ^ c[3] ^ k[1], lo0}
+	c0, c1, c2, c3 := philox(c[0], c[1], c[2], c[3], k[0], k[1])
+	return [4]uint32{c0, c1, c2, c3}
+}
+
+// philox is Philox-4x32-10 on scalars, which the compiler keeps in
+// registers: counter (c0, c1, c2, c3), key (k0, k1).
+func philox(c0, c1, c2, c3, k0, k1 uint32) (uint32, uint32, uint32, uint32) {
+	for range 10 {
+		p0 := uint64(philoxM0) * uint64(c0)
+		p1 := uint64(philoxM1) * uint64(c2)
+		c0, c1, c2, c3 = uint32(p1>>32)^c1^k0, uint32(p1), uint32(p0>>32)^c3^k1, uint32(p0)
+		k0 += philoxW0
+		k1 += philoxW1
 	}
-	return c
+	return c0, c1, c2, c3
 }
 
 // ValuesPerBlock is the number of matrix values one Philox call yields:
@@ -79,9 +83,9 @@ func newGenerator(seed Seed) generator {
 // are the seed's little-endian 32-bit words. Word w gives values 2w
 // (bits 31..20) and 2w+1 (bits 15..4).
 func (g generator) block(m Matrix, row, b uint32) [ValuesPerBlock]int16 {
-	w := philox4x32([4]uint32{b, row, g.s2 ^ uint32(m), g.s3}, g.key)
+	w0, w1, w2, w3 := philox(b, row, g.s2^uint32(m), g.s3, g.key[0], g.key[1])
 	var out [ValuesPerBlock]int16
-	for i, x := range w {
+	for i, x := range [4]uint32{w0, w1, w2, w3} {
 		out[2*i] = int16(x>>20) - 2048
 		out[2*i+1] = int16((x>>4)&0xFFF) - 2048
 	}
@@ -134,14 +138,27 @@ func exactDot(a, b []int16) int64 {
 }
 
 // Expected returns C[i][j] for seed and size n exactly: Σ_k k_a·k_b / 2²²,
-// computed in int64 from row i of A and row j of B in O(n).
+// computed in int64 from row i of A and row j of B in O(n). The rows are
+// generated block by block and multiplied as they come, without being
+// stored: this is the validator's main cost (2n/8 Philox calls per
+// element).
 func Expected(seed Seed, n, i, j int) float64 {
-	a := make([]int16, n)
-	b := make([]int16, n)
 	g := newGenerator(seed)
-	g.fillRow(a, MatrixA, i)
-	g.fillRow(b, MatrixB, j)
-	return float64(exactDot(a, b)) / (ValueScale * ValueScale)
+	ka, kb := g.s2^uint32(MatrixA), g.s2^uint32(MatrixB)
+	var s int64
+	for b := range uint32(n / ValuesPerBlock) {
+		a0, a1, a2, a3 := philox(b, uint32(i), ka, g.s3, g.key[0], g.key[1])
+		b0, b1, b2, b3 := philox(b, uint32(j), kb, g.s3, g.key[0], g.key[1])
+		// Eight products of 12-bit values fit an int32 (8 · 2²² = 2²⁵).
+		s += int64(wordDot(a0, b0) + wordDot(a1, b1) + wordDot(a2, b2) + wordDot(a3, b3))
+	}
+	return float64(s) / (ValueScale * ValueScale)
+}
+
+// wordDot multiplies the two values of word x by those of word y (see
+// block) and adds the products.
+func wordDot(x, y uint32) int32 {
+	return (int32(x>>20)-2048)*(int32(y>>20)-2048) + (int32(x>>4&0xFFF)-2048)*(int32(y>>4&0xFFF)-2048)
 }
 
 // KernelWords returns the words a GPU kernel needs to generate matrix m for

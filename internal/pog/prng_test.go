@@ -92,3 +92,21 @@ func TestGeneratorValues(t *testing.T) {
 		t.Errorf("%d of %d anti-diagonal neighbours equal: Hankel structure", equal, n-1)
 	}
 }
+
+// Expected, which generates and multiplies block by block, equals the
+// dot product of the rows FillRow writes.
+func TestExpectedMatchesRows(t *testing.T) {
+	t.Parallel()
+	const n = 1024
+	a, b := make([]int16, n), make([]int16, n)
+	for k := range 20 {
+		seed := Seed{byte(k), 0x5a, byte(3 * k)}
+		i, j := (k*37)%n, (k*101+7)%n
+		FillRow(a, seed, MatrixA, i)
+		FillRow(b, seed, MatrixB, j)
+		want := float64(exactDot(a, b)) / (ValueScale * ValueScale)
+		if got := Expected(seed, n, i, j); got != want {
+			t.Fatalf("Expected(%v, %d, %d, %d) = %v, want %v", seed, n, i, j, got, want)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"reflect"
 	"strings"
 	"unicode"
 )
@@ -271,18 +272,29 @@ func (c *Chunk) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// decodeStrict decodes one JSON object of type typ from line into v,
-// refusing unknown fields and trailing data. A worker's error message
-// decodes into a *WorkerError.
+// decodeStrict decodes one JSON object of type typ from line into v (a
+// pointer to a struct with a Type field), refusing unknown fields and
+// trailing data. A worker's error message decodes into a *WorkerError.
+// The line is decoded once when it is what was asked for; only a line that
+// is not is read again to say what it is.
 func decodeStrict(line []byte, limit int, typ string, v any) error {
 	if len(line) > limit {
 		return protoErr("%s message of %d bytes exceeds %d", typ, len(line), limit)
 	}
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil && messageType(v) == typ {
+		if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+			return protoErr("%s message: trailing data", typ)
+		}
+		return nil
+	}
 	var head struct {
 		Type string `json:"type"`
 	}
-	if err := json.Unmarshal(line, &head); err != nil {
-		return protoErr("%s message: %v", typ, err)
+	if herr := json.Unmarshal(line, &head); herr != nil {
+		return protoErr("%s message: %v", typ, herr)
 	}
 	if head.Type == TypeError && typ != TypeError {
 		var m ErrorMessage
@@ -294,15 +306,16 @@ func decodeStrict(line []byte, limit int, typ string, v any) error {
 	if head.Type != typ {
 		return protoErr("want a %s message, got type %q", typ, sanitize(head.Type, 32))
 	}
-	dec := json.NewDecoder(bytes.NewReader(line))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return protoErr("%s message: %v", typ, err)
+	return protoErr("%s message: %v", typ, err)
+}
+
+// messageType returns the Type field of the message struct v points to.
+func messageType(v any) string {
+	f := reflect.ValueOf(v).Elem().FieldByName("Type")
+	if f.Kind() != reflect.String {
+		return ""
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return protoErr("%s message: trailing data", typ)
-	}
-	return nil
+	return f.String()
 }
 
 // sanitize bounds s and replaces non-printable runes, for messages from the

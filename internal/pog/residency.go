@@ -38,8 +38,15 @@ import (
 func OutputLeaves(n int) int { return Leaves(n) / ChunksPerOutputLeaf }
 
 // ResidencyWeights are one pass's ±1 weights: ResidencySums rows of
-// ChunkBytes.
-type ResidencyWeights [ResidencySums][ChunkBytes]int8
+// ChunkBytes, with the masks Sums computes with.
+type ResidencyWeights struct {
+	// Rows are the weights.
+	Rows [ResidencySums][ChunkBytes]int8
+	// plus has 0xff in each byte whose weight is +1, count the number of
+	// such weights per row.
+	plus  [ResidencySums][ChunkBytes / 8]uint64
+	count [ResidencySums]int32
+}
 
 // residencyTag separates the weights' hash stream from other uses of
 // SHA-256.
@@ -64,28 +71,50 @@ func NewResidencyWeights(nonce Seed, pass int, prev Hash) *ResidencyWeights {
 		h := sha256.Sum256(buf)
 		for k := range perBlock {
 			idx := blk*perBlock + k
+			q, b := idx/ChunkBytes, idx%ChunkBytes
 			v := int8(-1)
 			if h[k/8]>>(k%8)&1 == 1 {
 				v = 1
+				w.plus[q][b/8] |= 0xff << (8 * (b % 8))
+				w.count[q]++
 			}
-			w[idx/ChunkBytes][idx%ChunkBytes] = v
+			w.Rows[q][b] = v
 		}
 	}
 	return w
 }
 
-// Sums returns the chunk's ResidencySums sums under w.
+// Sums returns the chunk's ResidencySums sums under w: Σ_b int8(chunk[b])
+// · w_q[b], exactly. With u = x + 128 (the byte with its sign bit
+// flipped) and P the +1 weights, the sum is 2·Σ_P x − Σ x
+// = 2·(Σ_P u − 128·|P|) − (Σ u − 128·ChunkBytes); the sums of u run eight
+// bytes at a time in 16-bit lanes (at most 128 words × 2 × 255 < 2¹⁶).
 func (w *ResidencyWeights) Sums(chunk []byte) [ResidencySums]int32 {
+	const flip, lanes = 0x8080808080808080, 0x00ff00ff00ff00ff
+	var u [ChunkBytes / 8]uint64
+	var all uint64
+	for i := range u {
+		v := binary.LittleEndian.Uint64(chunk[8*i:]) ^ flip
+		u[i] = v
+		all += v&lanes + v>>8&lanes
+	}
+	total := laneSum(all) - 128*ChunkBytes
 	var out [ResidencySums]int32
 	for q := range out {
-		var s int32
-		row := &w[q]
-		for b, x := range chunk[:ChunkBytes] {
-			s += int32(int8(x)) * int32(row[b])
+		var acc uint64
+		plus := &w.plus[q]
+		for i, v := range u {
+			v &= plus[i]
+			acc += v&lanes + v>>8&lanes
 		}
-		out[q] = s
+		out[q] = 2*(laneSum(acc)-128*w.count[q]) - total
 	}
 	return out
+}
+
+// laneSum adds the four 16-bit lanes of x.
+func laneSum(x uint64) int32 {
+	return int32(x&0xffff + x>>16&0xffff + x>>32&0xffff + x>>48)
 }
 
 // putSums writes the sums of chunk k of an output leaf into leaf.
@@ -162,53 +191,62 @@ func VerifyOpening(nonce Seed, n int, root Hash, roots []Hash, op Opening, p Ope
 	return nil
 }
 
+// residencyPass is one pass of the residency round as the reference
+// computation keeps it: the output leaves and their tree, level 0 first.
+type residencyPass struct {
+	leaves []Chunk
+	levels [][]Hash
+}
+
+func (p residencyPass) root() Hash { return p.levels[len(p.levels)-1][0] }
+
 // residencyTrees runs the residency round over the chunks of C (chunk(k)
-// returns chunk k's bytes) and returns every pass's output tree, level 0
-// first: the reference computation the CPU and simulated backends use.
-func residencyTrees(n int, root Hash, nonce Seed, chunk func(k int, buf *Chunk)) [][][]Hash {
-	trees := make([][][]Hash, ResidencyPasses)
+// returns chunk k's bytes) and returns every pass's output leaves and
+// tree: the reference computation the CPU and simulated backends use.
+func residencyTrees(n int, root Hash, nonce Seed, chunk func(k int, buf *Chunk)) []residencyPass {
+	passes := make([]residencyPass, ResidencyPasses)
 	prev := root
-	var buf, leaf Chunk
-	for pass := range trees {
+	var buf Chunk
+	for pass := range passes {
 		w := NewResidencyWeights(nonce, pass, prev)
-		leaves := make([]Hash, OutputLeaves(n))
+		leaves := make([]Chunk, OutputLeaves(n))
+		hashes := make([]Hash, len(leaves))
 		for l := range leaves {
 			for k := range ChunksPerOutputLeaf {
 				chunk(l*ChunksPerOutputLeaf+k, &buf)
-				putSums(leaf[:], k, w.Sums(buf[:]))
+				putSums(leaves[l][:], k, w.Sums(buf[:]))
 			}
-			leaves[l] = LeafHash(leaf[:])
+			hashes[l] = LeafHash(leaves[l][:])
 		}
-		trees[pass] = BuildTree(leaves)
-		prev = trees[pass][len(trees[pass])-1][0]
+		passes[pass] = residencyPass{leaves: leaves, levels: BuildTree(hashes)}
+		prev = passes[pass].root()
 	}
-	return trees
+	return passes
 }
 
-// openResidency opens ops against the output trees of residencyTrees,
-// recomputing each output leaf from C.
-func openResidency(n int, root Hash, nonce Seed, trees [][][]Hash, levels [][]Hash, chunk func(k int, buf *Chunk), ops []Opening) ([]OpeningProof, error) {
+// residencyRoots returns the passes' roots.
+func residencyRoots(passes []residencyPass) []Hash {
+	roots := make([]Hash, len(passes))
+	for i, p := range passes {
+		roots[i] = p.root()
+	}
+	return roots
+}
+
+// openResidency opens ops against the passes of residencyTrees; levels is
+// C's tree.
+func openResidency(n int, passes []residencyPass, levels [][]Hash, chunk func(k int, buf *Chunk), ops []Opening) ([]OpeningProof, error) {
 	out := make([]OpeningProof, len(ops))
 	for i, op := range ops {
 		if err := op.check(n); err != nil {
 			return nil, err
 		}
-		prev := root
-		if op.Pass > 0 {
-			t := trees[op.Pass-1]
-			prev = t[len(t)-1][0]
-		}
-		w := NewResidencyWeights(nonce, op.Pass, prev)
 		p := OpeningProof{Pass: op.Pass, Chunk: op.Chunk}
 		chunk(op.Chunk, &p.Data)
 		p.Path = TreePath(levels, op.Chunk)
-		first := op.Chunk / ChunksPerOutputLeaf * ChunksPerOutputLeaf
-		var buf Chunk
-		for k := range ChunksPerOutputLeaf {
-			chunk(first+k, &buf)
-			putSums(p.Out[:], k, w.Sums(buf[:]))
-		}
-		p.OutPath = TreePath(trees[op.Pass], op.Chunk/ChunksPerOutputLeaf)
+		leaf := op.Chunk / ChunksPerOutputLeaf
+		p.Out = passes[op.Pass].leaves[leaf]
+		p.OutPath = TreePath(passes[op.Pass].levels, leaf)
 		out[i] = p
 	}
 	return out, nil

@@ -10,6 +10,8 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"fmt"
+	"io"
+	"os"
 	"strconv"
 	"strings"
 )
@@ -66,4 +68,39 @@ func CheckPassword(hash, password string) bool {
 	}
 	got := sha256.Sum256(append(salt, password...))
 	return subtle.ConstantTimeCompare(got[:], want) == 1
+}
+
+// MaxHashedFile bounds the file HashFile reads: far above any worker
+// binary, far below what would keep a lease's CPU busy for long.
+const MaxHashedFile = 1 << 30
+
+// HashFile returns the SHA-256 of the regular file at path, in lower-case
+// hex: the helper a validator runs (`nicompute sshd sha256 FILE`) to check
+// its cached worker before running it. A symbolic link, a directory, a
+// device, a FIFO or a file over MaxHashedFile is refused.
+func HashFile(path string) (string, error) {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return "", err
+	}
+	if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("%s is not a regular file", path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	if fi2, err := f.Stat(); err != nil || !os.SameFile(fi, fi2) {
+		return "", fmt.Errorf("%s changed while it was opened", path)
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, io.LimitReader(f, MaxHashedFile+1))
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", path, err)
+	}
+	if n > MaxHashedFile {
+		return "", fmt.Errorf("%s is larger than %d bytes", path, MaxHashedFile)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }

@@ -46,12 +46,16 @@ type minerBehavior struct {
 	// (pogcmd's environment variable).
 	simulate string
 	// script, when set, replaces the real SSH server by a scripted one
-	// whose exec sessions run script and whose SFTP discards uploads.
+	// whose exec sessions run script and whose SFTP keeps the hashes of
+	// uploads, not their bytes (fakesftp_test.go).
 	script workerScript
 	// specs answers the Specs synapse when set (no handler otherwise).
 	specs *market.Specs
-	// discardUploads keeps no uploaded byte (scripted server only).
-	discardUploads bool
+	// cache gives the scripted server's leases a worker cache shared
+	// across the miner's leases at protocol.PoGCacheDir, hashed by
+	// protocol.HashCommand; noHashHelper makes that command fail as a
+	// missing binary would.
+	cache, noHashHelper bool
 }
 
 // fakeMiner is an axon serving Allocate (and maybe Specs) on loopback.
@@ -60,6 +64,9 @@ type fakeMiner struct {
 	hotkey *keys.Keypair
 	addr   *net.TCPAddr
 	b      minerBehavior
+
+	// fs is the file system of the scripted server's leases.
+	fs *memFS
 
 	mu       sync.Mutex
 	leases   map[string]*fakeLease // by public key PEM
@@ -95,7 +102,10 @@ func startFakeMiner(tb testing.TB, ip string, hotkey *keys.Keypair, b minerBehav
 	if hotkey == nil {
 		hotkey = newKeypair(tb)
 	}
-	m := &fakeMiner{tb: tb, hotkey: hotkey, b: b, leases: map[string]*fakeLease{}}
+	m := &fakeMiner{tb: tb, hotkey: hotkey, b: b, leases: map[string]*fakeLease{}, fs: newMemFS()}
+	if b.cache {
+		m.fs.mkdir(protocol.PoGCacheDir)
+	}
 	srv, err := axon.NewServer(axon.Config{Hotkey: m.hotkey, MaxWorkers: 64}, nil)
 	if err != nil {
 		tb.Fatal(err)
@@ -246,7 +256,7 @@ func (m *fakeMiner) startLease(key ssh.PublicKey) (*fakeLease, error) {
 	case m.b.hangSSH:
 		return serveHanging(ip)
 	case m.b.script != nil:
-		return serveScripted(m.tb, ip, key, m.b.script, m.b.discardUploads)
+		return serveScripted(m.tb, ip, key, m.scriptedExec(), m.fs)
 	}
 	return serveSSHD(m.tb, ip, key, m.b.simulate)
 }
@@ -315,9 +325,8 @@ func serveSSHD(tb testing.TB, ip string, key ssh.PublicKey, simulate string) (*f
 }
 
 // serveScripted runs a minimal SSH server: key authentication for key,
-// an SFTP subsystem that keeps uploads in memory, and exec sessions played
-// by script.
-func serveScripted(tb testing.TB, ip string, key ssh.PublicKey, script workerScript, discard bool) (*fakeLease, error) {
+// an SFTP subsystem on fs, and exec sessions played by script.
+func serveScripted(tb testing.TB, ip string, key ssh.PublicKey, script workerScript, fs *memFS) (*fakeLease, error) {
 	cfg := &ssh.ServerConfig{
 		PublicKeyCallback: func(_ ssh.ConnMetadata, k ssh.PublicKey) (*ssh.Permissions, error) {
 			if string(k.Marshal()) != string(key.Marshal()) {
@@ -349,7 +358,7 @@ func serveScripted(tb testing.TB, ip string, key ssh.PublicKey, script workerScr
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				serveScriptedConn(ctx, nc, cfg, script, discard)
+				serveScriptedConn(ctx, nc, cfg, script, fs)
 			}()
 		}
 	}()
@@ -365,7 +374,7 @@ func serveScripted(tb testing.TB, ip string, key ssh.PublicKey, script workerScr
 	}}, nil
 }
 
-func serveScriptedConn(ctx context.Context, nc net.Conn, cfg *ssh.ServerConfig, script workerScript, discard bool) {
+func serveScriptedConn(ctx context.Context, nc net.Conn, cfg *ssh.ServerConfig, script workerScript, fs *memFS) {
 	defer nc.Close()
 	sc, chans, reqs, err := ssh.NewServerConn(nc, cfg)
 	if err != nil {
@@ -392,11 +401,7 @@ func serveScriptedConn(ctx context.Context, nc net.Conn, cfg *ssh.ServerConfig, 
 				switch req.Type {
 				case "subsystem":
 					_ = req.Reply(true, nil)
-					h := sftp.InMemHandler()
-					if discard {
-						h = discardHandlers()
-					}
-					srv := sftp.NewRequestServer(ch, h)
+					srv := sftp.NewRequestServer(ch, fs.handlers())
 					_ = srv.Serve()
 					srv.Close()
 					return
@@ -470,81 +475,6 @@ func newTestDriver(tb testing.TB, cfg PoGConfig) *driver {
 		tb.Fatal(err)
 	}
 	return d
-}
-
-// discardHandlers serve an SFTP file system that accepts every directory
-// and file and keeps no content.
-func discardHandlers() sftp.Handlers {
-	fs := &discardFS{dirs: map[string]bool{"/": true}, files: map[string]bool{}}
-	return sftp.Handlers{FileGet: fs, FilePut: fs, FileCmd: fs, FileList: fs}
-}
-
-type discardFS struct {
-	mu    sync.Mutex
-	dirs  map[string]bool
-	files map[string]bool
-}
-
-type discardWriter struct{}
-
-func (discardWriter) WriteAt(p []byte, _ int64) (int, error) { return len(p), nil }
-
-func (f *discardFS) Fileread(*sftp.Request) (io.ReaderAt, error) { return nil, os.ErrPermission }
-
-func (f *discardFS) Filewrite(r *sftp.Request) (io.WriterAt, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.files[r.Filepath] = true
-	return discardWriter{}, nil
-}
-
-func (f *discardFS) Filecmd(r *sftp.Request) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if r.Method == "Mkdir" {
-		f.dirs[r.Filepath] = true
-	}
-	return nil
-}
-
-type statLister []os.FileInfo
-
-func (l statLister) ListAt(out []os.FileInfo, off int64) (int, error) {
-	if off >= int64(len(l)) {
-		return 0, io.EOF
-	}
-	return copy(out, l[off:]), nil
-}
-
-type fakeInfo struct {
-	name string
-	dir  bool
-}
-
-func (i fakeInfo) Name() string { return i.name }
-func (i fakeInfo) Size() int64  { return 0 }
-func (i fakeInfo) Mode() os.FileMode {
-	if i.dir {
-		return os.ModeDir | 0o755
-	}
-	return 0o700
-}
-func (i fakeInfo) ModTime() time.Time { return time.Time{} }
-func (i fakeInfo) IsDir() bool        { return i.dir }
-func (i fakeInfo) Sys() any           { return nil }
-
-func (f *discardFS) Filelist(r *sftp.Request) (sftp.ListerAt, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	switch {
-	case r.Method == "List":
-		return statLister{}, nil
-	case f.dirs[r.Filepath]:
-		return statLister{fakeInfo{name: filepath.Base(r.Filepath), dir: true}}, nil
-	case f.files[r.Filepath]:
-		return statLister{fakeInfo{name: filepath.Base(r.Filepath)}}, nil
-	}
-	return nil, os.ErrNotExist
 }
 
 // lenientPolicy is the production policy with time to spare for honest

@@ -1,6 +1,7 @@
 package validator
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -60,6 +61,28 @@ func FuzzStderrTail(f *testing.F) {
 			if r < 0x20 || r >= 0x7f {
 				t.Fatalf("unprintable %q in %q", r, s)
 			}
+		}
+	})
+}
+
+// FuzzParseSum feeds the hash helper's output, which the miner controls,
+// to its parser: only 64 lower-case hex digits and a newline are a hash.
+func FuzzParseSum(f *testing.F) {
+	f.Add([]byte(strings.Repeat("ab", 32) + "\n"))
+	f.Add([]byte(strings.Repeat("AB", 32) + "\n"))
+	f.Add([]byte(strings.Repeat("ab", 32)))
+	f.Add([]byte("error: no such file\n"))
+	f.Add([]byte(strings.Repeat("0", 63) + "g\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		sum, err := parseSum(b)
+		if err != nil {
+			return
+		}
+		if len(sum) != 64 || string(b) != sum+"\n" {
+			t.Fatalf("parsed %q from %q", sum, b)
+		}
+		if _, err := hex.DecodeString(sum); err != nil || strings.ToLower(sum) != sum {
+			t.Fatalf("parsed %q, not lower-case hex", sum)
 		}
 	})
 }

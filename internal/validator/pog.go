@@ -10,10 +10,11 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -53,8 +54,20 @@ type PoGConfig struct {
 	// image without a C library, or a host without the CUDA driver).
 	CUDAWorker string
 	// UploadDir is the lease directory the worker is uploaded under, in a
-	// fresh subdirectory (default /tmp).
+	// fresh subdirectory, when the lease has no worker cache (default
+	// /tmp).
 	UploadDir string
+	// CacheDir is where a nicompute miner's test lease has this
+	// validator's worker cache, and HashCommand the command that hashes a
+	// file there (defaults protocol.PoGCacheDir and protocol.HashCommand;
+	// see worker.go). NoCache uploads the worker into every lease.
+	CacheDir    string
+	HashCommand string
+	NoCache     bool
+	// Verifiers is the sessions that decode and verify their proofs at
+	// once, the validator's CPU-bound work (default half the CPUs, at
+	// least 1).
+	Verifiers int
 	// Table is the GPU reference table (default: the built-in one).
 	Table *market.GPUTable
 	// AllowSimulated accepts simulated workers: devnet only.
@@ -121,8 +134,22 @@ func (c *PoGConfig) setDefaults() error {
 	if c.UploadDir == "" {
 		c.UploadDir = "/tmp"
 	}
-	if !path.IsAbs(c.UploadDir) {
-		return fmt.Errorf("pog upload dir %q is not absolute", c.UploadDir)
+	if c.CacheDir == "" {
+		c.CacheDir = protocol.PoGCacheDir
+	}
+	if c.HashCommand == "" {
+		c.HashCommand = protocol.HashCommand
+	}
+	if c.NoCache {
+		c.CacheDir = ""
+	}
+	for _, p := range []string{c.UploadDir, c.CacheDir} {
+		if p != "" && !safeLeasePath(p) {
+			return fmt.Errorf("pog lease directory %q: want an absolute, clean path of letters, digits, '.', '_', '-' and '/'", p)
+		}
+	}
+	if c.Verifiers <= 0 {
+		c.Verifiers = max(1, runtime.NumCPU()/2)
 	}
 	if c.Table == nil {
 		c.Table = market.DefaultGPUTable()
@@ -156,11 +183,17 @@ func (c *PoGConfig) setDefaults() error {
 
 // driver runs one Proof-of-GPU test of one miner.
 type driver struct {
-	cfg    PoGConfig
-	hotkey subnet.Signer
-	axon   Caller
-	log    *slog.Logger
-	policy pog.Policy
+	cfg       PoGConfig
+	hotkey    subnet.Signer
+	axon      Caller
+	log       *slog.Logger
+	policy    pog.Policy
+	verifiers *pog.Verifiers
+	// static and cuda (nil when not configured) are the workers.
+	static workerFile
+	cuda   *workerFile
+	// uploaded counts the worker bytes sent to leases.
+	uploaded atomic.Int64
 }
 
 func newDriver(cfg PoGConfig, hotkey subnet.Signer, c Caller, log *slog.Logger) (*driver, error) {
@@ -169,7 +202,19 @@ func newDriver(cfg PoGConfig, hotkey subnet.Signer, c Caller, log *slog.Logger) 
 		p = *cfg.Policy
 	}
 	p.AllowSimulated = cfg.AllowSimulated
-	return &driver{cfg: cfg, hotkey: hotkey, axon: c, log: log, policy: p}, nil
+	d := &driver{cfg: cfg, hotkey: hotkey, axon: c, log: log, policy: p, verifiers: pog.NewVerifiers(cfg.Verifiers)}
+	var err error
+	if d.static, err = loadWorker(cfg.Worker, "nicompute"); err != nil {
+		return nil, fmt.Errorf("pog worker: %w", err)
+	}
+	if cfg.CUDAWorker != "" {
+		w, err := loadWorker(cfg.CUDAWorker, "nicompute-pog")
+		if err != nil {
+			return nil, fmt.Errorf("pog cuda worker: %w", err)
+		}
+		d.cuda = &w
+	}
+	return d, nil
 }
 
 // target is a miner to test.
@@ -272,7 +317,7 @@ func mayHoldLease(err error) bool {
 	return code < 400 || code >= 500 || code == http.StatusRequestTimeout
 }
 
-// session logs in to the test lease, uploads the worker and drives it.
+// session logs in to the test lease, places the worker and drives it.
 func (d *driver) session(ctx context.Context, m target, key *rsa.PrivateKey, out protocol.Output, signer ssh.Signer) attempt {
 	creds, err := protocol.DecryptCredentials(key, out.Info)
 	if err != nil {
@@ -327,6 +372,7 @@ func (d *driver) session(ctx context.Context, m target, key *rsa.PrivateKey, out
 		// after HelloTimeout, not the whole attempt.
 		HelloTimeout: d.cfg.HelloTimeout,
 		GPUs:         m.SpecsGPUs,
+		Verifiers:    d.verifiers,
 	})
 	if err != nil && ctx.Err() == nil {
 		x.stdin.Close()
@@ -338,36 +384,6 @@ func (d *driver) session(ctx context.Context, m target, key *rsa.PrivateKey, out
 	}
 	a.hostKey = hostKey
 	return a
-}
-
-// prepare uploads the worker to run and returns its command line: the CUDA
-// worker when configured and it finds real GPUs, else the static worker.
-func (d *driver) prepare(ctx context.Context, c *ssh.Client) (string, error) {
-	if d.cfg.CUDAWorker != "" {
-		uctx, cancel := context.WithTimeout(ctx, d.cfg.UploadTimeout)
-		p, err := upload(uctx, c, d.cfg.CUDAWorker, d.cfg.UploadDir, "nicompute-pog")
-		cancel()
-		if err != nil {
-			return "", err
-		}
-		pctx, cancel := context.WithTimeout(ctx, d.cfg.ProbeTimeout)
-		b, err := output(pctx, c, p+" info", pog.MaxHelloLine)
-		cancel()
-		if err != nil {
-			d.log.Debug("cuda worker unusable here; using the static worker", "err", err)
-		} else if ok, why := realGPUs(b); ok {
-			return p + " compute", nil
-		} else {
-			d.log.Debug("using the static worker", "why", why)
-		}
-	}
-	uctx, cancel := context.WithTimeout(ctx, d.cfg.UploadTimeout)
-	defer cancel()
-	p, err := upload(uctx, c, d.cfg.Worker, d.cfg.UploadDir, "nicompute")
-	if err != nil {
-		return "", err
-	}
-	return p + " pog compute", nil
 }
 
 // realGPUs reports whether a worker's `info` output (untrusted) describes

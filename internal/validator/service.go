@@ -19,11 +19,14 @@
 // MaxRandomDelay, the validator queries Specs (in batches of
 // SpecsBatchSize) and then tests every queryable miner, at most MaxWorkers
 // at once: it allocates a short test lease with an ephemeral RSA key and an
-// ephemeral ed25519 SSH key, logs in, uploads its own worker over SFTP,
-// drives one `pog compute` session with pog.Check and deallocates the lease
-// whatever happened. At most the GPU count the miner's Specs declared is
-// tested and credited. A test that could not be completed is retried up to
-// RetryLimit times, RetryInterval apart; once the worker has been sent the
+// ephemeral ed25519 SSH key, logs in, puts its own worker there (from the
+// miner's cache for this validator once its hash checks out, else over
+// SFTP: worker.go), drives one `pog compute` session with pog.Check and
+// deallocates the lease whatever happened. At most the GPU count the
+// miner's Specs declared is tested and credited; at most Verifiers sessions
+// verify their proofs at once. A test that could not be completed is
+// retried up to RetryLimit times, RetryInterval apart, holding no test slot
+// while it waits; once the worker has been sent the
 // challenge, any failure to return valid proofs (a wrong proof, an error,
 // garbage, end of stream, a timeout) is final for the sweep, since the
 // worker holds the seeds and could otherwise check its proofs and retry

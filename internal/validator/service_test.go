@@ -138,6 +138,7 @@ func testSubnetAt(t testing.TB, miners int) (*local.Client, *devnet.Layout, stri
 	t.Helper()
 	dir := t.TempDir()
 	g := devnet.Genesis(10)
+	g.MaxAllowedUIDs = uint16(max(256, miners+1))
 	node, err := local.Open(context.Background(), local.Config{DataDir: filepath.Join(dir, "chain"), BlockTime: 50 * time.Millisecond, Genesis: &g})
 	if err != nil {
 		t.Fatal(err)
@@ -506,5 +507,32 @@ func TestPendingCommitsDoNotHoldBackSetWeights(t *testing.T) {
 	}
 	if strings.Contains(log.String(), "the chain has not revealed the last commits yet") {
 		t.Fatalf("the commit cap held back set_weights:\n%s", log)
+	}
+}
+
+// A miner waiting to be retried holds no test slot: with one slot, two
+// miners that always refuse are each tried twice in about one retry
+// interval, not two (the second would wait for the first's retries).
+func TestSweepRetryWaitsHoldNoSlot(t *testing.T) {
+	c, l := testSubnet(t, 2)
+	for i, ip := range []string{"127.0.0.2", "127.0.0.3"} {
+		serve(t, c, l.NetUID, l.Miners[i], startFakeMinerAs(t, ip, l.Miners[i], minerBehavior{refuse: true}))
+	}
+	const interval = 3 * time.Second
+	store := newMemStore()
+	start := time.Now()
+	_, report := testService(t, c, l, store, func(cfg *Config) {
+		cfg.PoG.MaxWorkers, cfg.PoG.RetryLimit, cfg.PoG.RetryInterval = 1, 2, interval
+	})
+	waitFor(t, 30*time.Second, "the sweep", func() bool { return strings.Contains(report.String(), "sweep finished") })
+	took := time.Since(start)
+	got, _ := store.Results(context.Background(), 1)
+	for _, m := range l.Miners {
+		if r := got[m.Hotkey.SS58()]; len(r) != 1 || r[0].Attempts != 2 {
+			t.Fatalf("miner %d: %+v, want one result after 2 attempts", m.UID, r)
+		}
+	}
+	if took < interval || took > interval+interval*2/3 {
+		t.Errorf("sweep took %s; with retry waits outside the slot it takes one %s interval", took, interval)
 	}
 }

@@ -5,19 +5,15 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"path"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
-	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -110,47 +106,6 @@ func dialSSHOnce(ctx context.Context, addr, user string, signer ssh.Signer) (*ss
 
 // uploadConcurrency is the SFTP write requests in flight per upload.
 const uploadConcurrency = 16
-
-// upload copies the local file src into a fresh directory under base on
-// the lease as an executable named name and returns its path. ctx ends it
-// by closing the SFTP session.
-func upload(ctx context.Context, c *ssh.Client, src, base, name string) (string, error) {
-	f, err := os.Open(src)
-	if err != nil {
-		return "", fmt.Errorf("open worker %s: %w", src, err)
-	}
-	defer f.Close()
-	sc, err := sftp.NewClient(c, sftp.UseConcurrentWrites(true), sftp.MaxConcurrentRequestsPerFile(uploadConcurrency))
-	if err != nil {
-		return "", fmt.Errorf("sftp: %w", err)
-	}
-	defer sc.Close()
-	stop := context.AfterFunc(ctx, func() { sc.Close() })
-	defer stop()
-	var rnd [8]byte
-	_, _ = rand.Read(rnd[:])
-	dir := path.Join(base, "nicompute-pog-"+hex.EncodeToString(rnd[:]))
-	if err := sc.MkdirAll(dir); err != nil {
-		return "", ctxOr(ctx, fmt.Errorf("sftp mkdir %s: %w", dir, err))
-	}
-	dst := path.Join(dir, name)
-	w, err := sc.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
-	if err != nil {
-		return "", ctxOr(ctx, fmt.Errorf("sftp create %s: %w", dst, err))
-	}
-	if _, err := w.ReadFrom(f); err != nil {
-		w.Close()
-		return "", ctxOr(ctx, fmt.Errorf("sftp write %s: %w", dst, err))
-	}
-	if err := w.Chmod(0o700); err != nil {
-		w.Close()
-		return "", ctxOr(ctx, fmt.Errorf("sftp chmod %s: %w", dst, err))
-	}
-	if err := w.Close(); err != nil {
-		return "", ctxOr(ctx, fmt.Errorf("sftp close %s: %w", dst, err))
-	}
-	return dst, nil
-}
 
 // ctxOr returns ctx's error when it ended (the cause of a closed session),
 // else err.

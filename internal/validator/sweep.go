@@ -72,23 +72,18 @@ func (s *Service) sweep(ctx context.Context, block uint64) {
 		s.record(ctx, t, block, failed(market.PoGUnrecognized, "not tested: %s", reasonUnrecognized), 0)
 	}
 
-	start := s.cfg.Now()
+	start, uploaded := s.cfg.Now(), s.driver.uploaded.Load()
 	s.log.Info("proof-of-GPU sweep started", "block", block, "miners", len(targets), "skipped", len(skipped)+len(unrecognized), "workers", s.cfg.PoG.MaxWorkers)
-	sem := make(chan struct{}, s.cfg.PoG.MaxWorkers)
+	// Every miner has its goroutine; an attempt holds one of MaxWorkers
+	// slots, a wait between attempts none, so miners that fail and are
+	// retried never keep the others waiting.
+	slots := make(chan struct{}, s.cfg.PoG.MaxWorkers)
 	var wg sync.WaitGroup
 	for _, t := range targets {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
-		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer func() { <-sem }()
-			s.testMiner(ctx, t, block)
+			s.testMiner(ctx, t, block, slots)
 		}()
 	}
 	wg.Wait()
@@ -103,7 +98,8 @@ func (s *Service) sweep(ctx context.Context, block uint64) {
 	if err := s.deps.Store.SetState(ctx, stateLastSweep, int64(block)); err != nil {
 		s.log.Warn("record sweep", "err", err)
 	}
-	s.log.Info("proof-of-GPU sweep finished", "block", block, "miners", len(targets), "took", s.cfg.Now().Sub(start).Round(time.Millisecond))
+	s.log.Info("proof-of-GPU sweep finished", "block", block, "miners", len(targets), "took", s.cfg.Now().Sub(start).Round(time.Millisecond),
+		"worker_bytes_uploaded", s.driver.uploaded.Load()-uploaded)
 	s.report("proof-of-GPU sweep finished")
 }
 
@@ -112,12 +108,18 @@ func (s *Service) sweep(ctx context.Context, block uint64) {
 const reasonUnrecognized = "specs name no GPU of the GPU table (--validator.whitelist.unrecognized tests it anyway)"
 
 // testMiner tests t until it passes, fails conclusively or runs out of
-// attempts, and records the result. A test cut short by shutdown records
-// nothing.
-func (s *Service) testMiner(ctx context.Context, t target, block uint64) {
+// attempts, and records the result; each attempt holds a slot of slots.
+// A test cut short by shutdown records nothing.
+func (s *Service) testMiner(ctx context.Context, t target, block uint64, slots chan struct{}) {
 	start := time.Now()
 	for i := 1; ; i++ {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
 		a := s.driver.test(ctx, t)
+		<-slots
 		if ctx.Err() != nil {
 			return
 		}

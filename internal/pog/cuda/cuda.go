@@ -340,8 +340,8 @@ func (dev *device) Residency(ctx context.Context, nonce pog.Seed) ([]pog.Hash, e
 			}
 			w := pog.NewResidencyWeights(nonce, pass, prev)
 			wb := make([]byte, 0, pog.ResidencySums*pog.ChunkBytes)
-			for q := range w {
-				for _, v := range w[q] {
+			for q := range w.Rows {
+				for _, v := range w.Rows[q] {
 					wb = append(wb, byte(v))
 				}
 			}

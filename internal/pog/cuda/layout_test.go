@@ -236,8 +236,8 @@ func TestResidencyGemmArguments(t *testing.T) {
 		x[i] = float64(int8(data[i]))
 	}
 	wf := make([]float64, pog.ResidencySums*pog.ChunkBytes)
-	for q := range w {
-		for b, v := range w[q] {
+	for q := range w.Rows {
+		for b, v := range w.Rows[q] {
 			wf[q*pog.ChunkBytes+b] = float64(v)
 		}
 	}
