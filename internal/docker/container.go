@@ -91,12 +91,12 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (Container, error) {
 		return Container{}, err
 	}
 	subject := "lease " + s.LeaseID
-	id, err := r.create(ctx, createOptions(cfg, s, image, quota))
+	id, err := r.create(ctx, createOptions(cfg, s, image, quota, lnet.EnableIPv6))
 	if err != nil && quota && retryWithoutQuota(err) {
 		// The only difference a retry makes is the StorageOpt: if it now
 		// succeeds, the driver cannot enforce sizes (engines report this
 		// as an invalid parameter or a plain server error).
-		id, err = r.create(ctx, createOptions(cfg, s, image, false))
+		id, err = r.create(ctx, createOptions(cfg, s, image, false, lnet.EnableIPv6))
 		if err == nil {
 			r.setQuota(quotaUnsupported)
 			quota = false

@@ -37,7 +37,9 @@
 //   - No privileged mode, no host network/pid/ipc namespaces, no mounts
 //     except the read-only binary (no volumes), no-new-privileges, NET_RAW and MKNOD
 //     dropped (no ARP/IP spoofing of neighbours), docker-init as PID 1 to
-//     reap zombies. The server runs as root (0:0) whatever USER the image
+//     reap zombies. On a lease network without IPv6 the container turns
+//     IPv6 off (net.ipv6.conf.all/default.disable_ipv6), so that no engine
+//     leaves it a link-local address to reach the host or its neighbours. The server runs as root (0:0) whatever USER the image
 //     sets, since it must read its root-only files; the renter is root in
 //     the container and nowhere else.
 //   - Logs: json-file, 3 × 10 MB, so login noise cannot fill the disk.

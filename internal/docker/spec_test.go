@@ -71,7 +71,7 @@ func TestCreateOptionsGPULease(t *testing.T) {
 	if err := checkSpec(s); err != nil {
 		t.Fatalf("checkSpec: %v", err)
 	}
-	opts := createOptions(cfg, s, "pytorch/pytorch:2.5.1", true)
+	opts := createOptions(cfg, s, "pytorch/pytorch:2.5.1", true, false)
 	hc, cc := opts.HostConfig, opts.Config
 
 	if opts.Name != "nicompute-miner1-lease-7" {
@@ -113,6 +113,14 @@ func TestCreateOptionsGPULease(t *testing.T) {
 	if len(hc.CapAdd) != 0 || len(hc.Binds) != 0 || len(hc.Devices) != 0 || hc.VolumesFrom != nil {
 		t.Errorf("unexpected caps/binds/devices: %v %v %v %v", hc.CapAdd, hc.Binds, hc.Devices, hc.VolumesFrom)
 	}
+	// A network without IPv6 leaves the container none, not even
+	// link-local addresses (engines from Docker 26 on give them).
+	if !reflect.DeepEqual(hc.Sysctls, map[string]string{"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}) {
+		t.Errorf("sysctls = %v, want IPv6 off", hc.Sysctls)
+	}
+	if sc := createOptions(cfg, s, "img", true, true).HostConfig.Sysctls; len(sc) != 0 {
+		t.Errorf("sysctls on a network with IPv6 = %v, want none", sc)
+	}
 	if hc.Init == nil || !*hc.Init {
 		t.Errorf("init = %v", hc.Init)
 	}
@@ -130,7 +138,7 @@ func TestCreateOptionsGPULease(t *testing.T) {
 	}
 	noFwd := cfg
 	noFwd.DisableSSHForwarding = true
-	if ep := createOptions(noFwd, s, "img", true).Config.Entrypoint; !reflect.DeepEqual([]string(ep), sshd.Entrypoint(false)) {
+	if ep := createOptions(noFwd, s, "img", true, false).Config.Entrypoint; !reflect.DeepEqual([]string(ep), sshd.Entrypoint(false)) {
 		t.Errorf("entrypoint with forwarding disabled = %v", ep)
 	}
 	if cc.User != "0:0" {
@@ -152,7 +160,7 @@ func TestCreateOptionsCPULease(t *testing.T) {
 	if err := checkSpec(s); err != nil {
 		t.Fatalf("checkSpec: %v", err)
 	}
-	opts := createOptions(cfg, s, "ubuntu:22.04", false)
+	opts := createOptions(cfg, s, "ubuntu:22.04", false, false)
 	hc := opts.HostConfig
 	if hc.DeviceRequests != nil {
 		t.Errorf("cpu lease has device requests %+v", hc.DeviceRequests)

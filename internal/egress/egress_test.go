@@ -24,7 +24,8 @@ func TestRestoreScript(t *testing.T) {
 	for _, want := range []string{
 		":NICOMPUTE-F-br-0123456789ab - [0:0]\n",
 		":NICOMPUTE-I-br-0123456789ab - [0:0]\n",
-		"-A NICOMPUTE-F-br-0123456789ab -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN\n",
+		"-A NICOMPUTE-F-br-0123456789ab -m conntrack --ctstate RELATED,ESTABLISHED --ctdir REPLY -j RETURN\n",
+		"-A NICOMPUTE-I-br-0123456789ab -m conntrack --ctstate RELATED,ESTABLISHED --ctdir REPLY -j RETURN\n",
 		"-A NICOMPUTE-F-br-0123456789ab -d 10.1.0.0/16 -j RETURN\n",
 		"-A NICOMPUTE-F-br-0123456789ab -d 10.255.255.53/32 -p udp -m udp --dport 53 -j RETURN\n",
 		"-A NICOMPUTE-F-br-0123456789ab -d 10.255.255.53/32 -p tcp -m tcp --dport 53 -j RETURN\n",
@@ -225,6 +226,20 @@ func TestInstallReleasePrune(t *testing.T) {
 		}
 	}
 
+	// IPv6 is confined too, although the network has none: containers
+	// may hold link-local addresses.
+	if hostHasIPv6() {
+		out, err := exec.Command("ip6tables", "-w", "-t", "filter", "-S").Output()
+		if err != nil {
+			t.Fatalf("ip6tables -S: %v", err)
+		}
+		for _, want := range []string{"-A INPUT -i " + bridge + " -j " + in + "\n", "-A " + fwd + " -d fe80::/10 -j REJECT"} {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("IPv6 packet filter lacks %q", want)
+			}
+		}
+	}
+
 	// A jump removed by someone else is put back.
 	if out, err := exec.Command("iptables", "-w", "-D", "INPUT", "-i", bridge, "-j", in).CombinedOutput(); err != nil {
 		t.Fatalf("delete jump: %v: %s", err, out)
@@ -250,6 +265,9 @@ func TestInstallReleasePrune(t *testing.T) {
 	}
 	if rules := iptablesS(t); strings.Contains(rules, bridge) {
 		t.Fatalf("rules of %s left after Release:\n%s", bridge, rules)
+	}
+	if out, _ := exec.Command("ip6tables", "-w", "-t", "filter", "-S").Output(); strings.Contains(string(out), bridge) {
+		t.Fatalf("IPv6 rules of %s left after Release:\n%s", bridge, out)
 	}
 
 	// Rules of a bridge that is gone are pruned; others are not.
