@@ -52,8 +52,8 @@ type Container struct {
 // file, a fresh host key) and the volume path directory into it. On
 // failure nothing is left behind.
 //
-// Errors: EINVALID (bad spec, or the engine refused a limit, e.g. more CPUs
-// than the host has), ECONFLICT (the lease already has a container, or the
+// Errors: EINVALID (bad spec, an image that declares volumes, or the
+// engine refused a limit, e.g. more CPUs than the host has), ECONFLICT (the lease already has a container, or the
 // port is taken), ENOTFOUND (image missing and not pullable because the
 // registry does not know it), EUNAVAILABLE (engine down, or the image is
 // missing and the pull failed).
@@ -85,6 +85,9 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (Container, error) {
 	cfg.Network = lnet.ID // by id: a name may be ambiguous for a moment (see ensureNetwork)
 	if err := r.ensureImage(ctx, image); err != nil {
 		return Container{}, err
+	}
+	if err := r.checkImageVolumes(ctx, image); err != nil {
+		return Container{}, fmt.Errorf("create lease container: %w", err)
 	}
 	quota, err := r.wantQuota(ctx, s.Resources.DiskBytes)
 	if err != nil {
@@ -400,29 +403,6 @@ func (r *Runtime) List(ctx context.Context) ([]Container, error) {
 		}
 		c.SSHPort, _ = strconv.Atoi(s.Labels[LabelSSHPort])
 		out = append(out, c)
-	}
-	return out, nil
-}
-
-// DiskUsage returns, for each of this instance's lease containers, the
-// bytes its writable layer holds (the engine's SizeRw: what the renter
-// wrote, its volume path included). The engine measures it by walking the
-// layer, so callers should not ask more often than every few seconds.
-// Errors: EUNAVAILABLE.
-func (r *Runtime) DiskUsage(ctx context.Context) (map[string]int64, error) {
-	ctx, cancel := r.call(ctx)
-	defer cancel()
-	f := client.Filters{}.Add("label", LabelManaged+"=true", LabelMiner+"="+r.cfg.Instance)
-	res, err := r.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Size: true, Filters: f})
-	if err != nil {
-		return nil, wrap(ctx, "measure containers", "lease containers", err)
-	}
-	out := make(map[string]int64, len(res.Items))
-	for _, s := range res.Items {
-		if s.Labels[LabelManaged] != "true" || s.Labels[LabelMiner] != r.cfg.Instance || !validLeaseID(s.Labels[LabelLease]) {
-			continue
-		}
-		out[s.Labels[LabelLease]] = s.SizeRw
 	}
 	return out, nil
 }

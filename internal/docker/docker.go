@@ -32,8 +32,11 @@
 //     supports quotas (overlay2 on xfs with pquota, btrfs, zfs,
 //     devicemapper): writes past it fail with ENOSPC. Elsewhere the engine
 //     cannot limit a container's disk (DiskQuota says so, and the runtime
-//     logs it once); DiskUsage reports what each lease wrote so the miner
-//     can hold leases to their size itself.
+//     logs it once). On every driver DiskUsage reports what each lease
+//     holds on the host's disk — what the engine's own measure misses
+//     included (diskuse.go) — so the miner can hold leases to their size.
+//     An image that declares volumes is refused: the engine would give the
+//     container anonymous volumes outside its layer and any quota.
 //   - No privileged mode, no host network/pid/ipc namespaces, no mounts
 //     except the read-only binary (no volumes), no-new-privileges, NET_RAW and MKNOD
 //     dropped (no ARP/IP spoofing of neighbours), docker-init as PID 1 to
@@ -156,6 +159,8 @@ type Runtime struct {
 	diskQuota   quotaState // learned from the first create with a disk size
 	driverInfo  *Info      // cached Info for quota decisions; nil until fetched
 	quotaWarned bool       // the missing quota was logged
+	// diskFallbackLogged: a layer could not be walked and that was logged.
+	diskFallbackLogged bool
 }
 
 type quotaState int
