@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"io"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -24,8 +25,15 @@ import (
 // counts in DiskUsage.
 func TestDiskUsageHiddenWrites(t *testing.T) {
 	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("the runtime measures leases itself only as root on the engine's host")
+	}
 	e := newEnv(t)
 	ctx := t.Context()
+	info, err := e.rt.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	s := e.spec(t, "hide", nictest.SSHKey(t).PublicKey())
 	if _, err := e.rt.Create(ctx, s); err != nil {
 		t.Fatal(err)
@@ -65,16 +73,20 @@ func TestDiskUsageHiddenWrites(t *testing.T) {
 	e.execID(t, id, true, "sh", "-c", "dd if=/dev/zero bs=1M count=8 2>/dev/null >>/etc/hosts")
 	base = waitGrowth("/etc/hosts", base, 8<<20)
 
+	// The layer is walked where the driver keeps it as a directory.
+	switch info.StorageDriver {
+	case "overlay2", "fuse-overlayfs":
+	default:
+		t.Logf("storage driver %s: the layer's directories and inodes are the engine's to count", info.StorageDriver)
+		return
+	}
+
 	// 2,000 directories: a block each.
 	e.execID(t, id, true, "sh", "-c", "mkdir /root/d && cd /root/d && seq 2000 | xargs mkdir")
 	base = waitGrowth("2,000 directories", base, 2000*4096)
 
 	// 5,000 empty files: each takes an inode, charged the filesystem's
 	// bytes per inode.
-	info, err := e.rt.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var st unix.Statfs_t
 	if err := unix.Statfs(info.RootDir, &st); err != nil || st.Files == 0 {
 		t.Logf("filesystem of %s has no inode count (%v): empty files not checked", info.RootDir, err)
