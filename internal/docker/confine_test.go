@@ -133,6 +133,31 @@ func TestLeaseNetworkConfined(t *testing.T) {
 		t.Errorf("SSH_CONNECTION %q: the server does not see the client's address %s", out, priv.NSAddr)
 	}
 
+	// Port forwarding (ssh -L, ssh -D) connects from the lease's own
+	// network namespace: the filter holds for it too.
+	var nc net.Conn
+	priv.Do(t, func() { nc, err = net.DialTimeout("tcp", net.JoinHostPort(priv.HostAddr.String(), strconv.Itoa(a.SSHPort)), 5*time.Second) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, chans, reqs, err := ssh.NewClientConn(nc, "lease", &ssh.ClientConfig{
+		User: "root", Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)}, HostKeyCallback: ssh.InsecureIgnoreHostKey(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := ssh.NewClient(sc, chans, reqs)
+	defer client.Close()
+	for _, tg := range append(all, neighbour) {
+		fc, err := client.Dial("tcp", net.JoinHostPort(tg.addr.String(), strconv.Itoa(tg.port)))
+		if err == nil {
+			fc.Close()
+		}
+		if reached := err == nil; reached != (tg.name == internet.name) {
+			t.Errorf("ssh -L through the lease to %s (%s:%d): connected %v (%v)", tg.name, tg.addr, tg.port, reached, err)
+		}
+	}
+
 	// The operator allows the private network.
 	f2, err := egress.New(egress.Config{Allow: []netip.Prefix{priv.Prefix}, LockPath: lock, Logger: nictest.Logger(t)})
 	if err != nil {
