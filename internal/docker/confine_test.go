@@ -136,7 +136,9 @@ func TestLeaseNetworkConfined(t *testing.T) {
 	// Port forwarding (ssh -L, ssh -D) connects from the lease's own
 	// network namespace: the filter holds for it too.
 	var nc net.Conn
-	priv.Do(t, func() { nc, err = net.DialTimeout("tcp", net.JoinHostPort(priv.HostAddr.String(), strconv.Itoa(a.SSHPort)), 5*time.Second) })
+	priv.Do(t, func() {
+		nc, err = net.DialTimeout("tcp", net.JoinHostPort(priv.HostAddr.String(), strconv.Itoa(a.SSHPort)), 5*time.Second)
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

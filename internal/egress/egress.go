@@ -131,7 +131,36 @@ func New(cfg Config) (*Filter, error) {
 	if rs.nameservers == nil {
 		rs.nameservers = hostNameservers()
 	}
-	return &Filter{cfg: cfg, rules: rs, log: log.With("component", "egress")}, nil
+	f := &Filter{cfg: cfg, rules: rs, log: log.With("component", "egress")}
+	if open := hostAddrsIn(rs.allow); len(open) > 0 {
+		f.log.Warn("allowed ranges hold addresses of this host: leases reach every service this host offers on them",
+			"addresses", open, "allowed", rs.allow)
+	}
+	return f, nil
+}
+
+// hostAddrsIn returns the addresses of this host inside the prefixes.
+func hostAddrsIn(prefixes []netip.Prefix) []netip.Addr {
+	if len(prefixes) == 0 {
+		return nil
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		p, err := netip.ParsePrefix(a.String())
+		if err != nil {
+			continue
+		}
+		for _, allowed := range prefixes {
+			if allowed.Contains(p.Addr().Unmap()) && !slices.Contains(out, p.Addr()) {
+				out = append(out, p.Addr())
+			}
+		}
+	}
+	return out
 }
 
 // hostNameservers reads the name servers the Docker engine forwards to.

@@ -111,6 +111,21 @@ func TestParseNameservers(t *testing.T) {
 	}
 }
 
+// TestHostAddrsIn: an allowed range that holds an address of this host is
+// found (the miner warns that leases reach the host there).
+func TestHostAddrsIn(t *testing.T) {
+	got := hostAddrsIn([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")})
+	if !slices.Contains(got, netip.MustParseAddr("127.0.0.1")) {
+		t.Errorf("hostAddrsIn(127.0.0.0/8) = %v, want 127.0.0.1", got)
+	}
+	if got := hostAddrsIn([]netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}); len(got) != 0 {
+		t.Errorf("hostAddrsIn(TEST-NET-2) = %v, want none", got)
+	}
+	if got := hostAddrsIn(nil); got != nil {
+		t.Errorf("hostAddrsIn(nil) = %v", got)
+	}
+}
+
 func FuzzParseNameservers(f *testing.F) {
 	f.Add([]byte("nameserver 10.0.0.1\nnameserver ::1\n"))
 	f.Add([]byte("nameserver\nnameserver 1.2.3.4 5.6.7.8\n\x00"))
