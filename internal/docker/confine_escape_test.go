@@ -75,13 +75,7 @@ func TestLeaseConnectionOpenedBeforeFilter(t *testing.T) {
 	e := newEnv(t)
 	ctx := t.Context()
 	priv := nictest.NewNetns(t, privatePool)
-	lnet, err := e.rt.LeaseNetwork(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(lnet.Gateways) == 0 {
-		t.Fatalf("lease network %+v has no gateway", lnet)
-	}
+	lnet := e.leaseNetwork(t)
 	hostLn, err := net.Listen("tcp", net.JoinHostPort(lnet.Gateways[0].String(), "0"))
 	if err != nil {
 		t.Fatal(err)
@@ -157,10 +151,7 @@ func TestLeaseIPv6LinkLocal(t *testing.T) {
 	nictest.RequireNetAdmin(t)
 	e := newEnv(t)
 	ctx := t.Context()
-	lnet, err := e.rt.LeaseNetwork(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	lnet := e.leaseNetwork(t)
 	if lnet.IPv6 {
 		t.Fatalf("the runtime created lease network %s with IPv6", lnet.Name)
 	}

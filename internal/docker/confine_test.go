@@ -48,13 +48,7 @@ func TestLeaseNetworkConfined(t *testing.T) {
 	ctx := t.Context()
 	inet := nictest.NewNetns(t, internetPool)
 	priv := nictest.NewNetns(t, privatePool)
-	lnet, err := e.rt.LeaseNetwork(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(lnet.Gateways) == 0 {
-		t.Fatalf("lease network %+v has no gateway", lnet)
-	}
+	lnet := e.leaseNetwork(t)
 	hostListen := func(addr netip.Addr) target {
 		ln, err := net.Listen("tcp", net.JoinHostPort(addr.String(), "0"))
 		if err != nil {
@@ -169,6 +163,19 @@ func TestLeaseNetworkConfined(t *testing.T) {
 		t.Fatalf("Install with an allowed range: %v", err)
 	}
 	expect("with the private network allowed", map[string]bool{internet.name: true, private.name: true}, all...)
+}
+
+// leaseNetwork returns the test's lease network, which has a gateway.
+func (e *env) leaseNetwork(t *testing.T) docker.LeaseNetwork {
+	t.Helper()
+	lnet, err := e.rt.LeaseNetwork(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lnet.Gateways) == 0 {
+		t.Fatalf("lease network %+v has no gateway", lnet)
+	}
+	return lnet
 }
 
 // execDetached starts argv in the lease's container and returns at once.

@@ -377,20 +377,12 @@ func (r *Runtime) removeVolume(ctx context.Context, lease string) error {
 // List returns this instance's lease containers in any state, for
 // reconciliation when the miner starts. Errors: EUNAVAILABLE.
 func (r *Runtime) List(ctx context.Context) ([]Container, error) {
-	ctx, cancel := r.call(ctx)
-	defer cancel()
-	f := client.Filters{}.Add("label", LabelManaged+"=true", LabelMiner+"="+r.cfg.Instance)
-	res, err := r.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f})
+	items, err := r.listOwn(ctx, false)
 	if err != nil {
-		return nil, wrap(ctx, "list containers", "lease containers", err)
+		return nil, err
 	}
-	out := make([]Container, 0, len(res.Items))
-	for _, s := range res.Items {
-		// The filter is the engine's; check again so a daemon that ignored
-		// it cannot make one miner act on another's containers.
-		if s.Labels[LabelManaged] != "true" || s.Labels[LabelMiner] != r.cfg.Instance || !validLeaseID(s.Labels[LabelLease]) {
-			continue
-		}
+	out := make([]Container, 0, len(items))
+	for _, s := range items {
 		c := Container{
 			ID:      s.ID,
 			LeaseID: s.Labels[LabelLease],
@@ -403,6 +395,32 @@ func (r *Runtime) List(ctx context.Context) ([]Container, error) {
 		}
 		c.SSHPort, _ = strconv.Atoi(s.Labels[LabelSSHPort])
 		out = append(out, c)
+	}
+	return out, nil
+}
+
+// listOwn lists this instance's lease containers in any state, with the
+// size of their writable layers when size is set (the engine then walks
+// every layer). Errors: EUNAVAILABLE.
+func (r *Runtime) listOwn(ctx context.Context, size bool) ([]container.Summary, error) {
+	ctx, cancel := r.call(ctx)
+	defer cancel()
+	f := client.Filters{}.Add("label", LabelManaged+"=true", LabelMiner+"="+r.cfg.Instance)
+	res, err := r.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Size: size, Filters: f})
+	if err != nil {
+		what := "list containers"
+		if size {
+			what = "measure containers"
+		}
+		return nil, wrap(ctx, what, "lease containers", err)
+	}
+	out := res.Items[:0]
+	for _, s := range res.Items {
+		// The filter is the engine's; check again so a daemon that ignored
+		// it cannot make one miner act on another's containers.
+		if s.Labels[LabelManaged] == "true" && s.Labels[LabelMiner] == r.cfg.Instance && validLeaseID(s.Labels[LabelLease]) {
+			out = append(out, s)
+		}
 	}
 	return out, nil
 }

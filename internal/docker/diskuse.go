@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
@@ -103,19 +104,18 @@ func (r *Runtime) DiskUsage(ctx context.Context) (map[string]int64, error) {
 
 // containersForDisk inspects this instance's lease containers.
 func (r *Runtime) containersForDisk(ctx context.Context) ([]containerDisk, error) {
+	items, err := r.listOwn(ctx, false)
+	if err != nil {
+		return nil, err
+	}
 	cctx, cancel := r.call(ctx)
 	defer cancel()
-	f := client.Filters{}.Add("label", LabelManaged+"=true", LabelMiner+"="+r.cfg.Instance)
-	res, err := r.cli.ContainerList(cctx, client.ContainerListOptions{All: true, Filters: f})
-	if err != nil {
-		return nil, wrap(cctx, "list containers", "lease containers", err)
-	}
 	var out []containerDisk
-	for _, s := range res.Items {
-		if s.Labels[LabelManaged] != "true" || s.Labels[LabelMiner] != r.cfg.Instance || !validLeaseID(s.Labels[LabelLease]) {
-			continue
-		}
+	for _, s := range items {
 		ins, err := r.cli.ContainerInspect(cctx, s.ID, client.ContainerInspectOptions{})
+		if cerrdefs.IsNotFound(err) {
+			continue // removed since the list
+		}
 		if err != nil {
 			return nil, wrap(cctx, "inspect container", "lease "+s.Labels[LabelLease], err)
 		}
@@ -145,18 +145,12 @@ func diskOf(lease string, c container.InspectResponse) containerDisk {
 
 // sizeRw returns the engine's SizeRw of each lease container.
 func (r *Runtime) sizeRw(ctx context.Context) (map[string]int64, error) {
-	ctx, cancel := r.call(ctx)
-	defer cancel()
-	f := client.Filters{}.Add("label", LabelManaged+"=true", LabelMiner+"="+r.cfg.Instance)
-	res, err := r.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Size: true, Filters: f})
+	items, err := r.listOwn(ctx, true)
 	if err != nil {
-		return nil, wrap(ctx, "measure containers", "lease containers", err)
+		return nil, err
 	}
-	out := make(map[string]int64, len(res.Items))
-	for _, s := range res.Items {
-		if s.Labels[LabelManaged] != "true" || s.Labels[LabelMiner] != r.cfg.Instance || !validLeaseID(s.Labels[LabelLease]) {
-			continue
-		}
+	out := make(map[string]int64, len(items))
+	for _, s := range items {
 		out[s.Labels[LabelLease]] = s.SizeRw
 	}
 	return out, nil
