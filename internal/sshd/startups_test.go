@@ -313,7 +313,8 @@ func TestLoginDuringFlood(t *testing.T) {
 // can neither keep every place protected against it nor queue in front of
 // it in the kernel's accept queue.
 func TestLoginDuringDribbleFlood(t *testing.T) {
-	t.Parallel()
+	// Not parallel: the flood's key exchanges take the CPU the other
+	// flood tests need.
 	ts := startServer(t, nil)
 	requireOpenSSH(t, "ssh")
 	f := nictest.StartSSHDribble(t, ts.addr, 6*DefaultMaxStartups, DefaultStartupProtection*9/10, "127.0.0.2", "127.0.0.3")
