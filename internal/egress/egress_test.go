@@ -311,3 +311,38 @@ func TestInstallReleasePrune(t *testing.T) {
 		t.Error("Check passed for a bridge that does not exist")
 	}
 }
+
+// TestConcurrentRemove: two filters that do not share a lock file (an
+// operator's tool, a miner configured apart) remove the same bridge's rules
+// at once; both succeed, and nothing is left.
+func TestConcurrentRemove(t *testing.T) {
+	requireNetAdmin(t)
+	ctx := t.Context()
+	var fs [2]*Filter
+	for i := range fs {
+		f, err := New(Config{Nameservers: []netip.Addr{}, LockPath: filepath.Join(t.TempDir(), "egress.lock"), Logger: nictest.Logger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fs[i] = f
+	}
+	bridge := testBridge(t, fs[0])
+	for round := range 8 {
+		if err := fs[0].Install(ctx, Network{Bridge: bridge}); err != nil {
+			t.Fatal(err)
+		}
+		errs := make(chan error, len(fs))
+		for _, f := range fs {
+			go func() { errs <- f.Remove(ctx, bridge) }()
+		}
+		for range fs {
+			if err := <-errs; err != nil {
+				t.Fatalf("round %d: concurrent Remove: %v", round, err)
+			}
+		}
+		if rules := iptablesS(t); strings.Contains(rules, bridge) {
+			t.Fatalf("round %d: rules of %s left:\n%s", round, bridge, rules)
+		}
+	}
+}
+

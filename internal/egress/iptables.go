@@ -155,6 +155,11 @@ func (t *tables) deleteJumps(ctx context.Context, hook, bridge, chain string) er
 			return err
 		}
 		if _, err := t.run(ctx, append([]string{"-t", "filter", "-D", hook}, rule...)...); err != nil {
+			// Someone else (an operator, a process not sharing our lock)
+			// may have deleted it in the meantime.
+			if _, cerr := t.check(ctx, append([]string{"-t", "filter", "-C", hook}, rule...)...); errors.Is(cerr, errAbsent) {
+				return nil
+			}
 			return err
 		}
 	}
@@ -162,17 +167,22 @@ func (t *tables) deleteJumps(ctx context.Context, hook, bridge, chain string) er
 }
 
 // deleteChain flushes and deletes chain if it exists. It is this
-// package's own chain: flushing it touches nothing else.
+// package's own chain: flushing it touches nothing else. A chain deleted
+// by someone else in the meantime is not an error.
 func (t *tables) deleteChain(ctx context.Context, chain string) error {
 	ok, err := t.chainExists(ctx, chain)
 	if err != nil || !ok {
 		return err
 	}
-	if _, err := t.run(ctx, "-t", "filter", "-F", chain); err != nil {
-		return err
+	for _, op := range []string{"-F", "-X"} {
+		if _, err := t.run(ctx, "-t", "filter", op, chain); err != nil {
+			if ok, cerr := t.chainExists(ctx, chain); cerr == nil && !ok {
+				return nil
+			}
+			return err
+		}
 	}
-	_, err = t.run(ctx, "-t", "filter", "-X", chain)
-	return err
+	return nil
 }
 
 // ownChains lists the chains of the filter table this package created.
