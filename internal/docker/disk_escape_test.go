@@ -3,6 +3,7 @@ package docker_test
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"io"
 	"os"
 	"strings"
@@ -140,6 +141,11 @@ func buildFrom(t *testing.T, cli *client.Client, tag, dockerfile string) {
 		t.Fatalf("build %s: %s", tag, out)
 	}
 	t.Cleanup(func() {
-		cli.ImageRemove(t.Context(), tag, client.ImageRemoveOptions{Force: true})
+		// The test's context has ended by now.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := cli.ImageRemove(ctx, tag, client.ImageRemoveOptions{Force: true}); err != nil {
+			t.Errorf("remove image %s: %v", tag, err)
+		}
 	})
 }
