@@ -345,4 +345,3 @@ func TestConcurrentRemove(t *testing.T) {
 		}
 	}
 }
-

@@ -144,22 +144,27 @@ func (t *tables) ensureJump(ctx context.Context, hook, bridge, chain string) (bo
 }
 
 // deleteJumps deletes every jump from bridge's packets in hook to chain.
+// Jumps (or the chain, and with it every jump to it) that someone else
+// deletes in the meantime — an operator, a process not sharing our lock —
+// are not an error.
 func (t *tables) deleteJumps(ctx context.Context, hook, bridge, chain string) error {
 	rule := []string{"-i", bridge, "-j", chain}
-	for range 16 { // a rule inserted several times by hand is deleted too
+	gone := func() bool {
 		_, err := t.check(ctx, append([]string{"-t", "filter", "-C", hook}, rule...)...)
-		if errors.Is(err, errAbsent) {
+		switch {
+		case err == nil:
+			return false
+		case errors.Is(err, errAbsent):
+			return true
+		}
+		ok, cerr := t.chainExists(ctx, chain)
+		return cerr == nil && !ok
+	}
+	for range 16 { // a rule inserted several times by hand is deleted too
+		if gone() {
 			return nil
 		}
-		if err != nil {
-			return err
-		}
-		if _, err := t.run(ctx, append([]string{"-t", "filter", "-D", hook}, rule...)...); err != nil {
-			// Someone else (an operator, a process not sharing our lock)
-			// may have deleted it in the meantime.
-			if _, cerr := t.check(ctx, append([]string{"-t", "filter", "-C", hook}, rule...)...); errors.Is(cerr, errAbsent) {
-				return nil
-			}
+		if _, err := t.run(ctx, append([]string{"-t", "filter", "-D", hook}, rule...)...); err != nil && !gone() {
 			return err
 		}
 	}
