@@ -34,7 +34,11 @@ func TestMinerLeaseEndToEnd(t *testing.T) {
 	w := newMinerWorld(t)
 	e := newLeaseEnv(t, "t"+randHex(t, 6))
 	o := minerOpts(t, w, e)
-	o.LeaseUnit = 3 * time.Second // timeline 1 = 3 s; the main lease asks for 1000
+	// timeline 1 = 6 s, which a lease's creation (counted from its
+	// reservation) may take half of on a loaded machine, leaving time to
+	// log in to the password lease before it expires; the main lease asks
+	// for 1000.
+	o.LeaseUnit = 6 * time.Second
 	m := startTestMinerProc(t, o)
 	lc := newLeaseClient(t, w.validator, m.AxonAddr(), m.Hotkey())
 	ctx := context.Background()

@@ -40,7 +40,7 @@ func (f *limitFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.leaseDisk, "miner.lease.disk", "20GiB", "disk size of a lease whose request names none")
 	fs.DurationVar(&f.diskCheck, "miner.disk.check-interval", miner.DefaultDiskCheck, "how often each lease's disk use is measured where the storage driver cannot limit it (a lease past its size is paused)")
 	fs.StringVar(&f.pogCache, "miner.pog-cache.size", "512MiB", "bound of each validator's Proof-of-GPU worker cache, shared by its test leases so it uploads its worker once per version (0: no caches, the worker is uploaded into every test lease)")
-	fs.StringSliceVar(&f.allowCIDRs, "miner.lease.allow-cidr", nil, "private or link-local ranges leases may reach besides the internet (CIDR, repeatable)")
+	fs.StringSliceVar(&f.allowCIDRs, "miner.lease.allow-cidr", nil, "private or link-local ranges leases may reach besides the internet (CIDR, repeatable); a range holding an address of this host opens this host's services on it to leases")
 	fs.BoolVar(&f.unconfined, unsafeUnconfinedFlag, false, "UNSAFE: rent out leases even when the host packet filter cannot be installed, letting renters reach this host, its private networks and the cloud metadata service")
 }
 

@@ -48,13 +48,7 @@ func TestLeaseNetworkConfined(t *testing.T) {
 	ctx := t.Context()
 	inet := nictest.NewNetns(t, internetPool)
 	priv := nictest.NewNetns(t, privatePool)
-	lnet, err := e.rt.LeaseNetwork(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(lnet.Gateways) == 0 {
-		t.Fatalf("lease network %+v has no gateway", lnet)
-	}
+	lnet := e.leaseNetwork(t)
 	hostListen := func(addr netip.Addr) target {
 		ln, err := net.Listen("tcp", net.JoinHostPort(addr.String(), "0"))
 		if err != nil {
@@ -133,6 +127,33 @@ func TestLeaseNetworkConfined(t *testing.T) {
 		t.Errorf("SSH_CONNECTION %q: the server does not see the client's address %s", out, priv.NSAddr)
 	}
 
+	// Port forwarding (ssh -L, ssh -D) connects from the lease's own
+	// network namespace: the filter holds for it too.
+	var nc net.Conn
+	priv.Do(t, func() {
+		nc, err = net.DialTimeout("tcp", net.JoinHostPort(priv.HostAddr.String(), strconv.Itoa(a.SSHPort)), 5*time.Second)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, chans, reqs, err := ssh.NewClientConn(nc, "lease", &ssh.ClientConfig{
+		User: "root", Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)}, HostKeyCallback: ssh.InsecureIgnoreHostKey(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := ssh.NewClient(sc, chans, reqs)
+	defer client.Close()
+	for _, tg := range append(all, neighbour) {
+		fc, err := client.Dial("tcp", net.JoinHostPort(tg.addr.String(), strconv.Itoa(tg.port)))
+		if err == nil {
+			fc.Close()
+		}
+		if reached := err == nil; reached != (tg.name == internet.name) {
+			t.Errorf("ssh -L through the lease to %s (%s:%d): connected %v (%v)", tg.name, tg.addr, tg.port, reached, err)
+		}
+	}
+
 	// The operator allows the private network.
 	f2, err := egress.New(egress.Config{Allow: []netip.Prefix{priv.Prefix}, LockPath: lock, Logger: nictest.Logger(t)})
 	if err != nil {
@@ -142,6 +163,19 @@ func TestLeaseNetworkConfined(t *testing.T) {
 		t.Fatalf("Install with an allowed range: %v", err)
 	}
 	expect("with the private network allowed", map[string]bool{internet.name: true, private.name: true}, all...)
+}
+
+// leaseNetwork returns the test's lease network, which has a gateway.
+func (e *env) leaseNetwork(t *testing.T) docker.LeaseNetwork {
+	t.Helper()
+	lnet, err := e.rt.LeaseNetwork(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lnet.Gateways) == 0 {
+		t.Fatalf("lease network %+v has no gateway", lnet)
+	}
+	return lnet
 }
 
 // execDetached starts argv in the lease's container and returns at once.

@@ -52,8 +52,8 @@ type Container struct {
 // file, a fresh host key) and the volume path directory into it. On
 // failure nothing is left behind.
 //
-// Errors: EINVALID (bad spec, or the engine refused a limit, e.g. more CPUs
-// than the host has), ECONFLICT (the lease already has a container, or the
+// Errors: EINVALID (bad spec, an image that declares volumes, or the
+// engine refused a limit, e.g. more CPUs than the host has), ECONFLICT (the lease already has a container, or the
 // port is taken), ENOTFOUND (image missing and not pullable because the
 // registry does not know it), EUNAVAILABLE (engine down, or the image is
 // missing and the pull failed).
@@ -86,17 +86,20 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (Container, error) {
 	if err := r.ensureImage(ctx, image); err != nil {
 		return Container{}, err
 	}
+	if err := r.checkImageVolumes(ctx, image); err != nil {
+		return Container{}, fmt.Errorf("create lease container: %w", err)
+	}
 	quota, err := r.wantQuota(ctx, s.Resources.DiskBytes)
 	if err != nil {
 		return Container{}, err
 	}
 	subject := "lease " + s.LeaseID
-	id, err := r.create(ctx, createOptions(cfg, s, image, quota))
+	id, err := r.create(ctx, createOptions(cfg, s, image, quota, lnet.EnableIPv6))
 	if err != nil && quota && retryWithoutQuota(err) {
 		// The only difference a retry makes is the StorageOpt: if it now
 		// succeeds, the driver cannot enforce sizes (engines report this
 		// as an invalid parameter or a plain server error).
-		id, err = r.create(ctx, createOptions(cfg, s, image, false))
+		id, err = r.create(ctx, createOptions(cfg, s, image, false, lnet.EnableIPv6))
 		if err == nil {
 			r.setQuota(quotaUnsupported)
 			quota = false
@@ -374,20 +377,12 @@ func (r *Runtime) removeVolume(ctx context.Context, lease string) error {
 // List returns this instance's lease containers in any state, for
 // reconciliation when the miner starts. Errors: EUNAVAILABLE.
 func (r *Runtime) List(ctx context.Context) ([]Container, error) {
-	ctx, cancel := r.call(ctx)
-	defer cancel()
-	f := client.Filters{}.Add("label", LabelManaged+"=true", LabelMiner+"="+r.cfg.Instance)
-	res, err := r.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f})
+	items, err := r.listOwn(ctx, false)
 	if err != nil {
-		return nil, wrap(ctx, "list containers", "lease containers", err)
+		return nil, err
 	}
-	out := make([]Container, 0, len(res.Items))
-	for _, s := range res.Items {
-		// The filter is the engine's; check again so a daemon that ignored
-		// it cannot make one miner act on another's containers.
-		if s.Labels[LabelManaged] != "true" || s.Labels[LabelMiner] != r.cfg.Instance || !validLeaseID(s.Labels[LabelLease]) {
-			continue
-		}
+	out := make([]Container, 0, len(items))
+	for _, s := range items {
 		c := Container{
 			ID:      s.ID,
 			LeaseID: s.Labels[LabelLease],
@@ -404,25 +399,28 @@ func (r *Runtime) List(ctx context.Context) ([]Container, error) {
 	return out, nil
 }
 
-// DiskUsage returns, for each of this instance's lease containers, the
-// bytes its writable layer holds (the engine's SizeRw: what the renter
-// wrote, its volume path included). The engine measures it by walking the
-// layer, so callers should not ask more often than every few seconds.
-// Errors: EUNAVAILABLE.
-func (r *Runtime) DiskUsage(ctx context.Context) (map[string]int64, error) {
+// listOwn lists this instance's lease containers in any state, with the
+// size of their writable layers when size is set (the engine then walks
+// every layer). Errors: EUNAVAILABLE.
+func (r *Runtime) listOwn(ctx context.Context, size bool) ([]container.Summary, error) {
 	ctx, cancel := r.call(ctx)
 	defer cancel()
 	f := client.Filters{}.Add("label", LabelManaged+"=true", LabelMiner+"="+r.cfg.Instance)
-	res, err := r.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Size: true, Filters: f})
+	res, err := r.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Size: size, Filters: f})
 	if err != nil {
-		return nil, wrap(ctx, "measure containers", "lease containers", err)
-	}
-	out := make(map[string]int64, len(res.Items))
-	for _, s := range res.Items {
-		if s.Labels[LabelManaged] != "true" || s.Labels[LabelMiner] != r.cfg.Instance || !validLeaseID(s.Labels[LabelLease]) {
-			continue
+		what := "list containers"
+		if size {
+			what = "measure containers"
 		}
-		out[s.Labels[LabelLease]] = s.SizeRw
+		return nil, wrap(ctx, what, "lease containers", err)
+	}
+	out := res.Items[:0]
+	for _, s := range res.Items {
+		// The filter is the engine's; check again so a daemon that ignored
+		// it cannot make one miner act on another's containers.
+		if s.Labels[LabelManaged] == "true" && s.Labels[LabelMiner] == r.cfg.Instance && validLeaseID(s.Labels[LabelLease]) {
+			out = append(out, s)
+		}
 	}
 	return out, nil
 }

@@ -32,13 +32,18 @@
 //     supports quotas (overlay2 on xfs with pquota, btrfs, zfs,
 //     devicemapper): writes past it fail with ENOSPC. Elsewhere the engine
 //     cannot limit a container's disk (DiskQuota says so, and the runtime
-//     logs it once); DiskUsage reports what each lease wrote so the miner
-//     can hold leases to their size itself.
+//     logs it once). On every driver DiskUsage reports what each lease
+//     holds on the host's disk — what the engine's own measure misses
+//     included (diskuse.go) — so the miner can hold leases to their size.
+//     An image that declares volumes is refused: the engine would give the
+//     container anonymous volumes outside its layer and any quota.
 //   - No privileged mode, no host network/pid/ipc namespaces, no mounts
 //     except the read-only binary and, in a validator's test lease, its
 //     worker cache (Spec.Cache; no volumes), no-new-privileges, NET_RAW and MKNOD
 //     dropped (no ARP/IP spoofing of neighbours), docker-init as PID 1 to
-//     reap zombies. The server runs as root (0:0) whatever USER the image
+//     reap zombies. On a lease network without IPv6 the container turns
+//     IPv6 off (net.ipv6.conf.all/default.disable_ipv6), so that no engine
+//     leaves it a link-local address to reach the host or its neighbours. The server runs as root (0:0) whatever USER the image
 //     sets, since it must read its root-only files; the renter is root in
 //     the container and nowhere else.
 //   - Logs: json-file, 3 × 10 MB, so login noise cannot fill the disk.
@@ -155,6 +160,8 @@ type Runtime struct {
 	diskQuota   quotaState // learned from the first create with a disk size
 	driverInfo  *Info      // cached Info for quota decisions; nil until fetched
 	quotaWarned bool       // the missing quota was logged
+	// diskFallbackLogged: a layer could not be walked and that was logged.
+	diskFallbackLogged bool
 }
 
 type quotaState int

@@ -3,6 +3,8 @@ package docker
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -89,6 +91,31 @@ func (r *Runtime) ensureImage(ctx context.Context, image string) error {
 	}
 	r.log.Info("image pulled", "image", image)
 	return nil
+}
+
+// maxVolumesNamed bounds the volumes an error names.
+const maxVolumesNamed = 5
+
+// checkImageVolumes refuses an image that declares volumes (VOLUME in its
+// Dockerfile): the engine would give the container an anonymous volume for
+// each, outside its writable layer, so beyond its disk size, any storage
+// quota and the miner's measurement. Errors: EINVALID, EUNAVAILABLE.
+func (r *Runtime) checkImageVolumes(ctx context.Context, image string) error {
+	ctx, cancel := r.call(ctx)
+	defer cancel()
+	res, err := r.cli.ImageInspect(ctx, image)
+	if err != nil {
+		return wrap(ctx, "inspect image", "image "+image, err)
+	}
+	if res.Config == nil || len(res.Config.Volumes) == 0 {
+		return nil
+	}
+	vols := slices.Sorted(maps.Keys(res.Config.Volumes))
+	if len(vols) > maxVolumesNamed {
+		vols = append(vols[:maxVolumesNamed], "…")
+	}
+	return market.Errorf(market.EINVALID, "image %s declares volumes (%s), whose writes no lease disk size would bound; this miner does not run it",
+		image, strings.Join(vols, ", "))
 }
 
 // pullTracker follows the per-layer messages of a pull.

@@ -2,6 +2,7 @@ package docker
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"path"
 	"strconv"
@@ -190,11 +191,23 @@ func shmSize(memory, max int64) int64 {
 	return min(memory/2, max)
 }
 
+// noIPv6 are the sysctls that turn IPv6 off in a container's network
+// namespace. A lease network without IPv6 still lets engines from Docker 26
+// on give every container interface an IPv6 link-local address, through
+// which the host's own link-local address and neighbouring leases answer
+// whatever isolation the network promises for IPv4; these engines skip
+// IPv6 for a container that turns it off.
+var noIPv6 = map[string]string{
+	"net.ipv6.conf.all.disable_ipv6":     "1",
+	"net.ipv6.conf.default.disable_ipv6": "1",
+}
+
 // createOptions builds the container create request for s with image
 // (already validated and resolved) on cfg. quota says whether to put the
-// disk size into StorageOpt. It does no I/O, so the whole HostConfig of a
-// GPU lease can be checked without a GPU.
-func createOptions(cfg Config, s Spec, image string, quota bool) client.ContainerCreateOptions {
+// disk size into StorageOpt, netIPv6 whether the lease network gives
+// containers IPv6 (if not, the container turns IPv6 off). It does no I/O,
+// so the whole HostConfig of a GPU lease can be checked without a GPU.
+func createOptions(cfg Config, s Spec, image string, quota, netIPv6 bool) client.ContainerCreateOptions {
 	res := s.Resources
 	hostIP := s.HostIP
 	if hostIP == "" {
@@ -246,6 +259,11 @@ func createOptions(cfg Config, s Spec, image string, quota bool) client.Containe
 		bindings[cp] = []network.PortBinding{{HostIP: ip, HostPort: strconv.Itoa(p.Host)}}
 	}
 
+	var sysctls map[string]string
+	if !netIPv6 {
+		sysctls = maps.Clone(noIPv6)
+	}
+
 	pids := cfg.PidsLimit
 	init := true
 	stop := int(cfg.StopTimeout.Seconds())
@@ -272,6 +290,7 @@ func createOptions(cfg Config, s Spec, image string, quota bool) client.Containe
 			Privileged:  false,
 			SecurityOpt: []string{"no-new-privileges:true"},
 			CapDrop:     []string{"NET_RAW", "MKNOD"},
+			Sysctls:     sysctls,
 			StorageOpt:  storage,
 			ShmSize:     shmSize(res.MemoryBytes, cfg.MaxShm),
 			Init:        &init,

@@ -73,7 +73,7 @@ func TestCreateOptionsGPULease(t *testing.T) {
 	if err := checkSpec(s); err != nil {
 		t.Fatalf("checkSpec: %v", err)
 	}
-	opts := createOptions(cfg, s, "pytorch/pytorch:2.5.1", true)
+	opts := createOptions(cfg, s, "pytorch/pytorch:2.5.1", true, false)
 	hc, cc := opts.HostConfig, opts.Config
 
 	if opts.Name != "nicompute-miner1-lease-7" {
@@ -115,6 +115,14 @@ func TestCreateOptionsGPULease(t *testing.T) {
 	if len(hc.CapAdd) != 0 || len(hc.Binds) != 0 || len(hc.Devices) != 0 || hc.VolumesFrom != nil {
 		t.Errorf("unexpected caps/binds/devices: %v %v %v %v", hc.CapAdd, hc.Binds, hc.Devices, hc.VolumesFrom)
 	}
+	// A network without IPv6 leaves the container none, not even
+	// link-local addresses (engines from Docker 26 on give them).
+	if !reflect.DeepEqual(hc.Sysctls, map[string]string{"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}) {
+		t.Errorf("sysctls = %v, want IPv6 off", hc.Sysctls)
+	}
+	if sc := createOptions(cfg, s, "img", true, true).HostConfig.Sysctls; len(sc) != 0 {
+		t.Errorf("sysctls on a network with IPv6 = %v, want none", sc)
+	}
 	if hc.Init == nil || !*hc.Init {
 		t.Errorf("init = %v", hc.Init)
 	}
@@ -132,7 +140,7 @@ func TestCreateOptionsGPULease(t *testing.T) {
 	}
 	noFwd := cfg
 	noFwd.DisableSSHForwarding = true
-	if ep := createOptions(noFwd, s, "img", true).Config.Entrypoint; !reflect.DeepEqual([]string(ep), sshd.Entrypoint(false)) {
+	if ep := createOptions(noFwd, s, "img", true, false).Config.Entrypoint; !reflect.DeepEqual([]string(ep), sshd.Entrypoint(false)) {
 		t.Errorf("entrypoint with forwarding disabled = %v", ep)
 	}
 	if cc.User != "0:0" {
@@ -154,7 +162,7 @@ func TestCreateOptionsCPULease(t *testing.T) {
 	if err := checkSpec(s); err != nil {
 		t.Fatalf("checkSpec: %v", err)
 	}
-	opts := createOptions(cfg, s, "ubuntu:22.04", false)
+	opts := createOptions(cfg, s, "ubuntu:22.04", false, false)
 	hc := opts.HostConfig
 	if hc.DeviceRequests != nil {
 		t.Errorf("cpu lease has device requests %+v", hc.DeviceRequests)
@@ -181,7 +189,7 @@ func TestCreateOptionsCPULease(t *testing.T) {
 	// Extra ports are exposed and published on their host ports, on the
 	// same address as SSH, and nothing else is.
 	s.Ports = []market.PortMap{{Container: 8888, Host: 30000}, {Container: 6006, Host: 30001}}
-	opts = createOptions(cfg, s, "ubuntu:22.04", false)
+	opts = createOptions(cfg, s, "ubuntu:22.04", false, false)
 	hc = opts.HostConfig
 	if len(hc.PortBindings) != 3 || len(opts.Config.ExposedPorts) != 3 || hc.PublishAllPorts {
 		t.Fatalf("bindings %v, exposed %v, publish all %v", hc.PortBindings, opts.Config.ExposedPorts, hc.PublishAllPorts)
@@ -195,7 +203,7 @@ func TestCreateOptionsCPULease(t *testing.T) {
 
 	// A test lease's cache: the one read-write mount.
 	s.Cache = &BindMount{Source: "/srv/pog-cache/v1", Target: "/.nicompute/cache"}
-	hc = createOptions(cfg, s, "ubuntu:22.04", false).HostConfig
+	hc = createOptions(cfg, s, "ubuntu:22.04", false, false).HostConfig
 	if len(hc.Mounts) != 2 || hc.Mounts[1].Source != s.Cache.Source || hc.Mounts[1].Target != s.Cache.Target ||
 		hc.Mounts[1].Type != "bind" || hc.Mounts[1].ReadOnly || !hc.Mounts[0].ReadOnly {
 		t.Errorf("mounts with a cache = %+v", hc.Mounts)

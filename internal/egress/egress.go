@@ -9,7 +9,9 @@
 //
 //   - from DOCKER-USER (FORWARD where the engine has no DOCKER-USER) to
 //     the F chain, for what a lease sends through the host: replies to
-//     connections made to the lease (RELATED,ESTABLISHED) pass, so do the
+//     connections made to the lease (RELATED,ESTABLISHED in the reply
+//     direction, so a connection the lease itself opened while no filter
+//     was in force is cut once it is) pass, so do the
 //     operator's allowed ranges and DNS (port 53) to the host's name
 //     servers, which the engine's resolver queries from inside the
 //     container; private, link-local (169.254.0.0/16, the metadata
@@ -21,7 +23,11 @@
 //
 // Rejections answer with ICMP administratively-prohibited, so a tenant's
 // connection fails at once ("No route to host") rather than hanging.
-// IPv6 gets the same rules with ip6tables when the lease network has IPv6.
+// IPv6 gets the same rules with ip6tables whenever the host has IPv6, even
+// for a lease network without IPv6 addresses: engines from Docker 26 on
+// leave an IPv6 link-local address on every container interface, through
+// which the host's own link-local address and neighbouring containers
+// would answer.
 //
 // The chains' contents are replaced atomically with iptables-restore
 // --noflush, so installing again (to repair, or with a new allow list)
@@ -125,7 +131,36 @@ func New(cfg Config) (*Filter, error) {
 	if rs.nameservers == nil {
 		rs.nameservers = hostNameservers()
 	}
-	return &Filter{cfg: cfg, rules: rs, log: log.With("component", "egress")}, nil
+	f := &Filter{cfg: cfg, rules: rs, log: log.With("component", "egress")}
+	if open := hostAddrsIn(rs.allow); len(open) > 0 {
+		f.log.Warn("allowed ranges hold addresses of this host: leases reach every service this host offers on them",
+			"addresses", open, "allowed", rs.allow)
+	}
+	return f, nil
+}
+
+// hostAddrsIn returns the addresses of this host inside the prefixes.
+func hostAddrsIn(prefixes []netip.Prefix) []netip.Addr {
+	if len(prefixes) == 0 {
+		return nil
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		p, err := netip.ParsePrefix(a.String())
+		if err != nil {
+			continue
+		}
+		for _, allowed := range prefixes {
+			if allowed.Contains(p.Addr().Unmap()) && !slices.Contains(out, p.Addr()) {
+				out = append(out, p.Addr())
+			}
+		}
+	}
+	return out
 }
 
 // hostNameservers reads the name servers the Docker engine forwards to.
@@ -164,7 +199,7 @@ func (f *Filter) Install(ctx context.Context, n Network) error {
 		return fmt.Errorf("egress: lease network bridge %s is not an interface of this host (is the Docker engine remote?): %w", n.Bridge, err)
 	}
 	fams := []family{ipv4}
-	if n.IPv6 {
+	if n.IPv6 || hostHasIPv6() {
 		fams = append(fams, ipv6)
 	}
 	for _, fam := range fams {
@@ -222,6 +257,14 @@ func (f *Filter) Check(ctx context.Context, n Network) error {
 		return fmt.Errorf("egress: read the packet filter: %w", err)
 	}
 	return nil
+}
+
+// hostHasIPv6 reports whether the kernel has IPv6 (the file lists the
+// host's IPv6 addresses and exists whenever IPv6 is enabled); containers
+// may then hold IPv6 link-local addresses whatever their network says.
+func hostHasIPv6() bool {
+	_, err := os.Stat("/proc/net/if_inet6")
+	return err == nil
 }
 
 // forwardHook is the chain forwarded lease traffic is judged in:

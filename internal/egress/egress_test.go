@@ -24,7 +24,8 @@ func TestRestoreScript(t *testing.T) {
 	for _, want := range []string{
 		":NICOMPUTE-F-br-0123456789ab - [0:0]\n",
 		":NICOMPUTE-I-br-0123456789ab - [0:0]\n",
-		"-A NICOMPUTE-F-br-0123456789ab -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN\n",
+		"-A NICOMPUTE-F-br-0123456789ab -m conntrack --ctstate RELATED,ESTABLISHED --ctdir REPLY -j RETURN\n",
+		"-A NICOMPUTE-I-br-0123456789ab -m conntrack --ctstate RELATED,ESTABLISHED --ctdir REPLY -j RETURN\n",
 		"-A NICOMPUTE-F-br-0123456789ab -d 10.1.0.0/16 -j RETURN\n",
 		"-A NICOMPUTE-F-br-0123456789ab -d 10.255.255.53/32 -p udp -m udp --dport 53 -j RETURN\n",
 		"-A NICOMPUTE-F-br-0123456789ab -d 10.255.255.53/32 -p tcp -m tcp --dport 53 -j RETURN\n",
@@ -107,6 +108,21 @@ func TestParseNameservers(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("parseNameservers = %v, want %v", got, want)
+	}
+}
+
+// TestHostAddrsIn: an allowed range that holds an address of this host is
+// found (the miner warns that leases reach the host there).
+func TestHostAddrsIn(t *testing.T) {
+	got := hostAddrsIn([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")})
+	if !slices.Contains(got, netip.MustParseAddr("127.0.0.1")) {
+		t.Errorf("hostAddrsIn(127.0.0.0/8) = %v, want 127.0.0.1", got)
+	}
+	if got := hostAddrsIn([]netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}); len(got) != 0 {
+		t.Errorf("hostAddrsIn(TEST-NET-2) = %v, want none", got)
+	}
+	if got := hostAddrsIn(nil); got != nil {
+		t.Errorf("hostAddrsIn(nil) = %v", got)
 	}
 }
 
@@ -225,6 +241,20 @@ func TestInstallReleasePrune(t *testing.T) {
 		}
 	}
 
+	// IPv6 is confined too, although the network has none: containers
+	// may hold link-local addresses.
+	if hostHasIPv6() {
+		out, err := exec.Command("ip6tables", "-w", "-t", "filter", "-S").Output()
+		if err != nil {
+			t.Fatalf("ip6tables -S: %v", err)
+		}
+		for _, want := range []string{"-A INPUT -i " + bridge + " -j " + in + "\n", "-A " + fwd + " -d fe80::/10 -j REJECT"} {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("IPv6 packet filter lacks %q", want)
+			}
+		}
+	}
+
 	// A jump removed by someone else is put back.
 	if out, err := exec.Command("iptables", "-w", "-D", "INPUT", "-i", bridge, "-j", in).CombinedOutput(); err != nil {
 		t.Fatalf("delete jump: %v: %s", err, out)
@@ -251,6 +281,9 @@ func TestInstallReleasePrune(t *testing.T) {
 	if rules := iptablesS(t); strings.Contains(rules, bridge) {
 		t.Fatalf("rules of %s left after Release:\n%s", bridge, rules)
 	}
+	if out, _ := exec.Command("ip6tables", "-w", "-t", "filter", "-S").Output(); strings.Contains(string(out), bridge) {
+		t.Fatalf("IPv6 rules of %s left after Release:\n%s", bridge, out)
+	}
 
 	// Rules of a bridge that is gone are pruned; others are not.
 	if err := f.Install(ctx, n); err != nil {
@@ -276,5 +309,39 @@ func TestInstallReleasePrune(t *testing.T) {
 	}
 	if err := f.Check(ctx, n); err == nil {
 		t.Error("Check passed for a bridge that does not exist")
+	}
+}
+
+// TestConcurrentRemove: two filters that do not share a lock file (an
+// operator's tool, a miner configured apart) remove the same bridge's rules
+// at once; both succeed, and nothing is left.
+func TestConcurrentRemove(t *testing.T) {
+	requireNetAdmin(t)
+	ctx := t.Context()
+	var fs [2]*Filter
+	for i := range fs {
+		f, err := New(Config{Nameservers: []netip.Addr{}, LockPath: filepath.Join(t.TempDir(), "egress.lock"), Logger: nictest.Logger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fs[i] = f
+	}
+	bridge := testBridge(t, fs[0])
+	for round := range 8 {
+		if err := fs[0].Install(ctx, Network{Bridge: bridge}); err != nil {
+			t.Fatal(err)
+		}
+		errs := make(chan error, len(fs))
+		for _, f := range fs {
+			go func() { errs <- f.Remove(ctx, bridge) }()
+		}
+		for range fs {
+			if err := <-errs; err != nil {
+				t.Fatalf("round %d: concurrent Remove: %v", round, err)
+			}
+		}
+		if rules := iptablesS(t); strings.Contains(rules, bridge) {
+			t.Fatalf("round %d: rules of %s left:\n%s", round, bridge, rules)
+		}
 	}
 }

@@ -144,17 +144,27 @@ func (t *tables) ensureJump(ctx context.Context, hook, bridge, chain string) (bo
 }
 
 // deleteJumps deletes every jump from bridge's packets in hook to chain.
+// Jumps (or the chain, and with it every jump to it) that someone else
+// deletes in the meantime — an operator, a process not sharing our lock —
+// are not an error.
 func (t *tables) deleteJumps(ctx context.Context, hook, bridge, chain string) error {
 	rule := []string{"-i", bridge, "-j", chain}
-	for range 16 { // a rule inserted several times by hand is deleted too
+	gone := func() bool {
 		_, err := t.check(ctx, append([]string{"-t", "filter", "-C", hook}, rule...)...)
-		if errors.Is(err, errAbsent) {
+		switch {
+		case err == nil:
+			return false
+		case errors.Is(err, errAbsent):
+			return true
+		}
+		ok, cerr := t.chainExists(ctx, chain)
+		return cerr == nil && !ok
+	}
+	for range 16 { // a rule inserted several times by hand is deleted too
+		if gone() {
 			return nil
 		}
-		if err != nil {
-			return err
-		}
-		if _, err := t.run(ctx, append([]string{"-t", "filter", "-D", hook}, rule...)...); err != nil {
+		if _, err := t.run(ctx, append([]string{"-t", "filter", "-D", hook}, rule...)...); err != nil && !gone() {
 			return err
 		}
 	}
@@ -162,17 +172,22 @@ func (t *tables) deleteJumps(ctx context.Context, hook, bridge, chain string) er
 }
 
 // deleteChain flushes and deletes chain if it exists. It is this
-// package's own chain: flushing it touches nothing else.
+// package's own chain: flushing it touches nothing else. A chain deleted
+// by someone else in the meantime is not an error.
 func (t *tables) deleteChain(ctx context.Context, chain string) error {
 	ok, err := t.chainExists(ctx, chain)
 	if err != nil || !ok {
 		return err
 	}
-	if _, err := t.run(ctx, "-t", "filter", "-F", chain); err != nil {
-		return err
+	for _, op := range []string{"-F", "-X"} {
+		if _, err := t.run(ctx, "-t", "filter", op, chain); err != nil {
+			if ok, cerr := t.chainExists(ctx, chain); cerr == nil && !ok {
+				return nil
+			}
+			return err
+		}
 	}
-	_, err = t.run(ctx, "-t", "filter", "-X", chain)
-	return err
+	return nil
 }
 
 // ownChains lists the chains of the filter table this package created.

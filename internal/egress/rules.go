@@ -96,7 +96,11 @@ type ruleSet struct {
 // restoreScript is the iptables-restore input that creates (or, with
 // --noflush, atomically replaces) the two chains confining bridge in fam:
 //
-//	fwd: replies pass; allowed ranges pass; DNS to the name servers passes;
+//	fwd: replies pass (packets of connections made to the lease, in the
+//	     reply direction: a connection the lease opened to a blocked
+//	     address while no filter was in force — after a reboot, before
+//	     the miner started — is cut, not carried on); allowed ranges
+//	     pass; DNS to the name servers passes;
 //	     blocked ranges are rejected; the rest (the internet) returns to
 //	     the engine's own rules.
 //	in:  replies pass; allowed ranges and DNS to the name servers pass;
@@ -110,7 +114,7 @@ func restoreScript(fam family, bridge string, rs ruleSet) string {
 	b.WriteString("*filter\n")
 	fmt.Fprintf(&b, ":%s - [0:0]\n:%s - [0:0]\n", fwd, in)
 	common := func(chain string) {
-		fmt.Fprintf(&b, "-A %s -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN\n", chain)
+		fmt.Fprintf(&b, "-A %s -m conntrack --ctstate RELATED,ESTABLISHED --ctdir REPLY -j RETURN\n", chain)
 		for _, p := range rs.allow {
 			if p.Addr().Is6() == fam.v6 {
 				fmt.Fprintf(&b, "-A %s -d %s -j RETURN\n", chain, p)

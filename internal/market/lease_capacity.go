@@ -2,6 +2,7 @@ package market
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 )
@@ -60,6 +61,11 @@ func CapacityOf(s Specs, r Reserve) Capacity {
 	}
 	return c
 }
+
+// DiskUnmeasured is the disk use reported for a lease whose files could
+// not be measured because of what the lease itself did (a directory tree
+// deeper than the measurement walks): it counts as past any size.
+const DiskUnmeasured int64 = math.MaxInt64
 
 // DiskReserve is the free disk reserve r keeps on a filesystem of disk:
 // DiskBytes, or DiskPercent of its size.

@@ -22,9 +22,11 @@ type Specs struct {
 // How a miner holds a lease to its disk size (Enforcement.Disk).
 const (
 	// DiskByEngine: the storage driver refuses writes past the size
-	// (ENOSPC inside the lease).
+	// (ENOSPC inside the lease); the miner still measures what a lease
+	// writes outside its writable layer every Enforcement.DiskCheckSeconds
+	// and pauses a lease past its size.
 	DiskByEngine = "engine-quota"
-	// DiskByMiner: the miner measures each lease's writable layer every
+	// DiskByMiner: the miner measures what each lease holds every
 	// Enforcement.DiskCheckSeconds and pauses a lease past its size.
 	DiskByMiner = "miner-pauses"
 )

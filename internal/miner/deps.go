@@ -48,7 +48,10 @@ type Runtime interface {
 	// disk size (writes past it fail with ENOSPC).
 	DiskQuota(ctx context.Context) (bool, error)
 	// DiskUsage returns the bytes each of this miner's lease containers
-	// has written, by lease id. It may take a while on large layers.
+	// holds on the host's disk, by lease id: its writable layer (which the
+	// engine may bound), files it deleted but holds open, and what it
+	// wrote outside the layer; market.DiskUnmeasured for a lease whose
+	// files could not be measured. It may take a while on large layers.
 	DiskUsage(ctx context.Context) (map[string]int64, error)
 	// Ping checks the engine answers. EngineVersion returns its version.
 	Ping(ctx context.Context) error

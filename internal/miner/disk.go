@@ -13,9 +13,10 @@ import (
 // Config.DefaultDisk). Where the storage driver can hold a container to a
 // size (overlay2 on xfs with pquota, btrfs, zfs), the runtime passes it to
 // the engine and writes past it fail with ENOSPC inside the lease. Where
-// it cannot (fuse-overlayfs, vfs, overlay2 on ext4), the miner measures
-// every DiskCheckInterval what each lease's writable layer holds, as the
-// engine reports it (the same measure on every driver), and pauses —
+// it cannot (fuse-overlayfs, vfs, overlay2 on ext4) — and, for the files a
+// lease writes outside its writable layer, everywhere — the miner measures
+// every DiskCheckInterval what each lease holds, as the runtime reports it
+// (see Runtime.DiskUsage), and pauses —
 // freezes — a running lease found past its size: its processes stop
 // writing at once, nothing is deleted, and the renter reads why in the
 // lease's status. Pausing rather than stopping keeps the lease from being
@@ -101,28 +102,25 @@ func (m *leaseManager) watchDisk(ctx context.Context) {
 	every(ctx, m.cfg.DiskCheckInterval, func(ctx context.Context) { m.checkDisk(ctx) })
 }
 
-// checkDisk measures every lease where the engine does not hold leases to
-// their size, and every worker cache, and pauses the active leases past
-// their size, a test lease's cache counting toward it (cache.go). It
-// returns the ids of the leases it paused.
+// checkDisk measures every lease and every worker cache, and pauses the
+// active leases past their size, a test lease's cache counting toward it
+// (cache.go). It runs where the engine holds leases to their size too: a
+// lease also writes outside its writable layer (Docker keeps its
+// /etc/hosts, /etc/resolv.conf and /etc/hostname in the engine's own
+// directory), which no storage quota bounds and the runtime's measure
+// counts. It returns the ids of the leases it paused.
 func (m *leaseManager) checkDisk(ctx context.Context) []string {
-	quota := false
-	if q, err := m.rt.DiskQuota(ctx); err == nil && q {
-		quota = true
-	}
 	caches, err := m.cache.check(ctx, m.store.LiveLeases)
 	if err != nil {
 		m.log.Warn("measure worker caches", "err", err)
 	}
-	if quota && len(caches) == 0 {
+	usage, err := m.rt.DiskUsage(ctx)
+	if err != nil {
+		m.log.Debug("measure lease disks", "err", err)
 		return nil
 	}
-	usage := map[string]int64{}
-	if !quota {
-		if usage, err = m.rt.DiskUsage(ctx); err != nil {
-			m.log.Debug("measure lease disks", "err", err)
-			return nil
-		}
+	if usage == nil {
+		usage = map[string]int64{}
 	}
 	for id, b := range caches {
 		usage[id] += b
@@ -192,6 +190,10 @@ func (m *leaseManager) diskReason(l market.Lease) string {
 	unlock()
 	if !ok {
 		return ""
+	}
+	if used == market.DiskUnmeasured {
+		return "paused by the miner: the lease's files could not be measured (a directory tree too deep to walk); " +
+			"resume it and flatten or delete that tree, or deallocate it"
 	}
 	return fmt.Sprintf("paused by the miner: the lease's files took %s, more than its disk size of %s; "+
 		"resume it and delete files (until it is back under its size it may not grow), or deallocate it",

@@ -80,13 +80,33 @@ func TestDiskPausedPastSize(t *testing.T) {
 		t.Fatalf("lease past the default size not paused: %v", p)
 	}
 
-	// Where the engine enforces sizes, the miner leaves it to the engine.
+	// Where the engine holds the writable layer to its size, the miner
+	// still measures: a lease also writes outside its layer (Docker's
+	// /etc/hosts), which the runtime's measure counts and no quota bounds.
 	tm.rt.mu.Lock()
 	tm.rt.quota = true
 	tm.rt.mu.Unlock()
 	tm.call(t, nil, actionReq(r2, "resume", ""))
+	tm.rt.write(out.LeaseID, 1<<30)
 	if p := m.checkDisk(ctx); len(p) != 0 {
-		t.Fatalf("lease paused although the engine holds it to its size: %v", p)
+		t.Fatalf("lease under its size paused on a quota driver: %v", p)
+	}
+	tm.rt.write(out.LeaseID, 5<<30)
+	if p := m.checkDisk(ctx); len(p) != 1 {
+		t.Fatalf("lease past its size on a quota driver not paused: %v", p)
+	}
+
+	// A lease whose files the runtime cannot measure (a tree too deep to
+	// walk) is held past any size, and its renter reads why.
+	tm.call(t, nil, actionReq(r2, "resume", ""))
+	tm.rt.write(out.LeaseID, 0)
+	m.checkDisk(ctx)
+	tm.rt.write(out.LeaseID, market.DiskUnmeasured)
+	if p := m.checkDisk(ctx); len(p) != 1 {
+		t.Fatalf("unmeasurable lease not paused: %v", p)
+	}
+	if out, st := tm.call(t, nil, statusReq(r2)); st != 200 || !strings.Contains(out.Error, "could not be measured") {
+		t.Fatalf("status of a lease paused as unmeasurable: %d %+v", st, out)
 	}
 }
 

@@ -102,8 +102,8 @@ func (m *leaseManager) logEnforcement(ctx context.Context) {
 	e := m.enforcement(ctx)
 	switch e.Disk {
 	case market.DiskByEngine:
-		m.log.Info("lease disk: the storage driver holds each lease to its size; writes past it fail (ENOSPC)",
-			"default_disk_bytes", m.cfg.DefaultDisk, "reserve_bytes", e.DiskReserveBytes)
+		m.log.Info("lease disk: the storage driver holds each lease's writable layer to its size (writes past it fail with ENOSPC); the miner measures what leases write outside it and pauses one past its size",
+			"every", m.cfg.DiskCheckInterval, "default_disk_bytes", m.cfg.DefaultDisk, "reserve_bytes", e.DiskReserveBytes)
 	default:
 		m.log.Warn("lease disk: the storage driver cannot hold a lease to its size; the miner measures each lease and pauses one past its size",
 			"every", m.cfg.DiskCheckInterval, "default_disk_bytes", m.cfg.DefaultDisk, "reserve_bytes", e.DiskReserveBytes)
@@ -119,7 +119,7 @@ func (m *leaseManager) logEnforcement(ctx context.Context) {
 func (m *leaseManager) enforcement(ctx context.Context) *market.Enforcement {
 	e := &market.Enforcement{Disk: market.DiskByMiner, DiskCheckSeconds: m.cfg.DiskCheckInterval.Seconds()}
 	if q, err := m.rt.DiskQuota(ctx); err == nil && q {
-		e.Disk, e.DiskCheckSeconds = market.DiskByEngine, 0
+		e.Disk = market.DiskByEngine // files outside the layer are measured still
 	}
 	if disk, err := m.specs.Disk(ctx); err == nil {
 		e.DiskReserveBytes = market.DiskReserve(disk, m.cfg.Reserve)

@@ -28,10 +28,34 @@ type SSHFlood struct {
 // flood ends even against a server that closes everything at once.
 const floodReopens = 20
 
+// StartSSHDribble opens n connections to addr, from the local addresses
+// sources in turn, that go through the SSH handshake as slowly as a
+// server's start-up protection lets them keep their place: every write
+// waits step first (the version line, the key exchange, the request for
+// authentication), then each stalls in authentication. Each connection
+// the server closes is reopened, up to a bounded number of times.
+func StartSSHDribble(tb testing.TB, addr string, n int, step time.Duration, sources ...string) *SSHFlood {
+	tb.Helper()
+	return startFlood(tb, addr, n, func(int) int { return kindDribble }, step, sources)
+}
+
+// Kinds of flood connection.
+const (
+	kindIdle    = iota // nothing sent
+	kindVersion        // the version line, then silence
+	kindStall          // key exchange, then an authentication that never comes
+	kindDribble        // as kindStall, each write delayed
+)
+
 // StartSSHFlood opens n connections to addr, from the local addresses
 // sources in turn (empty: the system's choice), and keeps them open until
 // Stop or the end of the test.
 func StartSSHFlood(tb testing.TB, addr string, n int, sources ...string) *SSHFlood {
+	tb.Helper()
+	return startFlood(tb, addr, n, func(i int) int { return i % 3 }, 0, sources)
+}
+
+func startFlood(tb testing.TB, addr string, n int, kindOf func(int) int, step time.Duration, sources []string) *SSHFlood {
 	tb.Helper()
 	if len(sources) == 0 {
 		sources = []string{""}
@@ -42,7 +66,7 @@ func StartSSHFlood(tb testing.TB, addr string, n int, sources ...string) *SSHFlo
 		if s := sources[i%len(sources)]; s != "" {
 			local = &net.TCPAddr{IP: net.ParseIP(s)}
 		}
-		kind := i % 3
+		kind := kindOf(i)
 		f.wg.Go(func() {
 			d := net.Dialer{LocalAddr: local, Timeout: 5 * time.Second}
 			for range floodReopens {
@@ -58,7 +82,7 @@ func StartSSHFlood(tb testing.TB, addr string, n int, sources ...string) *SSHFlo
 				}
 				f.total.Add(1)
 				f.open.Add(1)
-				f.hold(nc, kind)
+				f.hold(nc, kind, step)
 				f.open.Add(-1)
 			}
 		})
@@ -69,7 +93,7 @@ func StartSSHFlood(tb testing.TB, addr string, n int, sources ...string) *SSHFlo
 
 // hold keeps nc unauthenticated until the server closes it or the flood
 // stops.
-func (f *SSHFlood) hold(nc net.Conn, kind int) {
+func (f *SSHFlood) hold(nc net.Conn, kind int, step time.Duration) {
 	defer nc.Close()
 	stop := make(chan struct{})
 	defer close(stop)
@@ -81,13 +105,13 @@ func (f *SSHFlood) hold(nc net.Conn, kind int) {
 		}
 	}()
 	switch kind {
-	case 0: // idle
-	case 1: // version line, then silence
+	case kindIdle:
+	case kindVersion:
 		if _, err := nc.Write([]byte("SSH-2.0-flood\r\n")); err != nil {
 			return
 		}
-	case 2: // key exchange, then an authentication that never comes
-		wc := &watchedConn{Conn: nc, dead: make(chan struct{})}
+	case kindStall, kindDribble:
+		wc := &watchedConn{Conn: nc, dead: make(chan struct{}), delay: step, stop: f.stopCh}
 		stall := ssh.PublicKeysCallback(func() ([]ssh.Signer, error) {
 			select {
 			case <-f.stopCh:
@@ -137,8 +161,24 @@ func (f *SSHFlood) Stop() {
 // the connection.
 type watchedConn struct {
 	net.Conn
-	dead chan struct{}
-	once sync.Once
+	dead  chan struct{}
+	once  sync.Once
+	delay time.Duration // before every write
+	stop  chan struct{}
+}
+
+func (c *watchedConn) Write(b []byte) (int, error) {
+	if c.delay > 0 {
+		t := time.NewTimer(c.delay)
+		select {
+		case <-t.C:
+		case <-c.stop:
+			t.Stop()
+		case <-c.dead:
+			t.Stop()
+		}
+	}
+	return c.Conn.Write(b)
 }
 
 func (c *watchedConn) Read(b []byte) (int, error) {

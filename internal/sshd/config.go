@@ -73,11 +73,13 @@ type Config struct {
 	// taken from the source holding the most, preferring those still in
 	// the key exchange, oldest first. One party's flood thus evicts its own
 	// connections, even when every client arrives through Docker's port
-	// proxy with the same address.
+	// proxy with the same address. Up to four times as many connections
+	// wait, accepted, for a place (see startupGate).
 	MaxStartups int
 	// StartupProtection is how long after each step of its handshake a
-	// pending connection cannot be evicted; when all are protected, new
-	// connections wait to be accepted.
+	// pending connection cannot be evicted by a newcomer from a source
+	// holding as many (one from a source holding two fewer evicts at
+	// once); when all are protected, new connections wait for a place.
 	StartupProtection time.Duration
 	// MaxSessions bounds concurrently open session channels per
 	// connection.

@@ -190,6 +190,7 @@ func (s *Server) Close() error {
 	}
 	s.shuttingDown = true
 	close(s.stopping)
+	s.startups.stop()
 	for ln := range s.listeners {
 		ln.Close()
 	}
@@ -246,7 +247,8 @@ func waitDone(wg *sync.WaitGroup) <-chan struct{} {
 
 // handle starts serving nc, or closes it at once when the server is
 // shutting down. The connection takes a place among the unauthenticated
-// ones, which may evict another or wait for a place (see startupGate).
+// ones, which may evict another, or waits for one (see startupGate)
+// without holding up the accept loop.
 func (s *Server) handle(nc net.Conn) {
 	src := sourceOf(nc.RemoteAddr())
 	c := &conn{srv: s, nc: nc, id: randomID()}
@@ -260,15 +262,7 @@ func (s *Server) handle(nc net.Conn) {
 	s.conns[c] = struct{}{}
 	s.connWG.Add(1)
 	s.mu.Unlock()
-	st, evicted, first := s.startups.admit(src, c.close, s.stopping)
-	if st == nil { // shutting down
-		c.close()
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
-		s.connWG.Done()
-		return
-	}
+	st, evicted, first := s.startups.admit(src, c.close)
 	c.startup = st
 	if evicted != nil {
 		total, from := s.startups.count(evicted.src)
@@ -276,7 +270,7 @@ func (s *Server) handle(nc net.Conn) {
 		if first {
 			log = s.log.Warn
 		}
-		log("unauthenticated connections at the limit; closing the oldest of the source holding most",
+		log("unauthenticated connections at the limit; closing one of the source holding most",
 			"limit", s.cfg.MaxStartups, "pending", total, "evicted_source", evicted.src, "pending_from_source", from)
 	}
 	go func() {
@@ -286,8 +280,35 @@ func (s *Server) handle(nc net.Conn) {
 			delete(s.conns, c)
 			s.mu.Unlock()
 		}()
+		if !s.awaitPlace(c) {
+			return
+		}
 		c.serve()
 	}()
+}
+
+// awaitPlace waits until c is admitted among the unauthenticated
+// connections; it reports false, with c closed, when c was dropped, waited
+// HandshakeTimeout or the server is shutting down.
+func (s *Server) awaitPlace(c *conn) bool {
+	st := c.startup
+	t := time.NewTimer(s.cfg.HandshakeTimeout)
+	defer t.Stop()
+	select {
+	case <-st.ready:
+	case <-t.C:
+	case <-s.stopping:
+	}
+	select {
+	case <-st.ready:
+		if s.startups.admitted(st) {
+			return true
+		}
+	default:
+	}
+	s.startups.release(st)
+	c.close()
+	return false
 }
 
 // attachChannel registers a new channel on c. It fails while the server

@@ -78,7 +78,7 @@ func TestStartupGate(t *testing.T) {
 				case "release":
 					g.release(conns[st.name])
 				case "admit":
-					c, evicted, _ := g.admit(st.src, func() { closed[st.name]++ }, nil)
+					c, evicted, _ := g.admit(st.src, func() { closed[st.name]++ })
 					conns[st.name] = c
 					got := ""
 					for name, s := range conns {
@@ -111,17 +111,17 @@ func TestStartupGate(t *testing.T) {
 	t.Run("evicted connections are closed once", func(t *testing.T) {
 		g := newStartupGate(Config{MaxStartups: 1})
 		closes := 0
-		a, _, first := g.admit("a", func() { closes++ }, nil)
+		a, _, first := g.admit("a", func() { closes++ })
 		if first {
 			t.Error("first admission reported as an eviction")
 		}
-		_, ev, first := g.admit("b", func() {}, nil)
+		_, ev, first := g.admit("b", func() {})
 		if ev != a || closes != 1 || !first {
 			t.Fatalf("evicted %v, closes %d, first %v", ev, closes, first)
 		}
 		g.release(a)
 		g.progress(a, stageAuth)
-		if _, _, first := g.admit("c", func() {}, nil); first {
+		if _, _, first := g.admit("c", func() {}); first {
 			t.Error("second eviction in a row reported as the first of an episode")
 		}
 		if total, _ := g.count(""); total != 1 {
@@ -131,57 +131,108 @@ func TestStartupGate(t *testing.T) {
 }
 
 // TestStartupProtection: a connection that took a step within the
-// protection period is not evicted; a new connection waits until one's
-// protection lapses or one is released, and gives up when told to stop.
+// protection period is not evicted by a newcomer from a source holding as
+// many; the newcomer waits, accepted, until a protection lapses or a place
+// frees. A newcomer from a source holding two fewer evicts the busiest
+// source's connection at once, protected or not; the waiter from the
+// source holding the fewest goes first, then the oldest; the waiting room
+// is bounded, its busiest source's newest waiter dropped; stop drops
+// every waiter.
 func TestStartupProtection(t *testing.T) {
 	const protect = time.Second
-	admitAsync := func(g *startupGate, src string, stop chan struct{}) <-chan *startup {
-		ch := make(chan *startup, 1)
-		go func() {
-			_, ev, _ := g.admit(src, func() {}, stop)
-			ch <- ev
-		}()
-		return ch
+	ready := func(st *startup) bool {
+		select {
+		case <-st.ready:
+			return true
+		default:
+			return false
+		}
 	}
 	synctest.Test(t, func(t *testing.T) {
 		g := newStartupGate(Config{MaxStartups: 2, StartupProtection: protect})
-		a1, _, _ := g.admit("a", func() {}, nil)
-		a2, _, _ := g.admit("a", func() {}, nil)
+		// closed reports whether a connection was closed; the gate may
+		// close a newcomer before admit returns it.
+		closedBox := map[*int]bool{}
+		boxOf := map[*startup]*int{}
+		closed := func(st *startup) bool { return closedBox[boxOf[st]] }
+		admit := func(src string) (*startup, *startup) {
+			box := new(int)
+			st, ev, _ := g.admit(src, func() { closedBox[box] = true })
+			boxOf[st] = box
+			return st, ev
+		}
+		a1, _ := admit("a")
+		a2, _ := admit("a")
 		time.Sleep(protect / 2)
 		g.progress(a1, stageVersion) // a1 is protected half a period longer
-		got := admitAsync(g, "b", nil)
+		a3, ev := admit("a")
+		if ev != nil || ready(a3) {
+			t.Fatalf("admitted while every connection was protected (evicting %p)", ev)
+		}
 		time.Sleep(protect/2 - time.Millisecond)
 		synctest.Wait()
-		select {
-		case ev := <-got:
-			t.Fatalf("admitted while every connection was protected, evicting %p", ev)
-		default:
+		if ready(a3) {
+			t.Fatal("admitted before a protection lapsed")
 		}
 		time.Sleep(2 * time.Millisecond)
-		if ev := <-got; ev != a2 {
-			t.Fatalf("evicted %p, want a2 (%p), whose protection lapsed first", ev, a2)
+		synctest.Wait()
+		if !ready(a3) || !g.admitted(a3) || !closed(a2) || closed(a1) {
+			t.Fatalf("after a2's protection lapsed: a3 admitted %v, a2 closed %v, a1 closed %v", g.admitted(a3), closed(a2), closed(a1))
 		}
 
-		// A release makes room at once.
-		got = admitAsync(g, "c", nil)
+		// A release makes room for a waiter at once.
+		a4, _ := admit("a")
 		synctest.Wait()
+		if ready(a4) {
+			t.Fatal("a4 admitted while a1 and a3 are protected")
+		}
 		g.release(a1)
-		if ev := <-got; ev != nil {
-			t.Fatalf("admitted after a release by evicting %p", ev)
+		if !g.admitted(a4) {
+			t.Fatal("a release did not admit the waiter")
 		}
 
-		// Stop ends the wait.
-		stop := make(chan struct{})
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			if st, _, _ := g.admit("d", func() {}, stop); st != nil {
-				t.Error("admitted after stop")
-			}
-		}()
-		synctest.Wait()
-		close(stop)
-		<-done
+		// A source holding two fewer does not wait for protections.
+		b1, ev := admit("b")
+		if !g.admitted(b1) || ev != a3 || !closed(a3) {
+			t.Fatalf("newcomer from a quieter source: admitted %v, evicted %p (a3 %p)", g.admitted(b1), ev, a3)
+		}
+
+		// a and b hold one each: newcomers wait, first come first
+		// served; when the waiting room is full, the newest waiter of the
+		// source with the most waiting is closed.
+		var as []*startup
+		for range waitFactor * 2 {
+			w, _ := admit("a")
+			as = append(as, w)
+		}
+		extra, _ := admit("a") // a has most waiting: the newcomer goes
+		if !ready(extra) || g.admitted(extra) || !closed(extra) || g.waitingCount() != waitFactor*2 {
+			t.Fatalf("waiting room full: newest of the busiest source dropped %v, %d waiting", closed(extra), g.waitingCount())
+		}
+		c1, _ := admit("c")
+		last := as[len(as)-1]
+		if ready(c1) || !closed(last) || closed(as[0]) {
+			t.Fatalf("newcomer from another source: waits %v, a's newest dropped %v, a's oldest dropped %v", !ready(c1), closed(last), closed(as[0]))
+		}
+		// The waiter from the source holding fewest goes first, then the
+		// oldest.
+		g.release(b1)
+		if !g.admitted(c1) || ready(as[0]) {
+			t.Fatalf("place freed: c's waiter admitted %v, a's %v", g.admitted(c1), ready(as[0]))
+		}
+		g.release(c1)
+		if !g.admitted(as[0]) || ready(as[1]) {
+			t.Fatal("place freed: a's oldest waiter not admitted first")
+		}
+		g.stop()
+		w2 := as[1]
+		if !ready(w2) || g.admitted(w2) || !closed(w2) || g.waitingCount() != 0 {
+			t.Fatal("stop left a waiter")
+		}
+		g.release(w2) // a dropped waiter's release does nothing
+		if total, _ := g.count(""); total != 2 {
+			t.Errorf("%d pending, want 2", total)
+		}
 	})
 }
 
@@ -252,6 +303,36 @@ func TestLoginDuringFlood(t *testing.T) {
 	if f.Opened() < 3*DefaultMaxStartups {
 		t.Errorf("the flood opened %d connections, want at least %d", f.Opened(), 3*DefaultMaxStartups)
 	}
+}
+
+// TestLoginDuringDribbleFlood holds six times MaxStartups connections from
+// two other addresses, each stepping through the handshake just within the
+// start-up protection so that it keeps its place as long as it can, and
+// reopened whenever the server closes it. The owner, from an address of its
+// own, logs in with OpenSSH every time, in a few seconds at most: the flood
+// can neither keep every place protected against it nor queue in front of
+// it in the kernel's accept queue.
+func TestLoginDuringDribbleFlood(t *testing.T) {
+	// Not parallel: the flood's key exchanges take the CPU the other
+	// flood tests need.
+	ts := startServer(t, nil)
+	requireOpenSSH(t, "ssh")
+	f := nictest.StartSSHDribble(t, ts.addr, 6*DefaultMaxStartups, DefaultStartupProtection*9/10, "127.0.0.2", "127.0.0.3")
+	f.WaitOpen(t, 3*DefaultMaxStartups)
+	time.Sleep(2 * time.Second) // every place taken and protected
+	for i := range 3 {
+		start := time.Now()
+		out, errOut, code := ts.openssh(t, ts.keyFile, nil, "root@127.0.0.1", "echo", "in")
+		took := time.Since(start)
+		if code != 0 || strings.TrimSpace(out) != "in" {
+			t.Fatalf("login %d during the flood: exit %d after %v, %q, %s", i, code, took.Round(time.Millisecond), out, errOut)
+		}
+		if took > 5*time.Second {
+			t.Errorf("login %d during the flood took %v", i, took.Round(time.Millisecond))
+		}
+		t.Logf("login %d during the flood took %v (flood opened %d connections)", i, took.Round(time.Millisecond), f.Opened())
+	}
+	f.Stop()
 }
 
 // TestHandshakeTimeout: a connection that never sends its version is
