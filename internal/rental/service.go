@@ -53,6 +53,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/nicompute/nicompute/internal/allocator"
 	"github.com/nicompute/nicompute/internal/market"
 	"github.com/nicompute/nicompute/internal/subnet"
@@ -178,6 +180,8 @@ type Config struct {
 	Now func() time.Time
 	// Log receives state transitions; nil discards.
 	Log *slog.Logger
+	// Metrics, when set, receives the service's series (metrics.go).
+	Metrics prometheus.Registerer
 }
 
 func (c *Config) setDefaults() error {
@@ -246,6 +250,7 @@ type Service struct {
 	tokens *Tokens
 	mg     *metagraphCache
 	vc     verifiedCache
+	m      *metrics
 
 	// wake nudges the background loops after a change.
 	wakeEnd  chan struct{}
@@ -290,6 +295,10 @@ func New(ctx context.Context, deps Deps, cfg Config) (*Service, error) {
 		wakeHook: make(chan struct{}, 1),
 		done:     make(chan struct{}),
 		ops:      map[string]*op{},
+	}
+	var err error
+	if s.m, err = newMetrics(cfg.Metrics, s); err != nil {
+		return nil, fmt.Errorf("rental: %w", err)
 	}
 	if err := s.recover(ctx); err != nil {
 		return nil, err
@@ -417,6 +426,21 @@ func (c *metagraphCache) get(ctx context.Context) (*subnet.Metagraph, error) {
 	c.mg, c.at = mg, c.now()
 	return mg, nil
 }
+
+// block is the head of the last metagraph read (0 before the first).
+func (c *metagraphCache) block() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.mg == nil {
+		return 0
+	}
+	return c.mg.Block
+}
+
+// Metagraph returns the subnet's metagraph, read at most every
+// MetagraphTTL (shared: callers must not modify it). Errors: EUNAVAILABLE
+// when the chain cannot be read and there is no earlier read.
+func (s *Service) Metagraph(ctx context.Context) (*subnet.Metagraph, error) { return s.mg.get(ctx) }
 
 // miner returns the allocation's miner as the metagraph now serves it
 // (its axon may have moved), or as recorded when the chain cannot say.
