@@ -8,15 +8,20 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/nicompute/nicompute/internal/allocator"
 	"github.com/nicompute/nicompute/internal/axon"
 	"github.com/nicompute/nicompute/internal/keys"
+	"github.com/nicompute/nicompute/internal/metrics"
 	"github.com/nicompute/nicompute/internal/rental"
 	"github.com/nicompute/nicompute/internal/sqlite"
 	"github.com/nicompute/nicompute/internal/subnet"
@@ -28,12 +33,19 @@ import (
 // port.
 const defaultAPIListen = "127.0.0.1:8903"
 
+// apiChain is what the API reads of the chain: the metagraph (the
+// service) and the tempo (the dashboard).
+type apiChain interface {
+	rental.Chain
+	Hyperparameters(ctx context.Context, netuid subnet.NetUID) (subnet.Hyperparameters, error)
+}
+
 // apiOptions configure one allocation API; `nicompute api` fills them from
 // its flags and devnet builds one.
 type apiOptions struct {
 	NetUID subnet.NetUID
 	Hotkey *keys.Keypair
-	Chain  rental.Chain
+	Chain  apiChain
 	// DataDir holds api.db; ValidatorDir the validator's validator.db.
 	DataDir      string
 	ValidatorDir string
@@ -43,25 +55,59 @@ type apiOptions struct {
 	Service rental.Config
 	// MinerTimeout bounds each call to a miner.
 	MinerTimeout time.Duration
-	Log          *slog.Logger
+	// Metrics, when set, receives the service's series and the requests
+	// by route; Dashboard serves the operators' page at /dashboard/.
+	Metrics   prometheus.Registerer
+	Dashboard bool
+	Log       *slog.Logger
 }
+
+// dashboardPath is where the API serves its dashboard.
+const dashboardPath = "/dashboard/"
 
 // runningAPI is a serving API with what it owns.
 type runningAPI struct {
 	*rental.Service
-	URL    string
-	db     *sqlite.DB
-	vdb    *sqlite.DB
-	d      *axon.Dendrite
+	URL string
+	// DashboardURL is the dashboard's address ("" when it is off).
+	DashboardURL string
+	db           *sqlite.DB
+	vdb          *sqlite.DB
+	d            *axon.Dendrite
+	// cancel stops serving and the dashboard's sampler.
 	cancel context.CancelFunc
-	served chan error
+	bg     sync.WaitGroup
+	// served is closed once the server stopped, serveErr saying why.
+	served    chan struct{}
+	serveErr  error
+	closeOnce sync.Once
+	closeErr  error
 }
 
-// Close stops serving, then the service, then closes its stores.
+// Done is closed once the API stopped serving.
+func (r *runningAPI) Done() <-chan struct{} { return r.served }
+
+// Err is why the API stopped serving (nil when it was closed), once Done
+// is closed.
+func (r *runningAPI) Err() error {
+	select {
+	case <-r.served:
+		return r.serveErr
+	default:
+		return nil
+	}
+}
+
+// Close stops serving, then the service, then closes its stores. It is
+// idempotent.
 func (r *runningAPI) Close() error {
-	r.cancel()
-	err := <-r.served
-	return errors.Join(err, r.Service.Close(), r.d.Close(), r.db.Close(), r.vdb.Close())
+	r.closeOnce.Do(func() {
+		r.cancel()
+		<-r.served
+		r.bg.Wait()
+		r.closeErr = errors.Join(r.serveErr, r.Service.Close(), r.d.Close(), r.db.Close(), r.vdb.Close())
+	})
+	return r.closeErr
 }
 
 // openRentalDB opens the API's store in dir.
@@ -74,8 +120,8 @@ func openRentalDB(ctx context.Context, dir string) (*sqlite.DB, error) {
 }
 
 // startAPI wires the stores, a dendrite signed by the hotkey and the
-// chain into the rental service and serves it. The caller keeps the
-// chain.
+// chain into the rental service and serves it, with its metrics and
+// dashboard when asked. The caller keeps the chain.
 func startAPI(ctx context.Context, o apiOptions) (_ *runningAPI, err error) {
 	db, err := openRentalDB(ctx, o.DataDir)
 	if err != nil {
@@ -97,33 +143,56 @@ func startAPI(ctx context.Context, o apiOptions) (_ *runningAPI, err error) {
 	d := axon.NewDendrite(o.Hotkey, axon.WithVersion(int64(version.Int())))
 	closers = append(closers, d.Close)
 	cfg := o.Service
-	cfg.NetUID, cfg.Hotkey, cfg.Log = o.NetUID, o.Hotkey.SS58(), o.Log
+	cfg.NetUID, cfg.Hotkey, cfg.Log, cfg.Metrics = o.NetUID, o.Hotkey.SS58(), o.Log, o.Metrics
+	vstore := sqlite.NewValidatorStore(vdb)
 	svc, err := rental.New(ctx, rental.Deps{
-		Chain: o.Chain, Verifier: sqlite.NewValidatorStore(vdb), Store: sqlite.NewRentalStore(db),
+		Chain: o.Chain, Verifier: vstore, Store: sqlite.NewRentalStore(db),
 		Miners: allocator.New(d, o.MinerTimeout),
 	}, cfg)
 	if err != nil {
 		return nil, err
 	}
 	closers = append(closers, svc.Close)
+	var middleware []func(http.Handler) http.Handler
+	if o.Metrics != nil {
+		hm, err := metrics.NewHTTP(o.Metrics)
+		if err != nil {
+			return nil, err
+		}
+		middleware = append(middleware, hm.Middleware(web.RoutePattern))
+	}
 	srv, err := web.New(web.Config{
-		Service: svc, Tokens: svc.Tokens(), Version: version.Get().Version, Log: o.Log,
+		Service: svc, Tokens: svc.Tokens(), Version: version.Get().Version, Log: o.Log, Middleware: middleware,
 		Health: func(ctx context.Context) error { return db.SQL().PingContext(ctx) },
 	})
 	if err != nil {
 		return nil, err
 	}
+	sctx, cancel := context.WithCancel(context.Background())
+	r := &runningAPI{Service: svc, db: db, vdb: vdb, d: d, cancel: cancel, served: make(chan struct{})}
+	if o.Dashboard {
+		page, sample := apiDashboard(svc, vstore, o.Chain, o.NetUID, o.Hotkey.SS58(), o.Log)
+		srv.Mount(strings.TrimSuffix(dashboardPath, "/"), page)
+		r.bg.Go(func() { sample(sctx) })
+	}
 	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {
+		cancel()
+		r.bg.Wait()
 		return nil, fmt.Errorf("api listen on %s: %w", o.Listen, err)
 	}
 	scheme := "http"
 	if o.TLS != nil {
 		scheme = "https"
 	}
-	sctx, cancel := context.WithCancel(context.Background())
-	r := &runningAPI{Service: svc, URL: scheme + "://" + ln.Addr().String(), db: db, vdb: vdb, d: d, cancel: cancel, served: make(chan error, 1)}
-	go func() { r.served <- srv.Serve(sctx, ln, o.TLS) }()
+	r.URL = scheme + "://" + ln.Addr().String()
+	if o.Dashboard {
+		r.DashboardURL = r.URL + dashboardPath
+	}
+	go func() {
+		r.serveErr = srv.Serve(sctx, ln, o.TLS)
+		close(r.served)
+	}()
 	return r, nil
 }
 
@@ -181,6 +250,8 @@ type apiFlags struct {
 	maxDuration  time.Duration
 	minerTimeout time.Duration
 	private      bool
+	obs          observeFlags
+	dashboard    bool
 }
 
 // dirs returns the data directories, defaulting to the wallet's.
@@ -223,7 +294,14 @@ webhooks and their queue), so a restart loses nothing. It listens on
 HTTPS, and --api.tls-client-ca also requires client certificates.
 
 Tokens: nicompute api token create --name NAME --scope read,rent prints a
-token once. The API's reference is its OpenAPI document at /openapi.json.`,
+token once. The API's reference is its OpenAPI document at /openapi.json.
+
+Operators: --metrics.listen serves Prometheus metrics (requests by route,
+allocations, health checks, webhook deliveries) on an address of its own;
+the dashboard at /dashboard/ shows the subnet and its miners as the
+validator's results show them, and the allocations and their health to a
+browser signed in with an admin token (a form; the browser keeps a session
+cookie, never the token).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return a.runAPI(cmd.Context(), f) },
 	}
@@ -240,6 +318,8 @@ token once. The API's reference is its OpenAPI document at /openapi.json.`,
 	fs.DurationVar(&f.maxDuration, "api.max-duration", rental.DefaultMaxDuration, "longest allocation, extensions included")
 	fs.DurationVar(&f.minerTimeout, "api.miner-timeout", allocator.DefaultTimeout, "how long each call to a miner may take")
 	fs.BoolVar(&f.private, "api.webhooks.allow-private", false, "let webhooks target loopback and private addresses (keep off when tenants are not trusted)")
+	f.obs.register(fs, false)
+	fs.BoolVar(&f.dashboard, "dashboard", true, "serve the operators' dashboard at /dashboard/ on --api.listen (allocations after signing in with an admin token)")
 	cmd.AddCommand(newAPITokenCmd(a))
 	return cmd
 }
@@ -261,6 +341,11 @@ func (a *app) runAPI(ctx context.Context, f apiFlags) error {
 	if err != nil {
 		return err
 	}
+	obs, err := a.startObserver("api", f.obs)
+	if err != nil {
+		return err
+	}
+	defer obs.Close()
 	ch, err := a.dialChain(ctx, f.sf)
 	if err != nil {
 		return err
@@ -270,19 +355,20 @@ func (a *app) runAPI(ctx context.Context, f apiFlags) error {
 	api, err := startAPI(ctx, apiOptions{
 		NetUID: subnet.NetUID(f.netuid), Hotkey: hotkey, Chain: ch, DataDir: data, ValidatorDir: vdir,
 		Listen: f.listen, TLS: tlsCfg, MinerTimeout: f.minerTimeout, Log: log,
+		Metrics: obs.registerer(), Dashboard: f.dashboard,
 		Service: rental.Config{HealthInterval: f.health, GoneAfter: f.goneAfter, MaxDuration: f.maxDuration, AllowPrivateWebhooks: f.private},
 	})
 	if err != nil {
 		return err
 	}
+	if err := a.publish(obs, f.obs); err != nil {
+		return errors.Join(err, api.Close())
+	}
 	log.Info("allocation api serving", "url", api.URL, "data", data, "validator_data", vdir, "hotkey", hotkey.SS58())
 	fmt.Fprintf(a.Out, "allocation API on %s (OpenAPI document at %s/openapi.json)\n", api.URL, api.URL)
-	select {
-	case <-ctx.Done():
-		log.Info("signal received; stopping the api")
-	case err := <-api.served:
-		api.served <- err
-		log.Error("api stopped serving", "err", err)
+	if api.DashboardURL != "" {
+		log.Info("dashboard served", "url", api.DashboardURL)
 	}
-	return api.Close()
+	// Runs until a signal or the server's own end, speaking sd_notify.
+	return a.lifecycle(ctx, "api", api, nil, updateFlags{}, nil)
 }

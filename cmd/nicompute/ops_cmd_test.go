@@ -70,6 +70,11 @@ func TestServiceCommand(t *testing.T) {
 			t.Errorf("unit lacks %q:\n%s", want, unit)
 		}
 	}
+	code, unit, stderr = runCLI(t, "service", "systemd", "--role", "api", "--binary", bin,
+		"--", "--netuid", "27", "--wallet.name", "validator", "--api.listen", "0.0.0.0:8903", "--metrics.listen", "127.0.0.1:9103")
+	if code != 0 || !strings.Contains(unit, "Type=notify") || !strings.Contains(unit, "ExecStart="+bin+" api --netuid 27 --wallet.name validator --api.listen 0.0.0.0:8903 --metrics.listen 127.0.0.1:9103") {
+		t.Fatalf("api unit: exit %d %s\n%s", code, stderr, unit)
+	}
 	out := filepath.Join(t.TempDir(), "eco.config.js")
 	if code, _, stderr := runCLI(t, "service", "pm2", "--role", "validator", "--binary", bin, "--out", out, "--", "--netuid", "27"); code != 0 {
 		t.Fatalf("pm2: %d %s", code, stderr)
@@ -80,6 +85,7 @@ func TestServiceCommand(t *testing.T) {
 	for _, args := range [][]string{
 		{"service", "systemd", "--role", "miner", "--", "--no-such-flag"},
 		{"service", "systemd", "--role", "miner", "--", "stray"},
+		{"service", "systemd", "--role", "api", "--", "--axon.port", "8091"},
 		{"service", "systemd", "--role", "wallet"},
 		{"service", "pm2", "--role", "miner", "--binary", "/etc/passwd"},
 		{"service", "systemd"},

@@ -406,6 +406,8 @@ type metagraphCache struct {
 	mu sync.Mutex
 	mg *subnet.Metagraph
 	at time.Time
+	// failed: the last read failed (mg, if any, is older).
+	failed bool
 }
 
 // get returns the metagraph, read again when older than ttl. A failed
@@ -417,6 +419,7 @@ func (c *metagraphCache) get(ctx context.Context) (*subnet.Metagraph, error) {
 		return c.mg, nil
 	}
 	mg, err := c.chain.Metagraph(ctx, c.netuid)
+	c.failed = err != nil
 	if err != nil {
 		if c.mg != nil {
 			return c.mg, nil
@@ -438,9 +441,17 @@ func (c *metagraphCache) block() uint64 {
 }
 
 // Metagraph returns the subnet's metagraph, read at most every
-// MetagraphTTL (shared: callers must not modify it). Errors: EUNAVAILABLE
-// when the chain cannot be read and there is no earlier read.
+// MetagraphTTL (shared: callers must not modify it); when the chain cannot
+// be read it is the last one read. Errors: EUNAVAILABLE when there is
+// none.
 func (s *Service) Metagraph(ctx context.Context) (*subnet.Metagraph, error) { return s.mg.get(ctx) }
+
+// ChainReachable reports whether the last metagraph read succeeded.
+func (s *Service) ChainReachable() bool {
+	s.mg.mu.Lock()
+	defer s.mg.mu.Unlock()
+	return s.mg.mg != nil && !s.mg.failed
+}
 
 // miner returns the allocation's miner as the metagraph now serves it
 // (its axon may have moved), or as recorded when the chain cannot say.

@@ -462,7 +462,7 @@ func withPendingCommits(t *testing.T, commitReveal bool) (*Service, *memStore, *
 	if err != nil {
 		t.Fatal(err)
 	}
-	store.SetState(ctx, stateLastSweep, int64(head))
+	store.SetState(ctx, StateLastSweep, int64(head))
 	for range subnet.MaxUnrevealedCommits {
 		if err := store.AddCommit(ctx, WeightCommit{NetUID: l.NetUID, RevealEpoch: 1 << 40, UIDs: []subnet.UID{miner.UID}, Weights: []uint16{65535}}); err != nil {
 			t.Fatal(err)
