@@ -2,6 +2,9 @@ package sqlite
 
 import (
 	"context"
+	"errors"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -60,5 +63,46 @@ func TestDashboardSessions(t *testing.T) {
 	}
 	if _, _, err := s.SessionToken(ctx, []byte("h1")); market.ErrorCode(err) != market.ENOTFOUND {
 		t.Fatalf("deleted session: %v", err)
+	}
+}
+
+// TestOpenReadOnly reads an existing file without creating, migrating or
+// changing it, refuses writes, and does not create a missing file.
+func TestOpenReadOnly(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "api.db")
+	if _, err := OpenReadOnly(ctx, path); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("missing file: %v", err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal("a read-only open created the file")
+	}
+	db, err := Open(ctx, path, RentalSchema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := market.Token{ID: "tok_1", Name: "ops", Tenant: "ops", Scopes: []market.Scope{market.ScopeAdmin}, RatePerMinute: 60, CreatedAt: time.Now()}
+	if err := NewRentalStore(db).CreateToken(ctx, tok, []byte("h")); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if err := os.Chmod(path, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := OpenReadOnly(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	s := NewRentalStore(ro)
+	if got, err := s.TokenByHash(ctx, []byte("h")); err != nil || got.ID != "tok_1" {
+		t.Fatalf("read: %+v %v", got, err)
+	}
+	if err := s.CreateToken(ctx, market.Token{ID: "tok_2"}, []byte("h2")); err == nil {
+		t.Fatal("a read-only store took a write")
+	}
+	if st, _ := os.Stat(path); st.Mode().Perm() != 0o640 {
+		t.Fatalf("mode changed to %v", st.Mode())
 	}
 }
