@@ -444,6 +444,7 @@ func (a *app) printDevnetLayout(node *local.Node, paths devnet.Paths, l *devnet.
 	}
 	if svc.api != nil {
 		fmt.Fprintf(a.Out, "\nthe allocation API serves on %s (admin token in %s; every URL in %s)\n", svc.api.URL, paths.AdminToken, paths.Endpoints)
+		fmt.Fprintf(a.Out, "its dashboard: %s (sign in with the admin token to see the allocations)\n", svc.api.DashboardURL)
 	}
 	fmt.Fprintf(a.Out, "\ntry:\n  nicompute subnet metagraph --netuid %d --subtensor.chain_endpoint %s\n", l.NetUID, node.Endpoint())
 	fmt.Fprintf(a.Out, "  nicompute wallet show --wallet.path %s --wallet.name %s --json\n", paths.Wallets, l.Validator.Wallet)

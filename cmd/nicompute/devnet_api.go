@@ -31,7 +31,8 @@ func (a *app) startDevnetAPI(ctx context.Context, o devnetOptions, paths devnet.
 		Service: rental.Config{
 			HealthInterval:       max(5*o.blockTime, 2*time.Second),
 			GoneAfter:            2 * time.Minute,
-			AllowPrivateWebhooks: true, // a development subnet on loopback
+			MetagraphTTL:         max(2*o.blockTime, time.Second), // fast blocks: keep the dashboard's block current
+			AllowPrivateWebhooks: true,                            // a development subnet on loopback
 		},
 	})
 	if err != nil {
