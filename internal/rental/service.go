@@ -41,6 +41,12 @@
 //
 // Operations on one allocation hold its lock (ops), so a health check
 // never overwrites an end or an extension.
+//
+// Operators. Config.Metrics receives the service's series (metrics.go:
+// requests by action and result, health checks and flips, ends, webhook
+// deliveries, allocations by state); Standings and OperatorAllocations
+// feed the operators' dashboard, where an admin token signs in once for a
+// session of its own (session.go).
 package rental
 
 import (
