@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nicompute/nicompute/internal/dashboard"
@@ -23,6 +24,37 @@ var _ dashboard.Sessions = (*rental.Tokens)(nil)
 // below the live ones.
 const endedShown = 20
 
+// apiPageTTL is how long the page's shared part (subnet, miners, charts'
+// data) is reused: anyone may load the page, and each build reads the
+// chain's cache and the validator's store.
+const apiPageTTL = 5 * time.Second
+
+// pageCache reuses one build of the shared part of the API's page for
+// apiPageTTL; concurrent views wait for one build.
+type pageCache struct {
+	build func(ctx context.Context) (*dashboard.APIData, error)
+	// mu protects the following.
+	mu sync.Mutex
+	d  *dashboard.APIData
+	at time.Time
+}
+
+// get returns a copy of the shared part, built again when older than
+// apiPageTTL.
+func (c *pageCache) get(ctx context.Context) (*dashboard.APIData, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.d == nil || time.Since(c.at) > apiPageTTL {
+		d, err := c.build(ctx)
+		if err != nil {
+			return nil, err
+		}
+		c.d, c.at = d, time.Now()
+	}
+	d := *c.d
+	return &d, nil
+}
+
 // apiDashboard returns the allocation API's dashboard, to mount at
 // dashboardPath, and the sampler of its incentive history (run until its
 // context ends). The page reads the service (metagraph, standings,
@@ -31,10 +63,9 @@ const endedShown = 20
 func apiDashboard(svc *rental.Service, vstore *sqlite.ValidatorStore, ch apiChain, netuid subnet.NetUID, hotkey string, log *slog.Logger) (http.Handler, func(context.Context)) {
 	hist := dashboard.NewHistory(0)
 	tempo := &tempoCache{chain: ch, netuid: netuid}
-	data := func(ctx context.Context, admin bool) (*dashboard.APIData, error) {
-		d := &dashboard.APIData{NetUID: uint16(netuid), Hotkey: hotkey, Tempo: tempo.get(ctx), Incentives: hist.Samples()}
-		mg, err := svc.Metagraph(ctx)
-		if err == nil {
+	shared := &pageCache{build: func(ctx context.Context) (*dashboard.APIData, error) {
+		d := &dashboard.APIData{NetUID: uint16(netuid), Hotkey: hotkey, Tempo: tempo.get(ctx)}
+		if mg, err := svc.Metagraph(ctx); err == nil {
 			d.ChainOK, d.Block = svc.ChainReachable(), mg.Block
 			if n, ok := mg.ByHotkey(hotkey); ok {
 				d.Registered, d.UID, d.Permit = true, uint16(n.UID), n.ValidatorPermit
@@ -43,9 +74,14 @@ func apiDashboard(svc *rental.Service, vstore *sqlite.ValidatorStore, ch apiChai
 				return nil, err
 			}
 		}
-		if err := validatorFacts(ctx, vstore, d); err != nil {
+		return d, validatorFacts(ctx, vstore, d)
+	}}
+	data := func(ctx context.Context, admin bool) (*dashboard.APIData, error) {
+		d, err := shared.get(ctx)
+		if err != nil {
 			return nil, err
 		}
+		d.Incentives = hist.Samples()
 		if !admin {
 			return d, nil
 		}
@@ -53,6 +89,7 @@ func apiDashboard(svc *rental.Service, vstore *sqlite.ValidatorStore, ch apiChai
 		if err != nil {
 			return nil, err
 		}
+		mg, _ := svc.Metagraph(ctx)
 		for _, a := range list {
 			d.Allocations = append(d.Allocations, allocationRow(a, mg))
 		}
