@@ -8,15 +8,19 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"time"
 
-	"github.com/spf13/cobra"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nicompute/nicompute/internal/allocator"
 	"github.com/nicompute/nicompute/internal/axon"
 	"github.com/nicompute/nicompute/internal/keys"
+	"github.com/nicompute/nicompute/internal/metrics"
 	"github.com/nicompute/nicompute/internal/rental"
 	"github.com/nicompute/nicompute/internal/sqlite"
 	"github.com/nicompute/nicompute/internal/subnet"
@@ -28,12 +32,19 @@ import (
 // port.
 const defaultAPIListen = "127.0.0.1:8903"
 
+// apiChain is what the API reads of the chain: the metagraph (the
+// service) and the tempo (the dashboard).
+type apiChain interface {
+	rental.Chain
+	Hyperparameters(ctx context.Context, netuid subnet.NetUID) (subnet.Hyperparameters, error)
+}
+
 // apiOptions configure one allocation API; `nicompute api` fills them from
 // its flags and devnet builds one.
 type apiOptions struct {
 	NetUID subnet.NetUID
 	Hotkey *keys.Keypair
-	Chain  rental.Chain
+	Chain  apiChain
 	// DataDir holds api.db; ValidatorDir the validator's validator.db.
 	DataDir      string
 	ValidatorDir string
@@ -43,25 +54,59 @@ type apiOptions struct {
 	Service rental.Config
 	// MinerTimeout bounds each call to a miner.
 	MinerTimeout time.Duration
-	Log          *slog.Logger
+	// Metrics, when set, receives the service's series and the requests
+	// by route; Dashboard serves the operators' page at /dashboard/.
+	Metrics   prometheus.Registerer
+	Dashboard bool
+	Log       *slog.Logger
 }
+
+// dashboardPath is where the API serves its dashboard.
+const dashboardPath = "/dashboard/"
 
 // runningAPI is a serving API with what it owns.
 type runningAPI struct {
 	*rental.Service
-	URL    string
-	db     *sqlite.DB
-	vdb    *sqlite.DB
-	d      *axon.Dendrite
+	URL string
+	// DashboardURL is the dashboard's address ("" when it is off).
+	DashboardURL string
+	db           *sqlite.DB
+	vdb          *sqlite.DB
+	d            *axon.Dendrite
+	// cancel stops serving and the dashboard's sampler.
 	cancel context.CancelFunc
-	served chan error
+	bg     sync.WaitGroup
+	// served is closed once the server stopped, serveErr saying why.
+	served    chan struct{}
+	serveErr  error
+	closeOnce sync.Once
+	closeErr  error
 }
 
-// Close stops serving, then the service, then closes its stores.
+// Done is closed once the API stopped serving.
+func (r *runningAPI) Done() <-chan struct{} { return r.served }
+
+// Err is why the API stopped serving (nil when it was closed), once Done
+// is closed.
+func (r *runningAPI) Err() error {
+	select {
+	case <-r.served:
+		return r.serveErr
+	default:
+		return nil
+	}
+}
+
+// Close stops serving, then the service, then closes its stores. It is
+// idempotent.
 func (r *runningAPI) Close() error {
-	r.cancel()
-	err := <-r.served
-	return errors.Join(err, r.Service.Close(), r.d.Close(), r.db.Close(), r.vdb.Close())
+	r.closeOnce.Do(func() {
+		r.cancel()
+		<-r.served
+		r.bg.Wait()
+		r.closeErr = errors.Join(r.serveErr, r.Service.Close(), r.d.Close(), r.db.Close(), r.vdb.Close())
+	})
+	return r.closeErr
 }
 
 // openRentalDB opens the API's store in dir.
@@ -74,8 +119,8 @@ func openRentalDB(ctx context.Context, dir string) (*sqlite.DB, error) {
 }
 
 // startAPI wires the stores, a dendrite signed by the hotkey and the
-// chain into the rental service and serves it. The caller keeps the
-// chain.
+// chain into the rental service and serves it, with its metrics and
+// dashboard when asked. The caller keeps the chain.
 func startAPI(ctx context.Context, o apiOptions) (_ *runningAPI, err error) {
 	db, err := openRentalDB(ctx, o.DataDir)
 	if err != nil {
@@ -97,33 +142,56 @@ func startAPI(ctx context.Context, o apiOptions) (_ *runningAPI, err error) {
 	d := axon.NewDendrite(o.Hotkey, axon.WithVersion(int64(version.Int())))
 	closers = append(closers, d.Close)
 	cfg := o.Service
-	cfg.NetUID, cfg.Hotkey, cfg.Log = o.NetUID, o.Hotkey.SS58(), o.Log
+	cfg.NetUID, cfg.Hotkey, cfg.Log, cfg.Metrics = o.NetUID, o.Hotkey.SS58(), o.Log, o.Metrics
+	vstore := sqlite.NewValidatorStore(vdb)
 	svc, err := rental.New(ctx, rental.Deps{
-		Chain: o.Chain, Verifier: sqlite.NewValidatorStore(vdb), Store: sqlite.NewRentalStore(db),
+		Chain: o.Chain, Verifier: vstore, Store: sqlite.NewRentalStore(db),
 		Miners: allocator.New(d, o.MinerTimeout),
 	}, cfg)
 	if err != nil {
 		return nil, err
 	}
 	closers = append(closers, svc.Close)
+	var middleware []func(http.Handler) http.Handler
+	if o.Metrics != nil {
+		hm, err := metrics.NewHTTP(o.Metrics)
+		if err != nil {
+			return nil, err
+		}
+		middleware = append(middleware, hm.Middleware(web.RoutePattern))
+	}
 	srv, err := web.New(web.Config{
-		Service: svc, Tokens: svc.Tokens(), Version: version.Get().Version, Log: o.Log,
+		Service: svc, Tokens: svc.Tokens(), Version: version.Get().Version, Log: o.Log, Middleware: middleware,
 		Health: func(ctx context.Context) error { return db.SQL().PingContext(ctx) },
 	})
 	if err != nil {
 		return nil, err
 	}
+	sctx, cancel := context.WithCancel(context.Background())
+	r := &runningAPI{Service: svc, db: db, vdb: vdb, d: d, cancel: cancel, served: make(chan struct{})}
+	if o.Dashboard {
+		page, sample := apiDashboard(svc, vstore, o.Chain, o.NetUID, o.Hotkey.SS58(), o.Log)
+		srv.Mount(strings.TrimSuffix(dashboardPath, "/"), page)
+		r.bg.Go(func() { sample(sctx) })
+	}
 	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {
+		cancel()
+		r.bg.Wait()
 		return nil, fmt.Errorf("api listen on %s: %w", o.Listen, err)
 	}
 	scheme := "http"
 	if o.TLS != nil {
 		scheme = "https"
 	}
-	sctx, cancel := context.WithCancel(context.Background())
-	r := &runningAPI{Service: svc, URL: scheme + "://" + ln.Addr().String(), db: db, vdb: vdb, d: d, cancel: cancel, served: make(chan error, 1)}
-	go func() { r.served <- srv.Serve(sctx, ln, o.TLS) }()
+	r.URL = scheme + "://" + ln.Addr().String()
+	if o.Dashboard {
+		r.DashboardURL = r.URL + dashboardPath
+	}
+	go func() {
+		r.serveErr = srv.Serve(sctx, ln, o.TLS)
+		close(r.served)
+	}()
 	return r, nil
 }
 
@@ -163,126 +231,4 @@ func certPool(path string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("%s holds no PEM certificate", path)
 	}
 	return pool, nil
-}
-
-// apiFlags are `nicompute api`'s flags.
-type apiFlags struct {
-	w            walletFlags
-	sf           subtensorFlags
-	netuid       uint16
-	listen       string
-	dataDir      string
-	validatorDir string
-	tlsCert      string
-	tlsKey       string
-	tlsClientCA  string
-	health       time.Duration
-	goneAfter    time.Duration
-	maxDuration  time.Duration
-	minerTimeout time.Duration
-	private      bool
-}
-
-// dirs returns the data directories, defaulting to the wallet's.
-func (f *apiFlags) dirs() (data, validator string, err error) {
-	id := fmt.Sprintf("%s-%s-netuid%d", f.w.name, f.w.hotkey, f.netuid)
-	data, validator = f.dataDir, f.validatorDir
-	if data == "" {
-		data = filepath.Join("~", ".nicompute", "api", id)
-	}
-	if validator == "" {
-		validator = filepath.Join("~", ".nicompute", "validator", id)
-	}
-	if data, err = expandHome(data); err != nil {
-		return "", "", err
-	}
-	validator, err = expandHome(validator)
-	return data, validator, err
-}
-
-func (f *apiFlags) registerData(cmd *cobra.Command) {
-	fs := cmd.Flags()
-	f.w.register(fs)
-	fs.Uint16Var(&f.netuid, "netuid", 27, "subnet id")
-	fs.StringVar(&f.dataDir, "api.data", "", "state directory for api.db (default ~/.nicompute/api/WALLET-HOTKEY-netuidN)")
-}
-
-func newAPICmd(a *app) *cobra.Command {
-	var f apiFlags
-	cmd := &cobra.Command{
-		Use:   "api",
-		Short: "Serve the renters' allocation API with the validator's hotkey",
-		Long: `Serve the allocation API: renters with API tokens list the miners this
-validator verified with Proof-of-GPU and allocate them, signing the miners'
-Allocate requests with the wallet's hotkey (as nicompute allocate does).
-
-It reads the validator's results from --api.validator-data/validator.db and
-keeps its own state in --api.data/api.db (tokens as hashes, allocations,
-webhooks and their queue), so a restart loses nothing. It listens on
---api.listen (loopback by default); --api.tls-cert and --api.tls-key serve
-HTTPS, and --api.tls-client-ca also requires client certificates.
-
-Tokens: nicompute api token create --name NAME --scope read,rent prints a
-token once. The API's reference is its OpenAPI document at /openapi.json.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return a.runAPI(cmd.Context(), f) },
-	}
-	f.registerData(cmd)
-	f.sf.register(cmd.Flags())
-	fs := cmd.Flags()
-	fs.StringVar(&f.listen, "api.listen", defaultAPIListen, "address the API listens on")
-	fs.StringVar(&f.validatorDir, "api.validator-data", "", "the validator's state directory, holding validator.db (default ~/.nicompute/validator/WALLET-HOTKEY-netuidN)")
-	fs.StringVar(&f.tlsCert, "api.tls-cert", "", "TLS certificate (PEM): serve HTTPS")
-	fs.StringVar(&f.tlsKey, "api.tls-key", "", "TLS private key (PEM)")
-	fs.StringVar(&f.tlsClientCA, "api.tls-client-ca", "", "CA certificates (PEM) whose client certificates are required")
-	fs.DurationVar(&f.health, "api.health-interval", rental.DefaultHealthInterval, "how often live allocations are checked")
-	fs.DurationVar(&f.goneAfter, "api.gone-after", rental.DefaultGoneAfter, "how long an allocation may stay offline before it is ended")
-	fs.DurationVar(&f.maxDuration, "api.max-duration", rental.DefaultMaxDuration, "longest allocation, extensions included")
-	fs.DurationVar(&f.minerTimeout, "api.miner-timeout", allocator.DefaultTimeout, "how long each call to a miner may take")
-	fs.BoolVar(&f.private, "api.webhooks.allow-private", false, "let webhooks target loopback and private addresses (keep off when tenants are not trusted)")
-	cmd.AddCommand(newAPITokenCmd(a))
-	return cmd
-}
-
-func (a *app) runAPI(ctx context.Context, f apiFlags) error {
-	tlsCfg, err := serverTLS(f.tlsCert, f.tlsKey, f.tlsClientCA)
-	if err != nil {
-		return err
-	}
-	switch {
-	case f.health <= 0 || f.goneAfter <= 0 || f.maxDuration < rental.MinDuration || f.minerTimeout <= 0:
-		return usageErr("--api.health-interval, --api.gone-after, --api.miner-timeout must be positive and --api.max-duration at least %s", rental.MinDuration)
-	}
-	data, vdir, err := f.dirs()
-	if err != nil {
-		return err
-	}
-	hotkey, err := a.loadHotkey(f.w)
-	if err != nil {
-		return err
-	}
-	ch, err := a.dialChain(ctx, f.sf)
-	if err != nil {
-		return err
-	}
-	defer ch.Close()
-	log := a.logger()
-	api, err := startAPI(ctx, apiOptions{
-		NetUID: subnet.NetUID(f.netuid), Hotkey: hotkey, Chain: ch, DataDir: data, ValidatorDir: vdir,
-		Listen: f.listen, TLS: tlsCfg, MinerTimeout: f.minerTimeout, Log: log,
-		Service: rental.Config{HealthInterval: f.health, GoneAfter: f.goneAfter, MaxDuration: f.maxDuration, AllowPrivateWebhooks: f.private},
-	})
-	if err != nil {
-		return err
-	}
-	log.Info("allocation api serving", "url", api.URL, "data", data, "validator_data", vdir, "hotkey", hotkey.SS58())
-	fmt.Fprintf(a.Out, "allocation API on %s (OpenAPI document at %s/openapi.json)\n", api.URL, api.URL)
-	select {
-	case <-ctx.Done():
-		log.Info("signal received; stopping the api")
-	case err := <-api.served:
-		api.served <- err
-		log.Error("api stopped serving", "err", err)
-	}
-	return api.Close()
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"sync"
 	"time"
 
@@ -71,12 +70,9 @@ func validatorDashboard(o *observer, v *runningValidator, ch validator.Chain, ne
 			d.Miners = append(d.Miners, dashboard.MinerRow{UID: m.UID, Hotkey: m.Hotkey, GPUs: m.GPUs, Score: m.Score,
 				Incentive: incentive[m.UID], Rented: m.Rented, LastResult: m.LastResult, LastBlock: m.LastBlock, Reason: m.Reason})
 		}
-		scores, err := store.RecentScores(ctx, scoreSubmissions)
-		if err != nil {
+		var err error
+		if d.Scores, err = scorePoints(ctx, store); err != nil {
 			return nil, err
-		}
-		for _, s := range scores {
-			d.Scores = append(d.Scores, dashboard.ScorePoint{Block: s.Block, UID: uint16(s.UID), Score: s.Score})
 		}
 		for _, r := range v.Results() {
 			d.Results = append(d.Results, dashboard.ResultPoint{Block: r.Block, Outcome: string(r.Outcome)})
@@ -89,14 +85,7 @@ func validatorDashboard(o *observer, v *runningValidator, ch validator.Chain, ne
 			if mg == nil {
 				return dashboard.Sample{}, false
 			}
-			s := dashboard.Sample{Block: mg.Block, At: time.Now(), Values: map[string]float64{}}
-			self := v.UID()
-			for _, n := range mg.Neurons {
-				if n.UID != self {
-					s.Values[strconv.Itoa(int(n.UID))] = n.Incentive
-				}
-			}
-			return s, true
+			return incentiveSample(mg, v.Status().Hotkey), true
 		})
 	})
 }

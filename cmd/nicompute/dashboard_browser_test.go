@@ -42,11 +42,18 @@ func screenshotDir() string {
 // dashboardPage is what a page must show.
 type dashboardPage struct {
 	name string // endpoints.json key
+	// shot names the screenshot (default: name).
+	shot string
 	// rows is a CSS selector of table rows and want their least number;
-	// charts the number of chart figures that must hold an SVG.
+	// charts the number of chart figures that must hold an SVG; absent a
+	// selector that must match nothing.
 	rows   string
 	want   int
 	charts int
+	absent string
+	// signIn, when set, is an admin token to sign in with through the
+	// page's form (at URL + "login") first.
+	signIn string
 }
 
 // checkDashboards loads the dashboards of a running devnet whose data
@@ -94,6 +101,12 @@ func loadDashboard(t *testing.T, actx context.Context, p dashboardPage, url stri
 			}
 		}
 	}()
+	if p.signIn != "" {
+		if err := chromedp.Do(ctx, chromedp.Navigate(url+"login"), chromedp.SendKeys(chromedp.ID("token"), p.signIn),
+			chromedp.Submit(chromedp.ID("token")), chromedp.WaitVisible(chromedp.ID("allocations"))); err != nil {
+			t.Fatalf("%s: sign in through the form: %v", p.name, err)
+		}
+	}
 	// The charts need two samples of history: reload until they are drawn.
 	var rows, charts int
 	for deadline := time.Now().Add(60 * time.Second); ; {
@@ -116,7 +129,17 @@ func loadDashboard(t *testing.T, actx context.Context, p dashboardPage, url stri
 	if err != nil {
 		t.Fatalf("%s: screenshot: %v", p.name, err)
 	}
-	path := filepath.Join(screenshotDir(), fmt.Sprintf("nicompute-%s-%s.png", strings.ReplaceAll(p.name, ".", "-"), time.Now().Format("20060102-150405")))
+	if p.absent != "" {
+		n, err := chromedp.Run(ctx, chromedp.Evaluate[int](fmt.Sprintf("document.querySelectorAll(%q).length", p.absent)))
+		if err != nil || n != 0 {
+			t.Errorf("%s shows %d of %s (%v)", p.name, n, p.absent, err)
+		}
+	}
+	shotName := p.shot
+	if shotName == "" {
+		shotName = p.name
+	}
+	path := filepath.Join(screenshotDir(), fmt.Sprintf("nicompute-%s-%s.png", strings.ReplaceAll(shotName, ".", "-"), time.Now().Format("20060102-150405")))
 	if err := os.WriteFile(path, shot, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -133,10 +156,16 @@ func loadDashboard(t *testing.T, actx context.Context, p dashboardPage, url stri
 }
 
 // checkDevnetObservability reads every daemon's /metrics from the
-// devnet's endpoints.json, then loads the dashboards in Chromium.
+// devnet's endpoints.json, then loads the dashboards in Chromium — the
+// API's anonymously and signed in with devnet's admin token. It runs while
+// one allocation made through the API is online.
 func checkDevnetObservability(t *testing.T, dir string) {
 	t.Helper()
 	eps := readEndpoints(t, dir)
+	admin, err := os.ReadFile(filepath.Join(dir, "api", "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for name, want := range map[string][]string{
 		"chain.metrics": {`nicompute_build_info{`, `role="chain"`, "nicompute_chain_block ", `nicompute_chain_extrinsics_total{call="commit_timelocked_weights",result="ok"}`},
 		"validator.metrics": {`role="validator"`, `nicompute_validator_pog_runs_total{reason="ok",result="pass"}`,
@@ -144,6 +173,9 @@ func checkDevnetObservability(t *testing.T, dir string) {
 			`nicompute_chain_rpc_duration_seconds_count{method="metagraph",result="ok"}`, "nicompute_validator_pog_duration_seconds_count"},
 		"miner-0.metrics": {`role="miner"`, `nicompute_miner_allocations_total{action="allocate",result="ok"}`,
 			`nicompute_miner_axon_requests_total{status="200",synapse="Allocate"}`, "nicompute_chain_block "},
+		"api.metrics": {`role="api"`, `nicompute_api_allocations_total{action="allocate",result="ok"} 1`,
+			`nicompute_http_requests_total{code="201",method="POST",route="/v1/allocations"} 1`, `nicompute_api_allocations{state="online"} 1`,
+			`nicompute_http_requests_total{code="200",method="GET",route="/v1/offers"}`, `nicompute_chain_rpc_duration_seconds_count{method="metagraph",result="ok"}`},
 	} {
 		text := httpGet(t, eps[name])
 		for _, w := range want {
@@ -155,6 +187,8 @@ func checkDevnetObservability(t *testing.T, dir string) {
 	checkDashboards(t, dir, []dashboardPage{
 		{name: "validator.dashboard", rows: "#miners tr[data-uid]", want: 3, charts: 3},
 		{name: "miner-0.dashboard", rows: "#capacity tbody tr", want: 2, charts: 2},
+		{name: "api.dashboard", shot: "api.dashboard.anonymous", rows: "#miners tr[data-uid]", want: 3, charts: 3, absent: "#allocations"},
+		{name: "api.dashboard", shot: "api.dashboard.admin", rows: `#allocations tr[data-state="online"]`, want: 1, charts: 3, signIn: strings.TrimSpace(string(admin))},
 	})
 }
 

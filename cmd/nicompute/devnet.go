@@ -81,9 +81,11 @@ few tempos the miners' incentives follow their models' scores:
 
   nicompute subnet metagraph --netuid 1 --subtensor.chain_endpoint URL --json
 
-API. The allocation API runs with the validator's hotkey on --api.listen;
-an admin token is kept in DATA/api/admin.token (mode 0600), and
-DATA/endpoints.json names every URL devnet serves ({"chain": …, "api": …}).
+API. The allocation API runs with the validator's hotkey on --api.listen,
+its dashboard at /dashboard/ (sign in with the admin token to see the
+allocations); an admin token is kept in DATA/api/admin.token (mode 0600),
+and DATA/endpoints.json names every URL devnet serves ({"chain": …,
+"api": …, "api.dashboard": …, "api.metrics": …, "validator.metrics": …}).
 Once the validator verified the miners:
 
   nicompute rent offers --api.url URL --api.token-file DATA/api/admin.token
@@ -190,7 +192,6 @@ func (a *app) runDevnet(ctx context.Context, o devnetOptions) error {
 		if err := a.startDevnetAPI(ctx, o, paths, layout, node.Endpoint(), svc); err != nil {
 			return err
 		}
-		obs.eps["api"] = svc.api.URL
 	}
 	if err := obs.write(paths.Root, node.Endpoint()); err != nil {
 		return err
@@ -443,6 +444,7 @@ func (a *app) printDevnetLayout(node *local.Node, paths devnet.Paths, l *devnet.
 	}
 	if svc.api != nil {
 		fmt.Fprintf(a.Out, "\nthe allocation API serves on %s (admin token in %s; every URL in %s)\n", svc.api.URL, paths.AdminToken, paths.Endpoints)
+		fmt.Fprintf(a.Out, "its dashboard: %s (sign in with the admin token to see the allocations)\n", svc.api.DashboardURL)
 	}
 	fmt.Fprintf(a.Out, "\ntry:\n  nicompute subnet metagraph --netuid %d --subtensor.chain_endpoint %s\n", l.NetUID, node.Endpoint())
 	fmt.Fprintf(a.Out, "  nicompute wallet show --wallet.path %s --wallet.name %s --json\n", paths.Wallets, l.Validator.Wallet)

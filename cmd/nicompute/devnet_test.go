@@ -260,17 +260,16 @@ func TestDevnetEndToEnd(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &hp); code != 0 || err != nil || !hp.CommitReveal || hp.Period != 1 {
 		t.Errorf("devnet hyperparameters: exit %d, %v, %s %s", code, err, stdout, stderr)
 	}
-	checkDevnetObservability(t, dataDir)
-	rentOnDevnet(t, dataDir, out.String())
+	rentOnDevnet(t, dataDir, out.String(), func() { checkDevnetObservability(t, dataDir) })
 	if code := stop(); code != 0 {
 		t.Fatalf("devnet exit code %d", code)
 	}
 }
 
 // rentOnDevnet rents the best verified GPU of a running devnet through its
-// allocation API with the admin token devnet keeps, logs in with OpenSSH
-// and stops the rental.
-func rentOnDevnet(t *testing.T, data, out string) {
+// allocation API with the admin token devnet keeps, logs in with OpenSSH,
+// runs whileRented and stops the rental.
+func rentOnDevnet(t *testing.T, data, out string, whileRented func()) {
 	t.Helper()
 	eps := readEndpoints(t, data)
 	if eps["chain"] == "" || eps["api"] == "" || !regexp.MustCompile(`api\s+`+regexp.QuoteMeta(eps["api"])).MatchString(out) {
@@ -305,6 +304,7 @@ func rentOnDevnet(t *testing.T, data, out string) {
 	if out, err := openSSH(t, key.file, a.Host, a.Port, "echo hi-from-devnet"); err != nil || !strings.Contains(out, "hi-from-devnet") {
 		t.Fatalf("OpenSSH login to the rented lease: %q, %v", out, err)
 	}
+	whileRented()
 	if code, stdout, stderr = rent("stop", a.ID); code != 0 || !strings.Contains(stdout, "ended") {
 		t.Fatalf("stop: %d %s %s", code, stdout, stderr)
 	}

@@ -30,6 +30,8 @@ type doctorFlags struct {
 	apiListen  string
 	dataDir    string
 	dockerHost string
+	// The API's own flags (--role api).
+	apiData, apiValidator, tlsCert, tlsKey, tokenFile string
 }
 
 func newDoctorCmd(a *app) *cobra.Command {
@@ -57,7 +59,12 @@ another user they warn that they could not look.`,
 	fs.StringVar(&f.externalIP, "axon.external_ip", "", "miner: IP served on chain (default: the address of the default route)")
 	fs.IntVar(&f.sshPort, "ssh.port", defaultSSHPort, "miner: first lease SSH port")
 	fs.StringVar(&f.metrics, "metrics.listen", "", "the role's --metrics.listen, when it serves one")
-	fs.StringVar(&f.apiListen, "api.listen", "", "api: the API's listen address")
+	fs.StringVar(&f.apiListen, "api.listen", "", "api: the API's listen address (default "+defaultAPIListen+")")
+	fs.StringVar(&f.apiData, "api.data", "", "api: the API's state directory (default ~/.nicompute/api/WALLET-HOTKEY-netuidN)")
+	fs.StringVar(&f.apiValidator, "api.validator-data", "", "api: the validator's state directory (default ~/.nicompute/validator/WALLET-HOTKEY-netuidN)")
+	fs.StringVar(&f.tlsCert, "api.tls-cert", "", "api: the TLS certificate the API serves (PEM)")
+	fs.StringVar(&f.tlsKey, "api.tls-key", "", "api: its private key (PEM)")
+	fs.StringVar(&f.tokenFile, "api.token-file", "", "api: a file holding an admin token, whose mode and validity are checked")
 	fs.StringVar(&f.dataDir, "data", "", "directory whose free disk is checked (default: Docker's data root for a miner, the role's state directory otherwise)")
 	fs.StringVar(&f.dockerHost, "miner.docker.host", "", "Docker engine address (default: DOCKER_HOST or the local socket)")
 	_ = cmd.MarkFlagRequired("role")
@@ -68,7 +75,14 @@ func (a *app) runDoctor(ctx context.Context, f doctorFlags) error {
 	cfg := doctor.Config{Role: f.role, NetUID: subnet.NetUID(f.netuid), AxonPort: f.axonPort, ExternalIP: f.externalIP,
 		Ports: map[string]int{}, Version: version.Int(), MinStake: miner.DefaultMinStake}
 	switch f.role {
-	case "miner", "validator", "api":
+	case "miner", "validator":
+	case "api":
+		if f.apiListen == "" {
+			f.apiListen = defaultAPIListen
+		}
+		if (f.tlsCert == "") != (f.tlsKey == "") {
+			return usageErr("--api.tls-cert and --api.tls-key go together")
+		}
 	default:
 		return usageErr("--role must be miner, validator or api")
 	}
@@ -82,6 +96,19 @@ func (a *app) runDoctor(ctx context.Context, f doctorFlags) error {
 			return usageErr("--%s.listen %q is not HOST:PORT", name, addr)
 		}
 		cfg.Ports[name] = n
+	}
+	var files apiDoctorFiles
+	if f.role == "api" {
+		af := apiFlags{w: f.w, netuid: f.netuid, dataDir: f.apiData, validatorDir: f.apiValidator}
+		data, vdir, err := af.dirs()
+		if err != nil {
+			return err
+		}
+		files = apiDoctorFiles{data: data, validator: vdir, cert: f.tlsCert, key: f.tlsKey, tokenFile: f.tokenFile}
+		cfg.APIListen, cfg.TLS, cfg.APIStore, cfg.TokenFile = f.apiListen, f.tlsCert != "", filepath.Join(data, "api.db"), f.tokenFile
+		if f.dataDir == "" {
+			f.dataDir = data
+		}
 	}
 	cfg.DataDir = f.dataDir
 	if cfg.DataDir == "" {
@@ -99,7 +126,7 @@ func (a *app) runDoctor(ctx context.Context, f doctorFlags) error {
 		return err
 	}
 	cfg.Hotkey = hotkey.SS58()
-	p := &doctorProbes{a: a, sf: f.sf, netuid: cfg.NetUID, dockerHost: f.dockerHost}
+	p := &doctorProbes{a: a, sf: f.sf, netuid: cfg.NetUID, dockerHost: f.dockerHost, api: files}
 	defer p.close()
 	r := doctor.Run(ctx, cfg, p)
 	if f.asJSON {

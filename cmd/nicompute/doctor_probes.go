@@ -31,6 +31,7 @@ type doctorProbes struct {
 	sf         subtensorFlags
 	netuid     subnet.NetUID
 	dockerHost string
+	api        apiDoctorFiles
 
 	dockerOnce sync.Once
 	docker     doctor.Docker

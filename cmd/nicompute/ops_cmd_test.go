@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"os"
@@ -13,7 +14,9 @@ import (
 
 	"github.com/nicompute/nicompute/internal/devnet"
 	"github.com/nicompute/nicompute/internal/doctor"
+	"github.com/nicompute/nicompute/internal/market"
 	"github.com/nicompute/nicompute/internal/selfupdate"
+	"github.com/nicompute/nicompute/internal/sqlite"
 )
 
 func TestDoctorCommand(t *testing.T) {
@@ -52,6 +55,76 @@ func TestDoctorCommand(t *testing.T) {
 	if code, _, stderr := runCLI(t, "doctor", "--role", "renter"); code != 2 || !strings.Contains(stderr, "--role must be") {
 		t.Fatalf("bad role: %d %q", code, stderr)
 	}
+	t.Run("api", func(t *testing.T) { doctorAPI(t, base) })
+}
+
+// doctorAPI runs doctor --role api against real files: the validator's
+// results, a TLS pair, the API's store and admin token files, well and
+// badly kept.
+func doctorAPI(t *testing.T, base []string) {
+	ctx := context.Background()
+	vdir, apiData := t.TempDir(), t.TempDir()
+	vdb, err := sqlite.Open(ctx, filepath.Join(vdir, "validator.db"), sqlite.ValidatorSchema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := market.PoGResult{Hotkey: "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty", UID: 1, Block: 9, At: time.Now(), Outcome: market.PoGPass, Model: "NVIDIA H200", Count: 1}
+	if err := sqlite.NewValidatorStore(vdb).AddResult(ctx, r, 4); err != nil {
+		t.Fatal(err)
+	}
+	vdb.Close()
+	tokenFile, _ := createToken(t, apiData, "ops", "admin")
+	readFile, _ := createToken(t, apiData, "ann", "read")
+	pki := newTestPKI(t)
+	api := append(base, "--role", "api", "--wallet.name", devnet.ValidatorWallet, "--api.data", apiData, "--api.listen", "0.0.0.0:1",
+		"--api.tls-cert", pki.serverCert, "--api.tls-key", pki.serverKey)
+	run := func(extra ...string) (int, map[string]doctor.Result) {
+		t.Helper()
+		code, stdout, stderr := runCLI(t, append(api, extra...)...)
+		var rep doctor.Report
+		if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+			t.Fatalf("%v\n%s\n%s", err, stdout, stderr)
+		}
+		got := map[string]doctor.Result{}
+		for _, x := range rep.Results {
+			got[x.Check] = x
+		}
+		return code, got
+	}
+	expect := func(got map[string]doctor.Result, want map[string]doctor.Status) {
+		t.Helper()
+		for check, st := range want {
+			if got[check].Status != st {
+				t.Errorf("%s = %s (%s), want %s", check, got[check].Status, got[check].Found, st)
+			}
+		}
+	}
+	before, _ := os.ReadFile(filepath.Join(apiData, "api.db"))
+	code, got := run("--api.validator-data", vdir, "--api.token-file", tokenFile)
+	expect(got, map[string]doctor.Status{"validator results": doctor.Pass, "api listen address": doctor.Pass, "tls certificate": doctor.Warn,
+		"api state file": doctor.Pass, "admin token file": doctor.Pass})
+	if code != 0 {
+		t.Errorf("exit %d with nothing failed", code)
+	}
+	if after, _ := os.ReadFile(filepath.Join(apiData, "api.db")); string(before) != string(after) {
+		t.Error("doctor changed the API's store")
+	}
+
+	os.Chmod(tokenFile, 0o644)
+	os.Chmod(filepath.Join(apiData, "api.db"), 0o644)
+	code, got = run("--api.validator-data", t.TempDir(), "--api.token-file", tokenFile, "--api.tls-cert", pki.clientCert)
+	expect(got, map[string]doctor.Status{"validator results": doctor.Fail, "tls certificate": doctor.Fail, "api state file": doctor.Fail, "admin token file": doctor.Fail})
+	if code != 1 || !strings.Contains(got["admin token file"].Remedy, "chmod 600 "+tokenFile) {
+		t.Errorf("exit %d, token file %+v", code, got["admin token file"])
+	}
+	if st, _ := os.Stat(filepath.Join(apiData, "api.db")); st.Mode().Perm() != 0o644 {
+		t.Error("doctor changed the store's mode")
+	}
+	_, got = run("--api.validator-data", vdir, "--api.token-file", readFile)
+	expect(got, map[string]doctor.Status{"admin token file": doctor.Warn})
+	if code, _, stderr := runCLI(t, append(base, "--role", "api", "--api.tls-key", pki.serverKey)...); code != 2 || !strings.Contains(stderr, "go together") {
+		t.Errorf("key without certificate: %d %s", code, stderr)
+	}
 }
 
 func TestServiceCommand(t *testing.T) {
@@ -70,6 +143,11 @@ func TestServiceCommand(t *testing.T) {
 			t.Errorf("unit lacks %q:\n%s", want, unit)
 		}
 	}
+	code, unit, stderr = runCLI(t, "service", "systemd", "--role", "api", "--binary", bin,
+		"--", "--netuid", "27", "--wallet.name", "validator", "--api.listen", "0.0.0.0:8903", "--metrics.listen", "127.0.0.1:9103")
+	if code != 0 || !strings.Contains(unit, "Type=notify") || !strings.Contains(unit, "ExecStart="+bin+" api --netuid 27 --wallet.name validator --api.listen 0.0.0.0:8903 --metrics.listen 127.0.0.1:9103") {
+		t.Fatalf("api unit: exit %d %s\n%s", code, stderr, unit)
+	}
 	out := filepath.Join(t.TempDir(), "eco.config.js")
 	if code, _, stderr := runCLI(t, "service", "pm2", "--role", "validator", "--binary", bin, "--out", out, "--", "--netuid", "27"); code != 0 {
 		t.Fatalf("pm2: %d %s", code, stderr)
@@ -80,6 +158,7 @@ func TestServiceCommand(t *testing.T) {
 	for _, args := range [][]string{
 		{"service", "systemd", "--role", "miner", "--", "--no-such-flag"},
 		{"service", "systemd", "--role", "miner", "--", "stray"},
+		{"service", "systemd", "--role", "api", "--", "--axon.port", "8091"},
 		{"service", "systemd", "--role", "wallet"},
 		{"service", "pm2", "--role", "miner", "--binary", "/etc/passwd"},
 		{"service", "systemd"},

@@ -14,7 +14,7 @@ import (
 
 // serviceRoles are the daemons a service file can run: those that speak
 // sd_notify (a Type=notify unit waits for READY=1).
-var serviceRoles = []string{"miner", "validator", "chain"}
+var serviceRoles = []string{"miner", "validator", "chain", "api"}
 
 func newServiceCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{

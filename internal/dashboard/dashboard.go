@@ -1,8 +1,11 @@
 // Package dashboard renders the operators' pages: the validator's (its
 // subnet, every miner with its verified GPUs, score, last Proof-of-GPU and
-// reason, charts of scores, incentives and Proof-of-GPU results over time)
-// and the miner's (its standing, capacity, leases, the last answers it gave
-// validators, incentive and emission over time).
+// reason, charts of scores, incentives and Proof-of-GPU results over time),
+// the miner's (its standing, capacity, leases, the last answers it gave
+// validators, incentive and emission over time) and the allocation API's
+// (the subnet and miners as the validator's results show them and, for an
+// operator signed in with an admin token, the allocations and their
+// health; api.go says how signing in works).
 //
 // Pages are server-rendered with html/template; charts are SVG drawn by
 // github.com/go-analyze/charts and inlined, and the stylesheet and icon
@@ -15,7 +18,6 @@ package dashboard
 
 import (
 	"bytes"
-	"context"
 	"embed"
 	"fmt"
 	"html/template"
@@ -80,9 +82,10 @@ type page struct {
 }
 
 var funcs = template.FuncMap{
-	"short": short,
-	"bytes": humanBytes,
-	"join":  strings.Join,
+	"short":      short,
+	"bytes":      humanBytes,
+	"join":       strings.Join,
+	"stateClass": stateClass,
 	"outcomeClass": func(o string) string {
 		switch o {
 		case "pass":
@@ -102,34 +105,47 @@ func parse(content string) *template.Template {
 type handler struct {
 	opt   Options
 	tmpl  *template.Template
-	build func(ctx context.Context) (page, error)
+	build func(r *http.Request) (page, error)
+	// forms: the page posts forms to its own origin (sign-in, sign-out).
+	forms bool
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	setHeaders(w)
-	p, err := h.build(r.Context())
+	setHeaders(w, h.forms)
+	p, err := h.build(r)
 	if err != nil {
 		h.opt.Log.Warn("dashboard: read state", "err", err)
 		http.Error(w, "the dashboard's data is unavailable right now; see the daemon's log", http.StatusServiceUnavailable)
 		return
 	}
-	p.Base, p.MetricsURL = h.opt.Base, h.opt.MetricsURL
 	p.Refresh = int(h.opt.Refresh / time.Second)
-	p.Version, p.Now = version.Get().String(), h.opt.Now()
+	writePage(w, http.StatusOK, h.tmpl, p, h.opt)
+}
+
+// writePage writes p, set up with opt, as a page of status.
+func writePage(w http.ResponseWriter, status int, t *template.Template, p page, opt Options) {
+	p.Base, p.MetricsURL = opt.Base, opt.MetricsURL
+	p.Version, p.Now = version.Get().String(), opt.Now()
 	var b bytes.Buffer
-	if err := h.tmpl.ExecuteTemplate(&b, "layout", p); err != nil {
-		h.opt.Log.Error("dashboard: render", "err", err)
+	if err := t.ExecuteTemplate(&b, "layout", p); err != nil {
+		opt.Log.Error("dashboard: render", "err", err)
 		http.Error(w, "the dashboard failed to render; see the daemon's log", http.StatusInternalServerError)
 		return
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
 	_, _ = w.Write(b.Bytes())
 }
 
-// setHeaders forbids scripts, frames and every origin but this one.
-func setHeaders(w http.ResponseWriter) {
+// setHeaders forbids scripts, frames and every origin but this one; forms
+// may post to this origin only when the page has some.
+func setHeaders(w http.ResponseWriter, forms bool) {
+	action := "'none'"
+	if forms {
+		action = "'self'"
+	}
 	h := w.Header()
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self'; base-uri 'none'; form-action "+action+"; frame-ancestors 'none'")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("Cache-Control", "no-store")
@@ -157,6 +173,9 @@ func Mount(mux *http.ServeMux, base string, page http.Handler) {
 	}
 	mux.Handle("GET "+base+"{$}", page)
 	mux.Handle("GET "+base+"assets/", http.StripPrefix(strings.TrimSuffix(base, "/"), Assets()))
+	if base != "/" {
+		mux.Handle("GET "+strings.TrimSuffix(base, "/"), http.RedirectHandler(base, http.StatusMovedPermanently))
+	}
 }
 
 // short abbreviates an SS58 address to its first 6 and last 4 characters.

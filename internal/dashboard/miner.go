@@ -62,8 +62,8 @@ type RequestRow struct {
 // request.
 func NewMiner(data func(context.Context) (*MinerData, error), opt Options) http.Handler {
 	opt.setDefaults()
-	return &handler{opt: opt, tmpl: parse("miner.html"), build: func(ctx context.Context) (page, error) {
-		d, err := data(ctx)
+	return &handler{opt: opt, tmpl: parse("miner.html"), build: func(r *http.Request) (page, error) {
+		d, err := data(r.Context())
 		if err != nil {
 			return page{}, err
 		}

@@ -76,8 +76,8 @@ type ResultPoint struct {
 // every request.
 func NewValidator(data func(context.Context) (*ValidatorData, error), opt Options) http.Handler {
 	opt.setDefaults()
-	return &handler{opt: opt, tmpl: parse("validator.html"), build: func(ctx context.Context) (page, error) {
-		d, err := data(ctx)
+	return &handler{opt: opt, tmpl: parse("validator.html"), build: func(r *http.Request) (page, error) {
+		d, err := data(r.Context())
 		if err != nil {
 			return page{}, err
 		}
@@ -85,17 +85,19 @@ func NewValidator(data func(context.Context) (*ValidatorData, error), opt Option
 			Title:    fmt.Sprintf("nicompute validator · subnet %d", d.NetUID),
 			Subtitle: fmt.Sprintf("uid %d · block %d", d.UID, d.Block),
 			Data:     d,
-			Charts:   validatorCharts(d),
+			Charts:   subnetCharts(d.Scores, d.Incentives, d.Results),
 		}, nil
 	}}
 }
 
-func validatorCharts(d *ValidatorData) []Chart {
+// subnetCharts draws the scores behind each weights submission, the
+// sampled incentives and the Proof-of-GPU results by sweep.
+func subnetCharts(scorePoints []ScorePoint, incentiveSamples []Sample, resultPoints []ResultPoint) []Chart {
 	// Scores: one line per uid over the submission blocks.
 	var blocks []uint64
 	byUID := map[uint16]map[uint64]float64{}
 	seen := map[uint64]bool{}
-	for _, p := range d.Scores {
+	for _, p := range scorePoints {
 		if !seen[p.Block] {
 			seen[p.Block] = true
 			blocks = append(blocks, p.Block)
@@ -125,12 +127,12 @@ func validatorCharts(d *ValidatorData) []Chart {
 	}
 	scores := lineChart("Score by miner (at each weights submission)", blockLabels(blocks), scoreSeries, "")
 
-	incentives := sampledChart("Incentive by miner", d.Incentives, func(k string) string { return "uid " + k }, "")
+	incentives := sampledChart("Incentive by miner", incentiveSamples, func(k string) string { return "uid " + k }, "")
 
 	// Proof-of-GPU results: counts per sweep block, stacked by outcome.
 	counts := map[uint64]map[string]float64{}
 	var rblocks []uint64
-	for _, r := range d.Results {
+	for _, r := range resultPoints {
 		if counts[r.Block] == nil {
 			counts[r.Block] = map[string]float64{}
 			rblocks = append(rblocks, r.Block)

@@ -22,6 +22,11 @@ var checks = []check{
 	{"version vs the subnet's", "miner validator api", checkVersion},
 	{"clock vs chain", "miner validator api", checkClock},
 	{"free disk", "miner validator api", checkDisk},
+	{"validator results", "api", checkValidatorResults},
+	{"api listen address", "api", checkAPIListen},
+	{"tls certificate", "api", checkCertificate},
+	{"api state file", "api", checkAPIStore},
+	{"admin token file", "api", checkTokenFile},
 }
 
 func pass(found string) Result { return Result{Status: Pass, Found: found} }
@@ -158,9 +163,13 @@ func checkPorts(ctx context.Context, c Config, p Probes) Result {
 		}
 	}
 	if len(down) > 0 {
+		flags := map[string]string{"miner": "--axon.port/--metrics.listen", "api": "--api.listen/--metrics.listen"}[c.Role]
+		if flags == "" {
+			flags = "--metrics.listen"
+		}
 		return res(Warn, "not listening: "+strings.Join(down, ", "),
 			"nothing accepts connections there: the "+c.Role+" is not running, or binds another address",
-			"start the "+c.Role+" (doctor checks a running node best) or check its --axon.port/--metrics.listen")
+			"start the "+c.Role+" (doctor checks a running node best) or check its "+flags)
 	}
 	return pass("listening: " + strings.Join(up, ", "))
 }

@@ -88,6 +88,13 @@ type Config struct {
 	Version uint32
 	// MinStake is a validator's required stake (1,024 τ).
 	MinStake subnet.Balance
+	// APIListen is the allocation API's address and TLS whether it serves
+	// HTTPS; APIStore its api.db and TokenFile a file holding an admin
+	// token ("" when none is named).
+	APIListen string
+	TLS       bool
+	APIStore  string
+	TokenFile string
 }
 
 // check is one named check and the roles it applies to.

@@ -29,6 +29,13 @@ type fake struct {
 	free      uint64
 	diskErr   error
 	now       time.Time
+	results   ValidatorResults
+	resErr    error
+	cert      Certificate
+	certErr   error
+	files     map[string]File
+	token     Token
+	tokenErr  error
 }
 
 func (f *fake) Docker(context.Context) (Docker, error)             { return f.docker, f.dockerErr }
@@ -40,6 +47,12 @@ func (f *fake) OutboundIP() (string, error)                        { return f.ip
 func (f *fake) Chain(context.Context) (Chain, error)               { return f.chain, f.chainErr }
 func (f *fake) DiskFree(string) (uint64, uint64, error)            { return f.free, 1 << 40, f.diskErr }
 func (f *fake) Now() time.Time                                     { return f.now }
+func (f *fake) ValidatorResults(context.Context) (ValidatorResults, error) {
+	return f.results, f.resErr
+}
+func (f *fake) Certificate(context.Context) (Certificate, error) { return f.cert, f.certErr }
+func (f *fake) File(path string) (File, error)                   { return f.files[path], nil }
+func (f *fake) Token(context.Context) (Token, error)             { return f.token, f.tokenErr }
 
 const (
 	minerHK = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty"
@@ -55,7 +68,7 @@ func healthy() *fake {
 		docker:    Docker{ServerVersion: "24.0.7", APIVersion: "1.43", StorageDriver: "overlay2", BackingFS: "xfs", DiskQuota: true, NvidiaRuntime: true},
 		gpus:      []string{"NVIDIA H100 80GB HBM3"},
 		pf:        PacketFilter{Backend: "iptables-nft", DockerChains: true},
-		listening: map[int]bool{8091: true, 9101: true},
+		listening: map[int]bool{8091: true, 9101: true, 8903: true},
 		ufw:       UFW{Installed: true, Active: true, Allowed: []string{"22/tcp", "8000:9000/tcp"}},
 		ip:        "203.0.113.7",
 		chain: Chain{
@@ -67,8 +80,15 @@ func healthy() *fake {
 			Hyper: subnet.Hyperparameters{WeightsVersionKey: 1002000},
 			Time:  now.Add(-time.Second), Uncertainty: 12 * time.Second,
 		},
-		free: 100 << 30,
-		now:  now,
+		free:    100 << 30,
+		now:     now,
+		results: ValidatorResults{Path: "/srv/validator/validator.db", Miners: 3, Newest: now.Add(-20 * time.Minute)},
+		cert:    Certificate{Names: []string{"api.example.org"}, NotBefore: now.Add(-24 * time.Hour), NotAfter: now.Add(60 * 24 * time.Hour)},
+		files: map[string]File{
+			"/srv/api/api.db":  {Exists: true, Mode: 0o600},
+			"/srv/admin.token": {Exists: true, Mode: 0o600},
+		},
+		token: Token{ID: "tok_1", Name: "ops", Admin: true},
 	}
 }
 
@@ -80,15 +100,20 @@ func valCfg() Config {
 	return Config{Role: "validator", NetUID: 27, Hotkey: valHK, Ports: map[string]int{"metrics": 9101}, DataDir: "/srv", Version: 1002003, MinStake: subnet.TAO(1024)}
 }
 
+func apiCfg() Config {
+	return Config{Role: "api", NetUID: 27, Hotkey: valHK, Ports: map[string]int{"api": 8903}, DataDir: "/srv", Version: 1002003, MinStake: subnet.TAO(1024),
+		APIListen: "0.0.0.0:8903", TLS: true, APIStore: "/srv/api/api.db", TokenFile: "/srv/admin.token"}
+}
+
 func TestHealthyMachinePasses(t *testing.T) {
-	for _, cfg := range []Config{minerCfg(), valCfg()} {
+	for _, cfg := range []Config{minerCfg(), valCfg(), apiCfg()} {
 		r := Run(context.Background(), cfg, healthy())
 		if r.Failed() || r.Counts()[Warn] != 0 {
 			var b bytes.Buffer
 			r.WriteText(&b)
 			t.Fatalf("%s:\n%s", cfg.Role, &b)
 		}
-		if cfg.Role == "miner" && len(r.Results) != 11 || cfg.Role == "validator" && len(r.Results) != 6 {
+		if cfg.Role == "miner" && len(r.Results) != 11 || cfg.Role == "validator" && len(r.Results) != 6 || cfg.Role == "api" && len(r.Results) != 11 {
 			t.Fatalf("%s ran %d checks", cfg.Role, len(r.Results))
 		}
 	}
@@ -136,6 +161,26 @@ func TestChecks(t *testing.T) {
 		{"disk nearly full", minerCfg, func(f *fake) { f.free = 5 << 30 }, "free disk", Fail, "below 10.0 GiB"},
 		{"disk low", minerCfg, func(f *fake) { f.free = 20 << 30 }, "free disk", Warn, "below 50.0 GiB"},
 		{"disk fine for a validator", valCfg, func(f *fake) { f.free = 20 << 30 }, "free disk", Pass, "20.0 GiB"},
+		{"no validator results", apiCfg, func(f *fake) { f.resErr = errors.New("no validator.db in /srv/validator") }, "validator results", Fail, "--api.validator-data"},
+		{"validator never swept", apiCfg, func(f *fake) { f.results.Miners = 0 }, "validator results", Warn, "first sweep"},
+		{"validator stopped", apiCfg, func(f *fake) { f.results.Newest = now.Add(-5 * time.Hour) }, "validator results", Warn, "seems stopped"},
+		{"https on the network", apiCfg, func(*fake) {}, "api listen address", Pass, "HTTPS"},
+		{"loopback", func() Config { c := apiCfg(); c.APIListen, c.TLS = "127.0.0.1:8903", false; return c }, func(*fake) {}, "api listen address", Pass, "loopback"},
+		{"public without tls", func() Config { c := apiCfg(); c.TLS = false; return c }, func(*fake) {}, "api listen address", Warn, "--api.tls-cert"},
+		{"bad listen", func() Config { c := apiCfg(); c.APIListen = "8903"; return c }, func(*fake) {}, "api listen address", Fail, "HOST:PORT"},
+		{"no tls", func() Config { c := apiCfg(); c.TLS = false; return c }, func(*fake) {}, "tls certificate", Pass, "plain HTTP"},
+		{"unreadable certificate", apiCfg, func(f *fake) { f.certErr = errors.New("tls: private key does not match public key") }, "tls certificate", Fail, "does not match"},
+		{"expired certificate", apiCfg, func(f *fake) { f.cert.NotAfter = now.Add(-time.Hour) }, "tls certificate", Fail, "renew"},
+		{"certificate expiring", apiCfg, func(f *fake) { f.cert.NotAfter = now.Add(72 * time.Hour) }, "tls certificate", Warn, "expires in 72h"},
+		{"certificate not valid yet", apiCfg, func(f *fake) { f.cert.NotBefore = now.Add(time.Hour) }, "tls certificate", Fail, "not valid yet"},
+		{"api.db readable by others", apiCfg, func(f *fake) { f.files["/srv/api/api.db"] = File{Exists: true, Mode: 0o644} }, "api state file", Fail, "chmod 600 /srv/api/api.db"},
+		{"no api.db yet", apiCfg, func(f *fake) { delete(f.files, "/srv/api/api.db") }, "api state file", Pass, "not created yet"},
+		{"token file readable by others", apiCfg, func(f *fake) { f.files["/srv/admin.token"] = File{Exists: true, Mode: 0o640} }, "admin token file", Fail, "chmod 600 /srv/admin.token"},
+		{"token file missing", apiCfg, func(f *fake) { delete(f.files, "/srv/admin.token") }, "admin token file", Fail, "does not exist"},
+		{"token revoked", apiCfg, func(f *fake) { f.token.Problem = "revoked" }, "admin token file", Fail, "token create"},
+		{"token not admin", apiCfg, func(f *fake) { f.token.Admin = false }, "admin token file", Warn, "no admin scope"},
+		{"token unchecked", apiCfg, func(f *fake) { f.tokenErr = errors.New("no api.db in /srv/api") }, "admin token file", Warn, "--api.data"},
+		{"no token file named", func() Config { c := apiCfg(); c.TokenFile = ""; return c }, func(*fake) {}, "admin token file", Pass, "none named"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := healthy()

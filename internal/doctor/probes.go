@@ -29,6 +29,16 @@ type Probes interface {
 	DiskFree(path string) (free, total uint64, err error)
 	// Now is the local clock.
 	Now() time.Time
+
+	// ValidatorResults reads the validator's results the API offers from.
+	ValidatorResults(ctx context.Context) (ValidatorResults, error)
+	// Certificate loads the API's TLS certificate with its key.
+	Certificate(ctx context.Context) (Certificate, error)
+	// File describes the file at path (Exists false when there is none).
+	File(path string) (File, error)
+	// Token authenticates the token in Config.TokenFile against the API's
+	// store.
+	Token(ctx context.Context) (Token, error)
 }
 
 // Docker is what doctor needs of the engine.

@@ -189,6 +189,30 @@ func NewHTTP(reg prometheus.Registerer) (*HTTP, error) {
 // "GET /v1/allocations/{id}" (never the request's own path, which may
 // carry ids). A nil *HTTP returns next.
 func (h *HTTP) Wrap(route string, next http.Handler) http.Handler {
+	return h.wrap(func(*http.Request) string { return route }, next)
+}
+
+// UnmatchedRoute labels requests that no route served.
+const UnmatchedRoute = "unmatched"
+
+// Middleware instruments every request under the route pattern that route
+// returns once the request has been served: a router knows the pattern
+// only after routing (web.RoutePattern). An empty pattern (no route
+// matched) is labelled UnmatchedRoute, never with the request's path. A
+// nil *HTTP returns next unchanged.
+func (h *HTTP) Middleware(route func(*http.Request) string) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return h.wrap(func(r *http.Request) string {
+			if p := route(r); p != "" {
+				return p
+			}
+			return UnmatchedRoute
+		}, next)
+	}
+}
+
+// wrap counts next's requests under the label route gives after each.
+func (h *HTTP) wrap(route func(*http.Request) string, next http.Handler) http.Handler {
 	if h == nil {
 		return next
 	}
@@ -196,8 +220,9 @@ func (h *HTTP) Wrap(route string, next http.Handler) http.Handler {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
 		next.ServeHTTP(sw, r)
-		h.requests.WithLabelValues(route, methodLabel(r.Method), strconv.Itoa(sw.code)).Inc()
-		h.seconds.WithLabelValues(route).Observe(time.Since(start).Seconds())
+		label := route(r)
+		h.requests.WithLabelValues(label, methodLabel(r.Method), strconv.Itoa(sw.code)).Inc()
+		h.seconds.WithLabelValues(label).Observe(time.Since(start).Seconds())
 	})
 }
 

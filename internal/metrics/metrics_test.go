@@ -106,3 +106,65 @@ func TestWrapCountsImplicitStatus(t *testing.T) {
 		t.Fatal("bad address accepted")
 	}
 }
+
+// TestMiddlewareLabelsByPatternAfterRouting: the middleware wraps a
+// router and reads the pattern the router matched once it has served the
+// request; a path no route matched is labelled "unmatched", never with
+// the path.
+func TestMiddlewareLabelsByPatternAfterRouting(t *testing.T) {
+	reg := NewRegistry("api")
+	h, err := NewHTTP(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/allocations/{id}", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	// ServeMux records the matched pattern on the request it routes.
+	s, err := Listen("127.0.0.1:0", h.Middleware(func(r *http.Request) string { return r.Pattern })(mux), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, path := range []string{"/v1/allocations/a-secret-id", "/v1/allocations/b", "/no/such/route-with-token"} {
+		resp, err := http.Get(s.URL() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	if got := testutil.ToFloat64(h.requests.WithLabelValues("GET /v1/allocations/{id}", "GET", "204")); got != 2 {
+		t.Errorf("requests by pattern = %v, want 2", got)
+	}
+	if got := testutil.ToFloat64(h.requests.WithLabelValues(UnmatchedRoute, "GET", "404")); got != 1 {
+		t.Errorf("unmatched requests = %v, want 1", got)
+	}
+	text := httpText(t, Handler(reg, nil))
+	for _, leak := range []string{"a-secret-id", "route-with-token"} {
+		if strings.Contains(text, leak) {
+			t.Errorf("a request path reached a label: %s", leak)
+		}
+	}
+	if (*HTTP)(nil).Middleware(func(*http.Request) string { return "" })(mux) == nil {
+		t.Fatal("nil HTTP must return the handler")
+	}
+}
+
+// httpText serves one GET of h and returns the body.
+func httpText(t *testing.T, h http.Handler) string {
+	t.Helper()
+	s, err := Listen("127.0.0.1:0", h, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	resp, err := http.Get(s.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

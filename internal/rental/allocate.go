@@ -142,6 +142,18 @@ func newID(prefix string) string {
 // allocation only. Errors: EINVALID, EFORBIDDEN, ECONFLICT (no miner fits
 // or every one refused), EUNAVAILABLE (no miner answered).
 func (s *Service) Allocate(ctx context.Context, who market.Token, r AllocateRequest, idemKey string) (Allocation, bool, error) {
+	start := time.Now()
+	a, created, err := s.allocate(ctx, who, r, idemKey)
+	result := resultLabel(err)
+	if err == nil && !created {
+		result = resultReplayed
+	}
+	s.m.request("allocate", start, result)
+	return a, created, err
+}
+
+// allocate is Allocate, unmeasured.
+func (s *Service) allocate(ctx context.Context, who market.Token, r AllocateRequest, idemKey string) (Allocation, bool, error) {
 	c, err := s.check(who, r)
 	if err != nil {
 		return Allocation{}, false, err

@@ -109,6 +109,7 @@ func (s *Service) checkOne(ctx context.Context, id string) {
 		a.State, a.EndedAt, a.EndReason = market.AllocEnded, now, market.EndReasonLost
 		a.Note = "the miner no longer holds the lease"
 		s.save(ctx, a, market.EventEnded)
+		s.m.checked(checkLost, "")
 		s.log.Warn("allocation lost: the miner holds no lease for it", "allocation", a.ID, "miner", a.MinerHotkey)
 		return
 	}
@@ -135,14 +136,15 @@ func (s *Service) checkOne(ctx context.Context, id string) {
 	}
 	a.Note = note
 	var events []string
+	var flipped market.AllocationState
 	switch {
 	case ok && a.State == market.AllocOffline:
 		a.State, a.OfflineSince = market.AllocOnline, time.Time{}
-		events = append(events, market.EventOnline)
+		events, flipped = append(events, market.EventOnline), market.AllocOnline
 		s.log.Info("allocation back online", "allocation", a.ID)
 	case !ok && a.State == market.AllocOnline:
 		a.State, a.OfflineSince = market.AllocOffline, now
-		events = append(events, market.EventOffline)
+		events, flipped = append(events, market.EventOffline), market.AllocOffline
 		s.log.Warn("allocation offline", "allocation", a.ID, "why", note)
 	case !ok && now.Sub(a.OfflineSince) >= s.cfg.GoneAfter:
 		a.State, a.EndReason, a.NextTry = market.AllocEnding, market.EndReasonGone, now
@@ -150,6 +152,11 @@ func (s *Service) checkOne(ctx context.Context, id string) {
 		s.log.Warn("allocation gone past the limit; ending it", "allocation", a.ID, "offline_since", a.OfflineSince)
 		poke(s.wakeEnd)
 	}
+	result := checkOK
+	if !ok {
+		result = checkFailing
+	}
+	s.m.checked(result, flipped)
 	s.save(ctx, a, events...)
 }
 
@@ -164,6 +171,9 @@ func (s *Service) save(ctx context.Context, a market.Allocation, types ...string
 	if err := s.deps.Store.UpdateAllocation(ctx, a, events...); err != nil {
 		s.log.Error("record allocation", "allocation", a.ID, "err", err)
 		return
+	}
+	if a.State == market.AllocEnded && !a.Orphan {
+		s.m.endedAllocation(a.EndReason)
 	}
 	if len(events) > 0 {
 		poke(s.wakeHook)

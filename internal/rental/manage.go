@@ -90,6 +90,14 @@ func minerErr(err error) error {
 // lease when it would end first. Errors: ENOTFOUND, EINVALID, ECONFLICT
 // (not running, or the miner refused), EUNAVAILABLE.
 func (s *Service) Extend(ctx context.Context, who market.Token, id string, d time.Duration) (Allocation, error) {
+	start := time.Now()
+	a, err := s.extend(ctx, who, id, d)
+	s.m.request("extend", start, resultLabel(err))
+	return a, err
+}
+
+// extend is Extend, unmeasured.
+func (s *Service) extend(ctx context.Context, who market.Token, id string, d time.Duration) (Allocation, error) {
 	if d < MinDuration {
 		return Allocation{}, apiErr(market.EINVALID, "invalid_request", "duration must be at least %s", MinDuration)
 	}
@@ -128,9 +136,26 @@ var actions = map[string]string{
 	"unpause": protocol.ActionUnpause, "exchange_key": protocol.ActionExchangeKey,
 }
 
+// actionLabel is the action label of an action request: its name, or
+// "invalid" for a name that is not one.
+func actionLabel(name string) string {
+	if _, ok := actions[name]; ok {
+		return name
+	}
+	return "invalid"
+}
+
 // Act runs a docker action on who's allocation id. Errors: ENOTFOUND,
 // EINVALID, ECONFLICT (not running, or the miner refused), EUNAVAILABLE.
 func (s *Service) Act(ctx context.Context, who market.Token, id string, r ActionRequest) (Allocation, error) {
+	start := time.Now()
+	a, err := s.act(ctx, who, id, r)
+	s.m.request(actionLabel(r.Action), start, resultLabel(err))
+	return a, err
+}
+
+// act is Act, unmeasured.
+func (s *Service) act(ctx context.Context, who market.Token, id string, r ActionRequest) (Allocation, error) {
 	action, ok := actions[r.Action]
 	if !ok {
 		return Allocation{}, apiErr(market.EINVALID, "invalid_request", "action must be restart, pause, unpause or exchange_key")
@@ -171,6 +196,14 @@ func (s *Service) Act(ctx context.Context, who market.Token, id string, r Action
 // Ending an ended allocation answers it as it is. Errors: ENOTFOUND,
 // ECONFLICT (still being allocated).
 func (s *Service) End(ctx context.Context, who market.Token, id string) (Allocation, error) {
+	start := time.Now()
+	a, err := s.end(ctx, who, id)
+	s.m.request("end", start, resultLabel(err))
+	return a, err
+}
+
+// end is End, unmeasured.
+func (s *Service) end(ctx context.Context, who market.Token, id string) (Allocation, error) {
 	if _, err := s.own(ctx, who, id); err != nil {
 		return Allocation{}, err
 	}

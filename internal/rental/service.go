@@ -41,6 +41,12 @@
 //
 // Operations on one allocation hold its lock (ops), so a health check
 // never overwrites an end or an extension.
+//
+// Operators. Config.Metrics receives the service's series (metrics.go:
+// requests by action and result, health checks and flips, ends, webhook
+// deliveries, allocations by state); Standings and OperatorAllocations
+// feed the operators' dashboard, where an admin token signs in once for a
+// session of its own (session.go).
 package rental
 
 import (
@@ -52,6 +58,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nicompute/nicompute/internal/allocator"
 	"github.com/nicompute/nicompute/internal/market"
@@ -178,6 +186,8 @@ type Config struct {
 	Now func() time.Time
 	// Log receives state transitions; nil discards.
 	Log *slog.Logger
+	// Metrics, when set, receives the service's series (metrics.go).
+	Metrics prometheus.Registerer
 }
 
 func (c *Config) setDefaults() error {
@@ -246,6 +256,7 @@ type Service struct {
 	tokens *Tokens
 	mg     *metagraphCache
 	vc     verifiedCache
+	m      *metrics
 
 	// wake nudges the background loops after a change.
 	wakeEnd  chan struct{}
@@ -290,6 +301,10 @@ func New(ctx context.Context, deps Deps, cfg Config) (*Service, error) {
 		wakeHook: make(chan struct{}, 1),
 		done:     make(chan struct{}),
 		ops:      map[string]*op{},
+	}
+	var err error
+	if s.m, err = newMetrics(cfg.Metrics, s); err != nil {
+		return nil, fmt.Errorf("rental: %w", err)
 	}
 	if err := s.recover(ctx); err != nil {
 		return nil, err
@@ -397,6 +412,8 @@ type metagraphCache struct {
 	mu sync.Mutex
 	mg *subnet.Metagraph
 	at time.Time
+	// failed: the last read failed (mg, if any, is older).
+	failed bool
 }
 
 // get returns the metagraph, read again when older than ttl. A failed
@@ -408,6 +425,7 @@ func (c *metagraphCache) get(ctx context.Context) (*subnet.Metagraph, error) {
 		return c.mg, nil
 	}
 	mg, err := c.chain.Metagraph(ctx, c.netuid)
+	c.failed = err != nil
 	if err != nil {
 		if c.mg != nil {
 			return c.mg, nil
@@ -416,6 +434,29 @@ func (c *metagraphCache) get(ctx context.Context) (*subnet.Metagraph, error) {
 	}
 	c.mg, c.at = mg, c.now()
 	return mg, nil
+}
+
+// block is the head of the last metagraph read (0 before the first).
+func (c *metagraphCache) block() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.mg == nil {
+		return 0
+	}
+	return c.mg.Block
+}
+
+// Metagraph returns the subnet's metagraph, read at most every
+// MetagraphTTL (shared: callers must not modify it); when the chain cannot
+// be read it is the last one read. Errors: EUNAVAILABLE when there is
+// none.
+func (s *Service) Metagraph(ctx context.Context) (*subnet.Metagraph, error) { return s.mg.get(ctx) }
+
+// ChainReachable reports whether the last metagraph read succeeded.
+func (s *Service) ChainReachable() bool {
+	s.mg.mu.Lock()
+	defer s.mg.mu.Unlock()
+	return s.mg.mg != nil && !s.mg.failed
 }
 
 // miner returns the allocation's miner as the metagraph now serves it

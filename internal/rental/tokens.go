@@ -13,9 +13,10 @@ import (
 	"github.com/nicompute/nicompute/internal/market"
 )
 
-// TokenStore keeps API tokens as hashes; *sqlite.RentalStore implements
-// it.
+// TokenStore keeps API tokens, and the dashboard sessions signed in with
+// them, as hashes; *sqlite.RentalStore implements it.
 type TokenStore interface {
+	SessionStore
 	CreateToken(ctx context.Context, t market.Token, hash []byte) error
 	// TokenByHash returns the token, revoked and expired ones included.
 	// Errors: ENOTFOUND.

@@ -281,12 +281,15 @@ func (s *Service) deliver(ctx context.Context, d market.Delivery) {
 	switch {
 	case err == nil:
 		d.State, d.DoneAt, d.LastError = market.DeliveryDelivered, now, ""
+		s.m.delivered("delivered")
 	case d.Attempts >= s.cfg.WebhookAttempts:
 		d.State, d.DoneAt, d.LastError = market.DeliveryFailed, now, err.Error()
+		s.m.delivered("failed")
 		s.log.Warn("webhook delivery given up", "webhook", d.WebhookID, "delivery", d.ID, "attempts", d.Attempts, "err", err)
 	default:
 		d.LastError = err.Error()
 		d.NextAt = now.Add(backoff(s.cfg.WebhookBackoff, s.cfg.WebhookBackoffMax, d.Attempts))
+		s.m.delivered("retrying")
 	}
 	if err := s.deps.Store.RecordAttempt(ctx, d); err != nil {
 		s.log.Warn("record webhook attempt", "delivery", d.ID, "err", err)

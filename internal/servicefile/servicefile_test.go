@@ -53,7 +53,7 @@ func TestSystemdAnalyzeVerify(t *testing.T) {
 	if err := os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, role := range []string{"miner", "validator"} {
+	for _, role := range []string{"miner", "validator", "api"} {
 		unit, err := Systemd(Spec{Role: role, Binary: bin, Args: []string{"--netuid", "27", "--wallet.name", "a b", "--logging.debug"}})
 		if err != nil {
 			t.Fatal(err)

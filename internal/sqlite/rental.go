@@ -16,7 +16,8 @@ import (
 )
 
 // RentalSchema is the allocation API's state: API tokens (their hashes,
-// never the tokens), allocations with the RSA key that owns each lease on
+// never the tokens) and the dashboard sessions signed in with them (hashes
+// too), allocations with the RSA key that owns each lease on
 // its miner, webhooks, the events of allocations and the queue of their
 // deliveries. An allocation's state change and the events it causes are
 // written in one transaction, so a restart never loses or repeats one.
@@ -105,6 +106,14 @@ CREATE TABLE deliveries (
 ) STRICT;
 CREATE INDEX deliveries_pending ON deliveries (webhook_id, id) WHERE state = 'pending';
 CREATE INDEX deliveries_webhook ON deliveries (webhook_id, id);
+`, `
+CREATE TABLE dashboard_sessions (
+	hash       BLOB PRIMARY KEY, -- SHA-256 of the session secret the browser holds
+	token_id   TEXT NOT NULL REFERENCES api_tokens (id),
+	created_at INTEGER NOT NULL,
+	expires_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX dashboard_sessions_expiry ON dashboard_sessions (expires_at);
 `},
 }
 

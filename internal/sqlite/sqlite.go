@@ -80,6 +80,28 @@ func Open(ctx context.Context, path string, schemas ...Schema) (*DB, error) {
 	return db, nil
 }
 
+// OpenReadOnly opens the existing SQLite file at path for reading only:
+// nothing is created, migrated or chmod-ed (doctor inspects a daemon's
+// files this way). The stores' read methods work on it; their writes
+// fail. Errors: fs.ErrNotExist when there is no file.
+func OpenReadOnly(ctx context.Context, path string) (*DB, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, err
+	}
+	q := url.Values{}
+	q.Set("mode", "ro")
+	q.Add("_pragma", "busy_timeout(10000)")
+	sqldb, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	if err := sqldb.PingContext(ctx); err != nil {
+		sqldb.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return &DB{db: sqldb, path: path, Now: func() time.Time { return time.Now().UTC() }}, nil
+}
+
 // Path returns the file path the DB was opened with.
 func (db *DB) Path() string { return db.path }
 

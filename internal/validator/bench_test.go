@@ -206,7 +206,7 @@ func benchChild(raw string) int {
 	}
 	defer s.Close()
 	for {
-		if _, ok, _ := store.State(ctx, stateLastSweep); ok {
+		if _, ok, _ := store.State(ctx, StateLastSweep); ok {
 			break
 		}
 		if time.Since(start) > 20*time.Minute {

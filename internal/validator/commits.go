@@ -11,9 +11,13 @@ import (
 	"github.com/nicompute/nicompute/internal/weights"
 )
 
-// pendingCommits counts the commits the chain has not been seen to reveal.
+// pendingCommits counts the commits the chain has not been seen to reveal
+// and records the count in the metrics.
 func (s *Service) pendingCommits(ctx context.Context) (int, error) {
 	cs, err := s.deps.Store.Commits(ctx, market.CommitPending)
+	if err == nil {
+		s.metrics.pendingCommits(len(cs))
+	}
 	return len(cs), err
 }
 
@@ -51,6 +55,7 @@ func (s *Service) weightsSubmitted(ctx context.Context, head, next uint64, res w
 	if err := s.deps.Store.AddCommit(ctx, c); err != nil {
 		s.log.Warn("record the weights commit", "err", err)
 	}
+	_, _ = s.pendingCommits(ctx) // for the metrics
 	s.mu.Lock()
 	s.commitsOut = true
 	s.mu.Unlock()
@@ -161,5 +166,6 @@ func (s *Service) checkCommits(ctx context.Context) bool {
 			s.setStatus(fmt.Sprintf("weights committed at block %d were not revealed in epoch %d (round %d)", c.Block, c.RevealEpoch, c.RevealRound))
 		}
 	}
+	s.metrics.pendingCommits(left)
 	return left > 0
 }

@@ -20,6 +20,7 @@ type metrics struct {
 	weights  *prometheus.CounterVec   // mode, result
 	lastSet  prometheus.Gauge
 	lastSwp  prometheus.Gauge
+	pending  prometheus.Gauge
 	scoreDsc *prometheus.Desc
 	s        *Service
 }
@@ -51,6 +52,10 @@ func newMetrics(reg prometheus.Registerer, s *Service) (*metrics, error) {
 			Name: "nicompute_validator_pog_last_sweep_block",
 			Help: "Block that started the last finished Proof-of-GPU sweep.",
 		}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "nicompute_validator_pending_commits",
+			Help: "Weights commits (commit-reveal) the chain has not been seen to reveal yet; at 10 the validator commits nothing more until they settle.",
+		}),
 		scoreDsc: prometheus.NewDesc("nicompute_validator_miner_score",
 			"Each miner's current score (0 to 1) as the next weights would use it.", []string{"uid"}, nil),
 	}
@@ -58,7 +63,7 @@ func newMetrics(reg prometheus.Registerer, s *Service) (*metrics, error) {
 		Name: "nicompute_chain_block",
 		Help: "The chain head as the validator last read it.",
 	}, func() float64 { return float64(s.snapshotHead()) })
-	for _, c := range []prometheus.Collector{m.runs, m.seconds, m.weights, m.lastSet, m.lastSwp, head, scoreCollector{m}} {
+	for _, c := range []prometheus.Collector{m.runs, m.seconds, m.weights, m.lastSet, m.lastSwp, m.pending, head, scoreCollector{m}} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register validator metrics: %w", err)
 		}
@@ -102,6 +107,14 @@ func (m *metrics) submitted(mode string, block uint64, err error) {
 		m.lastSet.Set(float64(block))
 	}
 	m.weights.WithLabelValues(mode, code).Inc()
+}
+
+// pendingCommits records how many commits are pending.
+func (m *metrics) pendingCommits(n int) {
+	if m == nil {
+		return
+	}
+	m.pending.Set(float64(n))
 }
 
 func (m *metrics) swept(block uint64) {

@@ -359,7 +359,7 @@ func New(ctx context.Context, deps Deps, cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("validator: load results: %w", err)
 	}
 	s.history = results
-	if v, ok, err := deps.Store.State(ctx, stateLastSweep); err != nil {
+	if v, ok, err := deps.Store.State(ctx, StateLastSweep); err != nil {
 		return nil, fmt.Errorf("validator: load state: %w", err)
 	} else if ok && v >= 0 {
 		s.lastSwp = uint64(v)
@@ -399,7 +399,10 @@ func New(ctx context.Context, deps Deps, cfg Config) (*Service, error) {
 	return s, nil
 }
 
-const stateLastSweep = "last_sweep_block"
+// StateLastSweep is the key of the validator's state (Store.State) holding
+// the block of its last finished Proof-of-GPU sweep; the allocation API's
+// dashboard reads it too.
+const StateLastSweep = "last_sweep_block"
 
 func (s *Service) logPermit(permit bool) {
 	if permit {

@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/nicompute/nicompute/internal/axon"
 	"github.com/nicompute/nicompute/internal/chain/local"
 	"github.com/nicompute/nicompute/internal/devnet"
@@ -460,7 +463,7 @@ func withPendingCommits(t *testing.T, commitReveal bool) (*Service, *memStore, *
 	if err != nil {
 		t.Fatal(err)
 	}
-	store.SetState(ctx, stateLastSweep, int64(head))
+	store.SetState(ctx, StateLastSweep, int64(head))
 	for range subnet.MaxUnrevealedCommits {
 		if err := store.AddCommit(ctx, WeightCommit{NetUID: l.NetUID, RevealEpoch: 1 << 40, UIDs: []subnet.UID{miner.UID}, Weights: []uint16{65535}}); err != nil {
 			t.Fatal(err)
@@ -470,16 +473,21 @@ func withPendingCommits(t *testing.T, commitReveal bool) (*Service, *memStore, *
 	s, _ := testService(t, c, l, store, func(cfg *Config) {
 		cfg.Log = slog.New(slog.NewTextHandler(log, nil))
 		cfg.WeightsInterval, cfg.WeightsRetry = 1, 1
+		cfg.Metrics = prometheus.NewRegistry()
 	})
 	return s, store, log
 }
 
 // TestPendingCommitsCapAcrossRestart: a validator whose store holds
 // subnet.MaxUnrevealedCommits pending commits from an earlier run commits
-// nothing more until they settle.
+// nothing more until they settle; nicompute_validator_pending_commits
+// counts them from the start, then the new commit alone.
 func TestPendingCommitsCapAcrossRestart(t *testing.T) {
 	ctx := context.Background()
 	s, store, log := withPendingCommits(t, true)
+	if got := testutil.ToFloat64(s.metrics.pending); got != subnet.MaxUnrevealedCommits {
+		t.Fatalf("pending commits gauge %v at start, want %d", got, subnet.MaxUnrevealedCommits)
+	}
 	waitFor(t, 10*time.Second, "the cap to hold a round back", func() bool {
 		return strings.Contains(log.String(), "the chain has not revealed the last commits yet")
 	})
@@ -493,6 +501,10 @@ func TestPendingCommitsCapAcrossRestart(t *testing.T) {
 	if !strings.Contains(s.WeightsSummary(), "committed for reveal in round") {
 		t.Fatalf("status %q", s.WeightsSummary())
 	}
+	waitFor(t, 10*time.Second, "the gauge to count the new commit only", func() bool {
+		pending, _ := store.Commits(ctx, market.CommitPending)
+		return len(pending) >= 1 && testutil.ToFloat64(s.metrics.pending) == float64(len(pending))
+	})
 }
 
 // TestPendingCommitsDoNotHoldBackSetWeights: the cap on pending commits

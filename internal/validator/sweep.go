@@ -95,7 +95,7 @@ func (s *Service) sweep(ctx context.Context, block uint64) {
 	s.lastSwp = block
 	s.mu.Unlock()
 	s.metrics.swept(block)
-	if err := s.deps.Store.SetState(ctx, stateLastSweep, int64(block)); err != nil {
+	if err := s.deps.Store.SetState(ctx, StateLastSweep, int64(block)); err != nil {
 		s.log.Warn("record sweep", "err", err)
 	}
 	s.log.Info("proof-of-GPU sweep finished", "block", block, "miners", len(targets), "took", s.cfg.Now().Sub(start).Round(time.Millisecond),
