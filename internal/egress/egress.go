@@ -23,6 +23,15 @@
 //
 // Rejections answer with ICMP administratively-prohibited, so a tenant's
 // connection fails at once ("No route to host") rather than hanging.
+//
+// A third chain, NICOMPUTE-S-<bridge> in the security table, jumped to
+// from its FORWARD chain, drops forwarded packets to the blocked
+// destinations once more. The engine deletes and re-inserts its FORWARD →
+// DOCKER-USER jump whenever it creates or removes a network, so for a
+// moment forwarded packets skip DOCKER-USER; the security table, which the
+// engine never touches, is judged after the filter table and holds through
+// that moment. A kernel without the security table (rare) gets a warning
+// and the two filter chains alone.
 // IPv6 gets the same rules with ip6tables whenever the host has IPv6, even
 // for a lease network without IPv6 addresses: engines from Docker 26 on
 // leave an IPv6 link-local address on every container interface, through
@@ -212,7 +221,7 @@ func (f *Filter) Install(ctx context.Context, n Network) error {
 			return fmt.Errorf("egress: install %s filter for %s: %w", fam.name, n.Bridge, err)
 		}
 		if inserted {
-			f.log.Info("lease network filter installed", "bridge", n.Bridge, "family", fam.name, "hooks", hook+",INPUT",
+			f.log.Info("lease network filter installed", "bridge", n.Bridge, "family", fam.name, "hooks", hook+",INPUT,security FORWARD",
 				"allowed", f.rules.allow, "nameservers", f.rules.nameservers)
 		}
 	}
@@ -231,12 +240,26 @@ func (f *Filter) install(ctx context.Context, t *tables, bridge string) (string,
 	if err != nil {
 		return "", false, err
 	}
-	i1, err := t.ensureJump(ctx, hook, bridge, fwd)
+	i1, err := t.ensureJump(ctx, "filter", hook, bridge, fwd)
 	if err != nil {
 		return "", false, err
 	}
-	i2, err := t.ensureJump(ctx, "INPUT", bridge, in)
-	return hook, i1 || i2, err
+	i2, err := t.ensureJump(ctx, "filter", "INPUT", bridge, in)
+	if err != nil {
+		return "", false, err
+	}
+	if !t.hasSecurityTable(ctx) {
+		if i1 || i2 {
+			f.log.Warn("the kernel has no security table (iptable_security): lease traffic is confined by DOCKER-USER alone, which the engine briefly skips whenever it creates or removes a network",
+				"bridge", bridge, "family", t.fam.name)
+		}
+		return hook, i1 || i2, nil
+	}
+	if err := t.restoreNoFlush(ctx, guardScript(t.fam, bridge, f.rules)); err != nil {
+		return "", false, err
+	}
+	i3, err := t.ensureJump(ctx, "security", "FORWARD", bridge, guardChain(bridge))
+	return hook, i1 || i2 || i3, err
 }
 
 // Check reports, without changing anything, why the filter could not be
@@ -271,7 +294,7 @@ func hostHasIPv6() bool {
 // DOCKER-USER, which the engine keeps for its operator's rules ahead of
 // its own, or FORWARD when the engine does not manage the packet filter.
 func forwardHook(ctx context.Context, t *tables) (string, error) {
-	ok, err := t.chainExists(ctx, "DOCKER-USER")
+	ok, err := t.chainExists(ctx, "filter", "DOCKER-USER")
 	if err != nil {
 		return "", err
 	}
@@ -296,8 +319,8 @@ func (f *Filter) tables(fam family) (*tables, error) {
 	return t, nil
 }
 
-// Installed reports whether both chains of bridge exist and are jumped to
-// (IPv4).
+// Installed reports whether the chains of bridge exist and are jumped to
+// (IPv4; the guard chain where the kernel has the security table).
 func (f *Filter) Installed(ctx context.Context, bridge string) (bool, error) {
 	if !validBridge(bridge) {
 		return false, fmt.Errorf("egress: invalid bridge name %q", bridge)
@@ -311,11 +334,15 @@ func (f *Filter) Installed(ctx context.Context, bridge string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	for _, j := range [][2]string{{hook, fwd}, {"INPUT", in}} {
-		if ok, err := t.chainExists(ctx, j[1]); err != nil || !ok {
+	jumps := [][3]string{{"filter", hook, fwd}, {"filter", "INPUT", in}}
+	if t.hasSecurityTable(ctx) {
+		jumps = append(jumps, [3]string{"security", "FORWARD", guardChain(bridge)})
+	}
+	for _, j := range jumps {
+		if ok, err := t.chainExists(ctx, j[0], j[2]); err != nil || !ok {
 			return false, err
 		}
-		_, err := t.check(ctx, "-t", "filter", "-C", j[0], "-i", bridge, "-j", j[1])
+		_, err := t.check(ctx, "-t", j[0], "-C", j[1], "-i", bridge, "-j", j[2])
 		if errors.Is(err, errAbsent) {
 			return false, nil
 		}
@@ -374,12 +401,19 @@ func (f *Filter) Prune(ctx context.Context) ([]string, error) {
 			}
 			return nil, err
 		}
-		chains, err := t.ownChains(ctx)
+		chains, err := t.ownChains(ctx, "filter")
 		if err != nil {
 			if fam.v6 {
 				break
 			}
 			return nil, err
+		}
+		if t.hasSecurityTable(ctx) {
+			guards, err := t.ownChains(ctx, "security")
+			if err != nil && !fam.v6 {
+				return nil, err
+			}
+			chains = append(chains, guards...)
 		}
 		for _, c := range chains {
 			b, ok := bridgeOfChain(c)
@@ -404,7 +438,10 @@ func (f *Filter) Prune(ctx context.Context) ([]string, error) {
 // of its chains.
 func (f *Filter) remove(ctx context.Context, bridge string) error {
 	fwd, in := chainNames(bridge)
-	hooks := map[string][]string{fwd: {"DOCKER-USER", "FORWARD"}, in: {"INPUT"}}
+	type own struct{ table, chain string }
+	hooks := map[own][]string{
+		{"filter", fwd}: {"DOCKER-USER", "FORWARD"}, {"filter", in}: {"INPUT"}, {"security", guardChain(bridge)}: {"FORWARD"},
+	}
 	var errs []error
 	removed := false
 	for _, fam := range []family{ipv4, ipv6} {
@@ -415,20 +452,24 @@ func (f *Filter) remove(ctx context.Context, bridge string) error {
 			}
 			continue
 		}
-		for _, chain := range []string{fwd, in} {
-			ok, err := t.chainExists(ctx, chain)
+		security := t.hasSecurityTable(ctx)
+		for _, c := range []own{{"filter", fwd}, {"filter", in}, {"security", guardChain(bridge)}} {
+			if c.table == "security" && !security {
+				continue
+			}
+			ok, err := t.chainExists(ctx, c.table, c.chain)
 			if err != nil && !fam.v6 {
 				errs = append(errs, err)
 			}
 			if !ok {
 				continue
 			}
-			for _, hook := range hooks[chain] {
-				if has, _ := t.chainExists(ctx, hook); has {
-					errs = append(errs, t.deleteJumps(ctx, hook, bridge, chain))
+			for _, hook := range hooks[c] {
+				if has, _ := t.chainExists(ctx, c.table, hook); has {
+					errs = append(errs, t.deleteJumps(ctx, c.table, hook, bridge, c.chain))
 				}
 			}
-			errs = append(errs, t.deleteChain(ctx, chain))
+			errs = append(errs, t.deleteChain(ctx, c.table, c.chain))
 			removed = true
 		}
 	}

@@ -4,13 +4,21 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/nicompute/nicompute/internal/nictest"
 )
@@ -62,6 +70,40 @@ func TestRestoreScript(t *testing.T) {
 	}
 }
 
+// TestGuardScript: the guard chain lives in the security table, passes
+// what the forward chain passes, and drops (REJECT exists only in the
+// filter table) every blocked destination.
+func TestGuardScript(t *testing.T) {
+	rs := ruleSet{
+		allow:       []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")},
+		nameservers: []netip.Addr{netip.MustParseAddr("10.255.255.53")},
+	}
+	g := guardScript(ipv4, "br0", rs)
+	if !strings.HasPrefix(g, "*security\n:NICOMPUTE-S-br0 - [0:0]\n") || !strings.HasSuffix(g, "COMMIT\n") {
+		t.Fatalf("guard script:\n%s", g)
+	}
+	for _, want := range []string{
+		"-A NICOMPUTE-S-br0 -m conntrack --ctstate RELATED,ESTABLISHED --ctdir REPLY -j RETURN\n",
+		"-A NICOMPUTE-S-br0 -d 10.1.0.0/16 -j RETURN\n",
+		"-A NICOMPUTE-S-br0 -d 10.255.255.53/32 -p udp -m udp --dport 53 -j RETURN\n",
+	} {
+		if !strings.Contains(g, want) {
+			t.Errorf("guard lacks %q", want)
+		}
+	}
+	for _, p := range blockedIPv4 {
+		if !strings.Contains(g, "-A NICOMPUTE-S-br0 -d "+p+" -j DROP\n") {
+			t.Errorf("guard does not drop %s", p)
+		}
+	}
+	if strings.Contains(g, "REJECT") || strings.Index(g, "10.1.0.0/16 -j RETURN") > strings.Index(g, "-j DROP") {
+		t.Errorf("guard rejects, or drops before its passes:\n%s", g)
+	}
+	if g6 := guardScript(ipv6, "br0", rs); !strings.Contains(g6, "-d fe80::/10 -j DROP") || strings.Contains(g6, "10.1.0.0") {
+		t.Errorf("IPv6 guard:\n%s", g6)
+	}
+}
+
 func TestChainNames(t *testing.T) {
 	for _, tt := range []struct {
 		bridge string
@@ -83,7 +125,7 @@ func TestChainNames(t *testing.T) {
 			continue
 		}
 		fwd, in := chainNames(tt.bridge)
-		for _, c := range []string{fwd, in} {
+		for _, c := range []string{fwd, in, guardChain(tt.bridge)} {
 			if len(c) > maxChainName {
 				t.Errorf("chain %s longer than %d", c, maxChainName)
 			}
@@ -156,6 +198,32 @@ func requireNetAdmin(tb testing.TB) {
 	}
 }
 
+// ownNetns moves the calling test into a network namespace of its own, so
+// that its packet filter is the test's alone: miners of other packages'
+// tests, running at the same time, prune rules of bridges they do not
+// see. The test's OS thread is never unlocked; it ends with the test, and
+// the namespace with it. Commands the test runs start in the namespace.
+// The returned function moves another goroutine (for good) into it.
+func ownNetns(t *testing.T) (enter func() error) {
+	t.Helper()
+	runtime.LockOSThread()
+	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+		t.Fatalf("a network namespace for the test: %v", err)
+	}
+	if out, err := exec.Command("ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		t.Fatalf("ip link set lo up: %v: %s", err, out)
+	}
+	ns, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Close() })
+	return func() error {
+		runtime.LockOSThread()
+		return unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET)
+	}
+}
+
 // testBridge creates a bridge interface with a random name for the test,
 // removed (with any rules left for it) when the test ends.
 func testBridge(tb testing.TB, f *Filter) string {
@@ -190,6 +258,7 @@ func iptablesS(tb testing.TB) string {
 // that Prune removes rules left for a bridge that is gone.
 func TestInstallReleasePrune(t *testing.T) {
 	requireNetAdmin(t)
+	ownNetns(t)
 	ctx := t.Context()
 	f, err := New(Config{
 		Allow:       []netip.Prefix{netip.MustParsePrefix("10.123.0.0/16")},
@@ -281,6 +350,9 @@ func TestInstallReleasePrune(t *testing.T) {
 	if rules := iptablesS(t); strings.Contains(rules, bridge) {
 		t.Fatalf("rules of %s left after Release:\n%s", bridge, rules)
 	}
+	if out, _ := exec.Command("iptables", "-w", "-t", "security", "-S").Output(); strings.Contains(string(out), bridge) {
+		t.Fatalf("guard of %s left after Release:\n%s", bridge, out)
+	}
 	if out, _ := exec.Command("ip6tables", "-w", "-t", "filter", "-S").Output(); strings.Contains(string(out), bridge) {
 		t.Fatalf("IPv6 rules of %s left after Release:\n%s", bridge, out)
 	}
@@ -317,6 +389,7 @@ func TestInstallReleasePrune(t *testing.T) {
 // at once; both succeed, and nothing is left.
 func TestConcurrentRemove(t *testing.T) {
 	requireNetAdmin(t)
+	enter := ownNetns(t)
 	ctx := t.Context()
 	var fs [2]*Filter
 	for i := range fs {
@@ -333,7 +406,13 @@ func TestConcurrentRemove(t *testing.T) {
 		}
 		errs := make(chan error, len(fs))
 		for _, f := range fs {
-			go func() { errs <- f.Remove(ctx, bridge) }()
+			go func() {
+				if err := enter(); err != nil {
+					errs <- err
+					return
+				}
+				errs <- f.Remove(ctx, bridge)
+			}()
 		}
 		for range fs {
 			if err := <-errs; err != nil {
@@ -343,5 +422,180 @@ func TestConcurrentRemove(t *testing.T) {
 		if rules := iptablesS(t); strings.Contains(rules, bridge) {
 			t.Fatalf("round %d: rules of %s left:\n%s", round, bridge, rules)
 		}
+	}
+}
+
+// TestGuardWhileDockerUserSkipped builds a miner host in network
+// namespaces (a router with a lease bridge whose FORWARD jumps to
+// DOCKER-USER as the engine's does, a lease behind the bridge, a target
+// holding a private and a public address) and checks that a lease cannot
+// reach the private address while the FORWARD → DOCKER-USER jump is
+// missing, as it is for a moment whenever the engine creates or removes a
+// network: the security table's guard chain still drops it. The public
+// address stays reachable throughout, and removing the filter removes the
+// guard too. No address outside the test's namespaces is touched.
+func TestGuardWhileDockerUserSkipped(t *testing.T) {
+	requireNetAdmin(t)
+	id := make([]byte, 3)
+	rand.Read(id)
+	sfx := hex.EncodeToString(id)
+	router, lease, target := "nicgr"+sfx, "nicgl"+sfx, "nicgt"+sfx
+	bridge := "nicgb" + sfx
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	for _, ns := range []string{router, lease, target} {
+		ip("netns", "add", ns)
+		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+		ip("-n", ns, "link", "set", "lo", "up")
+	}
+	const (
+		gateway  = "10.201.0.1/24"
+		leaseIP  = "10.201.0.2/24"
+		private  = "192.168.201.2"
+		public   = "198.18.201.2" // not a blocked range: stands in for the internet
+		routerPr = "192.168.201.1/24"
+		routerPu = "198.18.201.1/24"
+	)
+	ip("-n", router, "link", "add", bridge, "type", "bridge")
+	ip("-n", router, "addr", "add", gateway, "dev", bridge)
+	ip("-n", router, "link", "set", bridge, "up")
+	ip("-n", router, "link", "add", "lr"+sfx, "type", "veth", "peer", "name", "la", "netns", lease)
+	ip("-n", router, "link", "set", "lr"+sfx, "master", bridge, "up")
+	ip("-n", lease, "addr", "add", leaseIP, "dev", "la")
+	ip("-n", lease, "link", "set", "la", "up")
+	ip("-n", lease, "route", "add", "default", "via", "10.201.0.1")
+	ip("-n", router, "link", "add", "rt"+sfx, "type", "veth", "peer", "name", "ta", "netns", target)
+	ip("-n", router, "addr", "add", routerPr, "dev", "rt"+sfx)
+	ip("-n", router, "addr", "add", routerPu, "dev", "rt"+sfx)
+	ip("-n", router, "link", "set", "rt"+sfx, "up")
+	ip("-n", target, "addr", "add", private+"/24", "dev", "ta")
+	ip("-n", target, "addr", "add", public+"/24", "dev", "ta")
+	ip("-n", target, "link", "set", "ta", "up")
+	ip("-n", target, "route", "add", "10.201.0.0/24", "via", "192.168.201.1")
+
+	r, l, tg := &nictest.Netns{Name: router}, &nictest.Netns{Name: lease}, &nictest.Netns{Name: target}
+	var ln net.Listener
+	var err error
+	tg.Do(t, func() { ln, err = net.Listen("tcp", ":0") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := nictest.ServeHello(t, ln, "target")
+	reaches := func(addr string) bool {
+		t.Helper()
+		var got bool
+		l.Do(t, func() {
+			c, err := net.DialTimeout("tcp", net.JoinHostPort(addr, strconv.Itoa(port)), 2*time.Second)
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(2 * time.Second))
+			b, _ := io.ReadAll(c)
+			got = strings.Contains(string(b), "hello from target")
+		})
+		return got
+	}
+	// inRouter runs the router's packet filter commands and the Filter in
+	// the router's namespace.
+	inRouter := func(fn func() error) {
+		t.Helper()
+		var err error
+		r.Do(t, func() { err = fn() })
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	iptables := func(args ...string) error {
+		if out, err := exec.Command("iptables", append([]string{"-w"}, args...)...).CombinedOutput(); err != nil {
+			return fmt.Errorf("iptables %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+		return nil
+	}
+	inRouter(func() error {
+		if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1\n"), 0o644); err != nil {
+			return err
+		}
+		// The engine's shape: FORWARD jumps to DOCKER-USER, which returns.
+		for _, args := range [][]string{{"-N", "DOCKER-USER"}, {"-A", "DOCKER-USER", "-j", "RETURN"}, {"-I", "FORWARD", "-j", "DOCKER-USER"}} {
+			if err := iptables(args...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if !reaches(private) || !reaches(public) {
+		t.Fatal("the lease reaches neither target without the filter: the test network is broken")
+	}
+
+	f, err := New(Config{Nameservers: []netip.Addr{}, LockPath: filepath.Join(t.TempDir(), "egress.lock"), Logger: nictest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var security bool
+	inRouter(func() error {
+		tb, err := f.tables(ipv4)
+		if err != nil {
+			return err
+		}
+		security = tb.hasSecurityTable(t.Context())
+		return f.Install(t.Context(), Network{Bridge: bridge})
+	})
+	if !security {
+		t.Skip("the kernel has no security table (iptable_security): no guard to test")
+	}
+	if reaches(private) {
+		t.Fatal("filter installed: the lease reaches a private address")
+	}
+	if !reaches(public) {
+		t.Fatal("filter installed: the lease does not reach the public address")
+	}
+
+	// What the engine does for a moment whenever it creates a network.
+	inRouter(func() error { return iptables("-D", "FORWARD", "-j", "DOCKER-USER") })
+	if reaches(private) {
+		t.Error("FORWARD → DOCKER-USER jump missing: the lease reaches a private address")
+	}
+	if !reaches(public) {
+		t.Error("FORWARD → DOCKER-USER jump missing: the lease does not reach the public address")
+	}
+	var installed bool
+	inRouter(func() (err error) { installed, err = f.Installed(t.Context(), bridge); return err })
+	if !installed {
+		t.Error("Installed = false with every chain of the bridge in place")
+	}
+
+	// The guard's jump is part of what Installed checks and Install repairs.
+	inRouter(func() error {
+		return iptables("-t", "security", "-D", "FORWARD", "-i", bridge, "-j", guardChain(bridge))
+	})
+	inRouter(func() (err error) { installed, err = f.Installed(t.Context(), bridge); return err })
+	if installed {
+		t.Error("Installed = true without the guard's jump")
+	}
+	inRouter(func() error { return f.Install(t.Context(), Network{Bridge: bridge}) })
+	if reaches(private) {
+		t.Error("guard repaired: the lease reaches a private address")
+	}
+
+	// Removing the filter removes the guard.
+	var left string
+	inRouter(func() error {
+		if err := f.Remove(t.Context(), bridge); err != nil {
+			return err
+		}
+		out, err := exec.Command("iptables", "-w", "-t", "security", "-S").Output()
+		left = string(out)
+		return err
+	})
+	if strings.Contains(left, bridge) {
+		t.Errorf("guard left after Remove:\n%s", left)
+	}
+	if !reaches(private) {
+		t.Error("filter removed: the lease still cannot reach the private address")
 	}
 }

@@ -114,9 +114,9 @@ func (t *tables) backend(ctx context.Context) (string, error) {
 	return strings.TrimSpace(out), err
 }
 
-// chainExists reports whether the filter table has chain.
-func (t *tables) chainExists(ctx context.Context, chain string) (bool, error) {
-	_, err := t.check(ctx, "-t", "filter", "-S", chain)
+// chainExists reports whether table has chain.
+func (t *tables) chainExists(ctx context.Context, table, chain string) (bool, error) {
+	_, err := t.check(ctx, "-t", table, "-S", chain)
 	switch {
 	case errors.Is(err, errAbsent):
 		return false, nil
@@ -126,18 +126,19 @@ func (t *tables) chainExists(ctx context.Context, chain string) (bool, error) {
 	return true, nil
 }
 
-// ensureJump inserts, at the top of hook, a jump from bridge's packets to
-// chain unless one is there, and reports whether it inserted one.
-func (t *tables) ensureJump(ctx context.Context, hook, bridge, chain string) (bool, error) {
+// ensureJump inserts, at the top of table's hook, a jump from bridge's
+// packets to chain unless one is there, and reports whether it inserted
+// one.
+func (t *tables) ensureJump(ctx context.Context, table, hook, bridge, chain string) (bool, error) {
 	rule := []string{"-i", bridge, "-j", chain}
-	_, err := t.check(ctx, append([]string{"-t", "filter", "-C", hook}, rule...)...)
+	_, err := t.check(ctx, append([]string{"-t", table, "-C", hook}, rule...)...)
 	if err == nil {
 		return false, nil
 	}
 	if !errors.Is(err, errAbsent) {
 		return false, err
 	}
-	if _, err = t.run(ctx, append([]string{"-t", "filter", "-I", hook, "1"}, rule...)...); err != nil {
+	if _, err = t.run(ctx, append([]string{"-t", table, "-I", hook, "1"}, rule...)...); err != nil {
 		return false, err
 	}
 	return true, nil
@@ -147,41 +148,41 @@ func (t *tables) ensureJump(ctx context.Context, hook, bridge, chain string) (bo
 // Jumps (or the chain, and with it every jump to it) that someone else
 // deletes in the meantime — an operator, a process not sharing our lock —
 // are not an error.
-func (t *tables) deleteJumps(ctx context.Context, hook, bridge, chain string) error {
+func (t *tables) deleteJumps(ctx context.Context, table, hook, bridge, chain string) error {
 	rule := []string{"-i", bridge, "-j", chain}
 	gone := func() bool {
-		_, err := t.check(ctx, append([]string{"-t", "filter", "-C", hook}, rule...)...)
+		_, err := t.check(ctx, append([]string{"-t", table, "-C", hook}, rule...)...)
 		switch {
 		case err == nil:
 			return false
 		case errors.Is(err, errAbsent):
 			return true
 		}
-		ok, cerr := t.chainExists(ctx, chain)
+		ok, cerr := t.chainExists(ctx, table, chain)
 		return cerr == nil && !ok
 	}
 	for range 16 { // a rule inserted several times by hand is deleted too
 		if gone() {
 			return nil
 		}
-		if _, err := t.run(ctx, append([]string{"-t", "filter", "-D", hook}, rule...)...); err != nil && !gone() {
+		if _, err := t.run(ctx, append([]string{"-t", table, "-D", hook}, rule...)...); err != nil && !gone() {
 			return err
 		}
 	}
 	return fmt.Errorf("%s: jumps from %s to %s keep coming back", hook, bridge, chain)
 }
 
-// deleteChain flushes and deletes chain if it exists. It is this
+// deleteChain flushes and deletes table's chain if it exists. It is this
 // package's own chain: flushing it touches nothing else. A chain deleted
 // by someone else in the meantime is not an error.
-func (t *tables) deleteChain(ctx context.Context, chain string) error {
-	ok, err := t.chainExists(ctx, chain)
+func (t *tables) deleteChain(ctx context.Context, table, chain string) error {
+	ok, err := t.chainExists(ctx, table, chain)
 	if err != nil || !ok {
 		return err
 	}
 	for _, op := range []string{"-F", "-X"} {
-		if _, err := t.run(ctx, "-t", "filter", op, chain); err != nil {
-			if ok, cerr := t.chainExists(ctx, chain); cerr == nil && !ok {
+		if _, err := t.run(ctx, "-t", table, op, chain); err != nil {
+			if ok, cerr := t.chainExists(ctx, table, chain); cerr == nil && !ok {
 				return nil
 			}
 			return err
@@ -190,9 +191,9 @@ func (t *tables) deleteChain(ctx context.Context, chain string) error {
 	return nil
 }
 
-// ownChains lists the chains of the filter table this package created.
-func (t *tables) ownChains(ctx context.Context) ([]string, error) {
-	out, err := t.run(ctx, "-t", "filter", "-S")
+// ownChains lists the chains of table this package created.
+func (t *tables) ownChains(ctx context.Context, table string) ([]string, error) {
+	out, err := t.run(ctx, "-t", table, "-S")
 	if err != nil {
 		return nil, err
 	}
@@ -204,4 +205,11 @@ func (t *tables) ownChains(ctx context.Context) ([]string, error) {
 		}
 	}
 	return chains, nil
+}
+
+// hasSecurityTable reports whether the kernel offers the security table
+// (iptable_security; every common distribution kernel has it).
+func (t *tables) hasSecurityTable(ctx context.Context) bool {
+	_, err := t.run(ctx, "-t", "security", "-S", "FORWARD")
+	return err == nil
 }

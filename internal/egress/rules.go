@@ -48,9 +48,14 @@ func chainNames(bridge string) (fwd, in string) {
 	return chainPrefix + "F-" + bridge, chainPrefix + "I-" + bridge
 }
 
+// guardChain is the chain in the security table that refuses blocked
+// destinations to bridge's forwarded packets whatever the filter table's
+// jumps are at the moment (see guardScript).
+func guardChain(bridge string) string { return chainPrefix + "S-" + bridge }
+
 // bridgeOfChain returns the bridge a chain of this package confines.
 func bridgeOfChain(chain string) (string, bool) {
-	for _, p := range []string{chainPrefix + "F-", chainPrefix + "I-"} {
+	for _, p := range []string{chainPrefix + "F-", chainPrefix + "I-", chainPrefix + "S-"} {
 		if b, ok := strings.CutPrefix(chain, p); ok && validBridge(b) {
 			return b, true
 		}
@@ -113,33 +118,63 @@ func restoreScript(fam family, bridge string, rs ruleSet) string {
 	var b strings.Builder
 	b.WriteString("*filter\n")
 	fmt.Fprintf(&b, ":%s - [0:0]\n:%s - [0:0]\n", fwd, in)
-	common := func(chain string) {
-		fmt.Fprintf(&b, "-A %s -m conntrack --ctstate RELATED,ESTABLISHED --ctdir REPLY -j RETURN\n", chain)
-		for _, p := range rs.allow {
-			if p.Addr().Is6() == fam.v6 {
-				fmt.Fprintf(&b, "-A %s -d %s -j RETURN\n", chain, p)
-			}
-		}
-		for _, ns := range rs.nameservers {
-			if ns.Is6() != fam.v6 {
-				continue
-			}
-			for _, proto := range []string{"udp", "tcp"} {
-				fmt.Fprintf(&b, "-A %s -d %s -p %s -m %s --dport 53 -j RETURN\n", chain, netip.PrefixFrom(ns, ns.BitLen()), proto, proto)
-			}
-		}
-	}
-	common(fwd)
+	writePasses(&b, fam, fwd, rs)
 	for _, p := range fam.blocked {
 		fmt.Fprintf(&b, "-A %s -d %s -j REJECT --reject-with %s\n", fwd, p, fam.reject)
 	}
-	common(in)
+	writePasses(&b, fam, in, rs)
 	if fam.v6 {
 		for _, t := range []string{"router-solicitation", "neighbour-solicitation", "neighbour-advertisement"} {
 			fmt.Fprintf(&b, "-A %s -p ipv6-icmp -m icmp6 --icmpv6-type %s -j RETURN\n", in, t)
 		}
 	}
 	fmt.Fprintf(&b, "-A %s -j REJECT --reject-with %s\n", in, fam.reject)
+	b.WriteString("COMMIT\n")
+	return b.String()
+}
+
+// writePasses writes the rules every chain starts with: replies (in the
+// reply direction only), the allowed ranges and DNS to the name servers
+// return to the caller's chain.
+func writePasses(b *strings.Builder, fam family, chain string, rs ruleSet) {
+	fmt.Fprintf(b, "-A %s -m conntrack --ctstate RELATED,ESTABLISHED --ctdir REPLY -j RETURN\n", chain)
+	for _, p := range rs.allow {
+		if p.Addr().Is6() == fam.v6 {
+			fmt.Fprintf(b, "-A %s -d %s -j RETURN\n", chain, p)
+		}
+	}
+	for _, ns := range rs.nameservers {
+		if ns.Is6() != fam.v6 {
+			continue
+		}
+		for _, proto := range []string{"udp", "tcp"} {
+			fmt.Fprintf(b, "-A %s -d %s -p %s -m %s --dport 53 -j RETURN\n", chain, netip.PrefixFrom(ns, ns.BitLen()), proto, proto)
+		}
+	}
+}
+
+// guardScript is the iptables-restore input that creates (or atomically
+// replaces) bridge's guard chain in the security table: the forward
+// chain's passes, then every blocked destination dropped.
+//
+// The Docker engine deletes and re-inserts its FORWARD → DOCKER-USER jump
+// whenever it creates or removes a network; for that moment forwarded
+// packets skip DOCKER-USER, and with it the forward chain, and a lease
+// could reach a private address. The security table is judged after the
+// filter table for every forwarded packet and the engine never touches
+// it, so the guard holds through such moments (and if an operator's tool
+// flushes DOCKER-USER). It drops rather than rejects: REJECT exists only
+// in the filter table, where the forward chain answers at all other
+// times.
+func guardScript(fam family, bridge string, rs ruleSet) string {
+	g := guardChain(bridge)
+	var b strings.Builder
+	b.WriteString("*security\n")
+	fmt.Fprintf(&b, ":%s - [0:0]\n", g)
+	writePasses(&b, fam, g, rs)
+	for _, p := range fam.blocked {
+		fmt.Fprintf(&b, "-A %s -d %s -j DROP\n", g, p)
+	}
 	b.WriteString("COMMIT\n")
 	return b.String()
 }
