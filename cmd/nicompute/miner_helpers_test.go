@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -130,24 +131,45 @@ func newLeaseEnv(tb testing.TB, instance string) *leaseEnv {
 	e := &leaseEnv{cli: cli, bin: nictest.BuildNicompute(tb), instance: instance}
 	e.image = nictest.BuildTestImage(tb, cli, "")
 	e.network = "nicompute-test-" + randHex(tb, 4)
-	tb.Cleanup(func() { pruneFilters(tb) }) // runs last: after the network is gone
+	// Cleanups run last first: the bridge's name is read while the
+	// network exists, its rules are removed once it is gone.
+	var bridge string
+	tb.Cleanup(func() { removeFilter(tb, bridge) })
 	nictest.CleanupLabel(tb, cli, docker.LabelMiner+"="+instance, e.network)
+	tb.Cleanup(func() { bridge = e.bridge() })
 	return e
 }
 
-// pruneFilters removes the packet filter rules of lease networks that no
-// longer exist (a test's miner killed before it released them).
-func pruneFilters(tb testing.TB) {
-	if os.Geteuid() != 0 {
+// bridge returns the host interface of the env's lease network, or "" when
+// the miner never created it.
+func (e *leaseEnv) bridge() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ni, err := e.cli.NetworkInspect(ctx, e.network, client.NetworkInspectOptions{})
+	if err != nil || len(ni.Network.ID) < 12 {
+		return ""
+	}
+	if b := ni.Network.Options["com.docker.network.bridge.name"]; b != "" {
+		return b
+	}
+	return "br-" + ni.Network.ID[:12]
+}
+
+// removeFilter removes the packet filter rules of the test's lease bridge
+// (a test's miner killed before it released them). It touches no other
+// bridge's rules: packages' tests run at once, and another test's rules
+// are its own to check and remove.
+func removeFilter(tb testing.TB, bridge string) {
+	if os.Geteuid() != 0 || bridge == "" {
 		return
 	}
-	f, err := egress.New(egress.Config{})
+	f, err := egress.New(egress.Config{Nameservers: []netip.Addr{}})
 	if err != nil {
 		tb.Error(err)
 		return
 	}
-	if _, err := f.Prune(context.Background()); err != nil {
-		tb.Errorf("prune packet filter rules: %v", err)
+	if err := f.Remove(context.Background(), bridge); err != nil {
+		tb.Errorf("remove the packet filter rules of %s: %v", bridge, err)
 	}
 }
 
