@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -111,17 +112,42 @@ func TestImagePulledOnceWithoutBlocking(t *testing.T) {
 func TestImagePullFailure(t *testing.T) {
 	w := newWorld(t)
 	const img = "alpine:3.20"
+	// The miner's clock, moved past the retry interval by the test rather
+	// than by sleeping, so that a slow machine cannot let the interval
+	// pass before the first request.
+	var skew atomic.Int64
 	tm := startTestMiner(t, w, func(c *Config, d *Deps) {
-		c.PullRetry = 500 * time.Millisecond
+		c.PullRetry = time.Minute
+		c.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
 		rt := d.Runtime.(*fakeRuntime)
 		rt.setAbsent(img)
 		rt.pullHook = func(context.Context, string, func(PullProgress)) error {
 			return market.Errorf(market.EUNAVAILABLE, "image %s is not present on this miner and could not be pulled", img)
 		}
 	})
-	deadline := time.Now().Add(5 * time.Second)
-	for tm.rt.pulls.Load() < 1 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond) // the prefetch at start
+	// Wait until the prefetch at start has failed, not merely started: a
+	// request during the pull would wait for it and get its error alone.
+	failed := func() bool {
+		p := tm.svc.pulls
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		pl := p.pulls[img]
+		if pl == nil {
+			return false
+		}
+		select {
+		case <-pl.done:
+			return true
+		default:
+			return false
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !failed() {
+		if time.Now().After(deadline) {
+			t.Fatal("the prefetch of an absent image did not fail")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	out, st, _ := tm.callWithin(t, imageReq(t, img), 10*time.Second)
 	if st != 503 || !strings.Contains(out.Error, "could not be pulled") || !strings.Contains(out.Error, "tries again in") {
@@ -130,7 +156,7 @@ func TestImagePullFailure(t *testing.T) {
 	if n := tm.rt.pulls.Load(); n != 1 {
 		t.Fatalf("%d pulls within the retry interval, want 1", n)
 	}
-	time.Sleep(600 * time.Millisecond)
+	skew.Store(int64(61 * time.Second))
 	out, st, _ = tm.callWithin(t, imageReq(t, img), 15*time.Second)
 	if st != 503 || !strings.Contains(out.Error, "could not be pulled") {
 		t.Fatalf("request after the retry interval: %d %+v", st, out)
