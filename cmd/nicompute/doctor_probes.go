@@ -124,6 +124,8 @@ func (p *doctorProbes) PacketFilter(ctx context.Context) (doctor.PacketFilter, e
 		}
 		pf.DockerChains = bytes.Contains(out, []byte("-N DOCKER\n")) &&
 			(bytes.Contains(out, []byte("-N DOCKER-ISOLATION-STAGE-1")) || bytes.Contains(out, []byte("-N DOCKER-FORWARD")))
+		_, err = run(ctx, "iptables", "-w", "5", "-t", "security", "-S", "FORWARD")
+		pf.SecurityTable = err == nil
 		return pf, nil
 	}
 	if _, err := exec.LookPath("nft"); err != nil {

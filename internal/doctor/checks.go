@@ -97,8 +97,8 @@ func checkStorage(ctx context.Context, _ Config, p Probes) Result {
 	}
 	if !d.DiskQuota {
 		return res(Warn, found+": no per-container disk quota",
-			"a lease's disk is not bounded by the storage driver, so one renter can fill the host's disk",
-			"put Docker's data root on xfs mounted with pquota (overlay2), or use btrfs or zfs")
+			"the miner measures each lease every --miner.disk.check-interval and pauses one past its size; between two measurements a lease can overshoot by what the disk writes meanwhile, which --miner.disk.reserve must absorb",
+			"for writes that fail at the limit instead, put Docker's data root on xfs mounted with pquota (overlay2), or use btrfs or zfs")
 	}
 	return pass(found + ": per-container disk quotas enforced")
 }
@@ -119,8 +119,16 @@ func checkPacketFilter(ctx context.Context, _ Config, p Probes) Result {
 		return res(Fail, "no Docker chains in the "+orUnknown(pf.Backend)+" ruleset",
 			"Docker is not managing the packet filter (\"iptables\": false?), so lease networks are not isolated",
 			"remove \"iptables\": false from /etc/docker/daemon.json and restart Docker")
+	case !pf.SecurityTable && pf.Backend != "nft":
+		return res(Warn, "no security table in the "+orUnknown(pf.Backend)+" ruleset",
+			"leases are confined by DOCKER-USER alone, which the engine skips for a moment whenever it creates or removes a network",
+			"modprobe iptable_security ip6table_security (and list them in /etc/modules-load.d)")
 	}
-	return pass("Docker manages the " + orUnknown(pf.Backend) + " ruleset (lease networks isolated)")
+	found := "Docker manages the " + orUnknown(pf.Backend) + " ruleset (lease networks isolated)"
+	if pf.SecurityTable {
+		found += "; security table present for the miner's guard chains"
+	}
+	return pass(found)
 }
 
 func dockerWarnings(ctx context.Context, p Probes) []string {

@@ -67,7 +67,7 @@ func healthy() *fake {
 	return &fake{
 		docker:    Docker{ServerVersion: "24.0.7", APIVersion: "1.43", StorageDriver: "overlay2", BackingFS: "xfs", DiskQuota: true, NvidiaRuntime: true},
 		gpus:      []string{"NVIDIA H100 80GB HBM3"},
-		pf:        PacketFilter{Backend: "iptables-nft", DockerChains: true},
+		pf:        PacketFilter{Backend: "iptables-nft", DockerChains: true, SecurityTable: true},
 		listening: map[int]bool{8091: true, 9101: true, 8903: true},
 		ufw:       UFW{Installed: true, Active: true, Allowed: []string{"22/tcp", "8000:9000/tcp"}},
 		ip:        "203.0.113.7",
@@ -133,11 +133,12 @@ func TestChecks(t *testing.T) {
 		{"no gpu", minerCfg, func(f *fake) { f.gpuErr = errors.New("nvidia-smi not installed") }, "nvidia runtime and gpus", Fail, "NVIDIA driver"},
 		{"no runtime", minerCfg, func(f *fake) { f.docker.NvidiaRuntime = false }, "nvidia runtime and gpus", Fail, "nvidia-ctk runtime configure"},
 		{"cdi only", minerCfg, func(f *fake) { f.docker.NvidiaRuntime, f.docker.CDI = false, true }, "nvidia runtime and gpus", Pass, "CDI"},
-		{"no quota", minerCfg, func(f *fake) { f.docker.DiskQuota, f.docker.BackingFS = false, "extfs" }, "storage driver and disk quota", Warn, "pquota"},
+		{"no quota", minerCfg, func(f *fake) { f.docker.DiskQuota, f.docker.BackingFS = false, "extfs" }, "storage driver and disk quota", Warn, "pauses one past its size"},
 		{"bridge netfilter off", minerCfg, func(f *fake) {
 			f.docker.Warnings = []string{"WARNING: bridge-nf-call-iptables is disabled"}
 		}, "packet filter (lease isolation)", Fail, "br_netfilter"},
 		{"docker not managing iptables", minerCfg, func(f *fake) { f.pf.DockerChains = false }, "packet filter (lease isolation)", Fail, `"iptables": false`},
+		{"no security table", minerCfg, func(f *fake) { f.pf.SecurityTable = false }, "packet filter (lease isolation)", Warn, "iptable_security"},
 		{"filter unreadable", minerCfg, func(f *fake) { f.pfErr = errors.New("permission denied") }, "packet filter (lease isolation)", Warn, "as root"},
 		{"axon not listening", minerCfg, func(f *fake) { f.listening = nil }, "ports listening", Warn, "axon 8091"},
 		{"ufw blocks axon", minerCfg, func(f *fake) { f.ufw.Allowed = []string{"22/tcp", "8091/udp"} }, "firewall (ufw)", Fail, "ufw allow 8091/tcp"},

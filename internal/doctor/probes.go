@@ -61,6 +61,10 @@ type PacketFilter struct {
 	// DockerChains: the DOCKER and DOCKER-ISOLATION chains exist, so
 	// Docker manages the filter that isolates bridge networks.
 	DockerChains bool
+	// SecurityTable: the kernel offers the security table, where the
+	// miner's guard chains keep lease traffic confined while the engine
+	// re-inserts its FORWARD → DOCKER-USER jump.
+	SecurityTable bool
 }
 
 // UFW is ufw's state.
