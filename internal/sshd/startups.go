@@ -107,6 +107,12 @@ func (g *startupGate) admit(src string, close func()) (st, evicted *startup, fir
 	g.clock++
 	st.step, st.lastStep = g.clock, g.now()
 	now := st.lastStep
+	// Those waiting go first: a protection may have lapsed before the
+	// timer that pumps them has run (it runs late under load).
+	var pumped []*startup
+	if len(g.waiting) > 0 {
+		pumped = g.pumpLocked(now)
+	}
 	if len(g.pending) >= g.full {
 		evicted = g.victimLocked(now, src)
 	}
@@ -126,6 +132,9 @@ func (g *startupGate) admit(src string, close func()) (st, evicted *startup, fir
 		g.armLocked(now)
 	}
 	g.mu.Unlock()
+	for _, v := range pumped {
+		v.close()
+	}
 	if evicted != nil {
 		evicted.close()
 	}
@@ -135,8 +144,13 @@ func (g *startupGate) admit(src string, close func()) (st, evicted *startup, fir
 	return st, evicted, first
 }
 
-// pendLocked admits st.
+// pendLocked admits st. Being let in counts as its latest step: a
+// connection that waited is not taken for one idle since it arrived.
 func (g *startupGate) pendLocked(st *startup, now time.Time) {
+	if st.waits {
+		g.clock++
+		st.step = g.clock
+	}
 	st.waits = false
 	st.lastStep = now
 	g.pending[st] = struct{}{}

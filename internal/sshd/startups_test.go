@@ -236,6 +236,45 @@ func TestStartupProtection(t *testing.T) {
 	})
 }
 
+// TestStartupWaitersFirst: a newcomer never takes a place ahead of the
+// connections already waiting (first come, first served, even when a
+// protection lapses before the gate's timer runs, as under load), and a
+// connection just admitted from the waiting room is not the first evicted
+// for a quieter source's newcomer: its idle time starts when it is let
+// in. The gate's clock is moved by hand; its timer, set an hour ahead, never
+// runs.
+func TestStartupWaitersFirst(t *testing.T) {
+	g := newStartupGate(Config{MaxStartups: 2, StartupProtection: time.Hour})
+	now := time.Unix(1_700_000_000, 0)
+	g.now = func() time.Time { return now }
+	t.Cleanup(g.stop)
+	admit := func(src string) *startup {
+		st, _, _ := g.admit(src, func() {})
+		return st
+	}
+	a1, a2 := admit("a"), admit("a")
+	owner := admit("a")
+	if g.admitted(owner) {
+		t.Fatal("admitted while every place is protected")
+	}
+	now = now.Add(2 * time.Hour) // a1's and a2's protections lapse; the timer has not run
+	a3 := admit("a")
+	if !g.admitted(owner) {
+		t.Fatalf("a newcomer took the place of the connection waiting before it (newcomer admitted %v)", g.admitted(a3))
+	}
+	// A newcomer from a quieter source evicts one of a's at once: not the
+	// owner, let in a moment ago, while a3 has held its place as long.
+	if g.admitted(a3) {
+		b1 := admit("b")
+		if !g.admitted(b1) || !g.admitted(owner) {
+			t.Fatalf("quieter source's newcomer admitted %v; owner still admitted %v", g.admitted(b1), g.admitted(owner))
+		}
+	}
+	if g.admitted(a1) && g.admitted(a2) {
+		t.Fatal("nobody was evicted")
+	}
+}
+
 func TestSourceOf(t *testing.T) {
 	tcp := func(ip string) net.Addr { return &net.TCPAddr{IP: net.ParseIP(ip), Port: 2222} }
 	tests := []struct {
