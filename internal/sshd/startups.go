@@ -40,7 +40,9 @@ import (
 // sources no busier than the newcomer's), the new connection waits,
 // accepted but not yet served, until a place frees or a protection lapses;
 // then the waiter from the source holding the fewest pending connections
-// goes first, oldest first. At most four times MaxStartups connections
+// goes first, oldest first, and waiters always go before a newcomer. Being
+// let in counts as a step, so a connection that waited is not evicted as
+// if it had idled since it arrived. At most four times MaxStartups connections
 // wait; past that the newest waiter of the source with the most waiting is
 // closed (the newcomer itself when its source has most). The server keeps
 // accepting throughout, so a flood never fills the kernel's accept queue
