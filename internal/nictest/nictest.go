@@ -18,6 +18,7 @@ import (
 	"crypto/rand"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -55,9 +56,25 @@ func (w *tbWriter) Write(p []byte) (int, error) {
 }
 
 // FreePort returns a TCP port that was free on 127.0.0.1 a moment ago, for
-// services (such as a Docker port binding) that cannot listen on :0.
+// services (such as a Docker port binding) that cannot listen on :0. It is
+// chosen at random below Linux's default ephemeral range (32768–60999),
+// so the outgoing connections other tests open by the thousand (the SSH
+// flood tests) cannot take it before the service binds it, and with the
+// 63 ports above it in the same band, for tests that use a range from it.
 func FreePort(tb testing.TB) int {
 	tb.Helper()
+	const first, last = 20000, 32767 - 63
+	for range 64 {
+		var b [2]byte
+		rand.Read(b[:])
+		p := first + (int(b[0])<<8|int(b[1]))%(last-first+1)
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return p
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatalf("free port: %v", err)

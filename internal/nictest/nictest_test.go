@@ -12,6 +12,9 @@ import (
 
 func TestFreePort(t *testing.T) {
 	p := FreePort(t)
+	if p < 20000 || p+63 > 32767 {
+		t.Errorf("port %d not below the ephemeral range with room for 63 above", p)
+	}
 	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
 	if err != nil {
 		t.Fatalf("port %d from FreePort is not free: %v", p, err)
