@@ -42,7 +42,10 @@ import (
 // then the waiter from the source holding the fewest pending connections
 // goes first, oldest first, and waiters always go before a newcomer. Being
 // let in counts as a step, so a connection that waited is not evicted as
-// if it had idled since it arrived. At most four times MaxStartups connections
+// if it had idled since it arrived, and until its protection lapses or it
+// takes a step it is not evicted for a quieter source's newcomer either
+// (it could not have shown progress yet; the newcomer waits at most one
+// protection period). At most four times MaxStartups connections
 // wait; past that the newest waiter of the source with the most waiting is
 // closed (the newcomer itself when its source has most). The server keeps
 // accepting throughout, so a flood never fills the kernel's accept queue
@@ -83,7 +86,11 @@ type startup struct {
 	step     uint64    // clock at the connection's last step
 	lastStep time.Time // when it took its last step
 	waits    bool      // accepted but not admitted yet
-	gone     bool      // released, evicted or dropped
+	// fresh: let in from the waiting room and no step taken since. While
+	// protected, such a connection is not evicted for a quieter source's
+	// newcomer either: it has had no chance to show progress.
+	fresh bool
+	gone  bool // released, evicted or dropped
 }
 
 func newStartupGate(cfg Config) *startupGate {
@@ -152,6 +159,7 @@ func (g *startupGate) pendLocked(st *startup, now time.Time) {
 	if st.waits {
 		g.clock++
 		st.step = g.clock
+		st.fresh = true
 	}
 	st.waits = false
 	st.lastStep = now
@@ -165,10 +173,14 @@ func (g *startupGate) pendLocked(st *startup, now time.Time) {
 func (g *startupGate) victimLocked(now time.Time, src string) *startup {
 	var best, busiest *startup
 	for s := range g.pending {
+		protected := s.lastStep.Add(g.protect).After(now)
+		if protected && s.fresh {
+			continue
+		}
 		if busiest == nil || g.evictsBefore(s, busiest) {
 			busiest = s
 		}
-		if s.lastStep.Add(g.protect).After(now) {
+		if protected {
 			continue
 		}
 		if best == nil || g.evictsBefore(s, best) {
@@ -288,7 +300,7 @@ func (g *startupGate) progress(st *startup, stage int) {
 		return
 	}
 	g.clock++
-	st.stage, st.step, st.lastStep = stage, g.clock, g.now()
+	st.stage, st.step, st.lastStep, st.fresh = stage, g.clock, g.now(), false
 }
 
 // release removes st once it has authenticated or closed, or gave up

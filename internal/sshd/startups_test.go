@@ -191,7 +191,11 @@ func TestStartupProtection(t *testing.T) {
 			t.Fatal("a release did not admit the waiter")
 		}
 
-		// A source holding two fewer does not wait for protections.
+		// A source holding two fewer does not wait for protections, once
+		// the connections let in from the waiting room have taken a step
+		// (see TestStartupPumpedOwnerEvictedAtOnce for those that have not).
+		g.progress(a3, stageVersion)
+		g.progress(a4, stageVersion)
 		b1, ev := admit("b")
 		if !g.admitted(b1) || ev != a3 || !closed(a3) {
 			t.Fatalf("newcomer from a quieter source: admitted %v, evicted %p (a3 %p)", g.admitted(b1), ev, a3)
@@ -272,6 +276,50 @@ func TestStartupWaitersFirst(t *testing.T) {
 	}
 	if g.admitted(a1) && g.admitted(a2) {
 		t.Fatal("nobody was evicted")
+	}
+}
+
+// TestStartupPumpedOwnerEvictedAtOnce: the owner waits behind a flood from
+// its own address whose connections have sent their version line (stage
+// 1+). One flood connection's protection lapses; the next newcomer, from
+// a quieter source, pumps the owner in (evicting the lapsed one) and, in
+// the same admit call, evicts the owner by the fair-share rule: it is the
+// busiest source's connection that has come least far, and it never had a
+// chance to step. Nor may the next quiet newcomer: a connection let in from
+// the waiting room is out of reach of the quieter source's share until it
+// steps or its protection lapses.
+func TestStartupPumpedOwnerEvictedAtOnce(t *testing.T) {
+	g := newStartupGate(Config{MaxStartups: 2, StartupProtection: time.Hour})
+	now := time.Unix(1_700_000_000, 0)
+	g.now = func() time.Time { return now }
+	t.Cleanup(g.stop)
+	closed := map[*startup]bool{}
+	admit := func(src string) *startup {
+		var st *startup
+		st, _, _ = g.admit(src, func() { closed[st] = true })
+		return st
+	}
+	a1, a2 := admit("a"), admit("a")
+	g.progress(a1, 1)
+	g.progress(a2, 1)
+	owner := admit("a")
+	if g.admitted(owner) {
+		t.Fatal("admitted while every place is protected")
+	}
+	now = now.Add(2 * time.Hour) // a1's protection lapses...
+	g.progress(a2, 2)            // ...a2 keeps stepping within it
+	b1 := admit("b")
+	if closed[owner] || !g.admitted(owner) {
+		t.Fatal("the owner, let in by b1's admit, was evicted by that same call before taking a step")
+	}
+	if !closed[a1] || !closed[a2] || !g.admitted(b1) {
+		t.Errorf("a1 closed %v (lapsed, for the owner), a2 closed %v and b1 admitted %v (the quieter source's share)", closed[a1], closed[a2], g.admitted(b1))
+	}
+	// Nor by the next newcomer from a quiet source: until it steps or its
+	// protection lapses, the owner is out of reach, and the newcomer waits.
+	c1 := admit("c")
+	if closed[owner] || g.admitted(c1) {
+		t.Fatalf("second quiet newcomer: owner evicted %v, newcomer admitted %v", closed[owner], g.admitted(c1))
 	}
 }
 
