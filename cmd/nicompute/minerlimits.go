@@ -140,9 +140,9 @@ func (g leaseGuard) Describe(ctx context.Context) (string, []string) {
 	if err != nil {
 		backend = "iptables"
 	}
-	detail := backend + ", chains NICOMPUTE-F-/I-<bridge> from DOCKER-USER and INPUT, NICOMPUTE-S-<bridge> from security FORWARD"
+	detail := backend + ", chains NICOMPUTE-F-/I-<bridge> from DOCKER-USER and INPUT, NICOMPUTE-S-<bridge> from security FORWARD, NICOMPUTE-R-<bridge> from raw PREROUTING"
 	if ln, found, err := g.rt.FindLeaseNetwork(ctx); err == nil && found {
-		detail = fmt.Sprintf("%s, chains NICOMPUTE-F-%s and NICOMPUTE-I-%s from DOCKER-USER and INPUT, NICOMPUTE-S-%s from security FORWARD", backend, ln.Bridge, ln.Bridge, ln.Bridge)
+		detail = fmt.Sprintf("%s, chains NICOMPUTE-F-%s and NICOMPUTE-I-%s from DOCKER-USER and INPUT, NICOMPUTE-S-%s from security FORWARD, NICOMPUTE-R-%s from raw PREROUTING", backend, ln.Bridge, ln.Bridge, ln.Bridge, ln.Bridge)
 	}
 	var allowed []string
 	for _, p := range g.filter.Allowed() {

@@ -32,6 +32,13 @@
 // engine never touches, is judged after the filter table and holds through
 // that moment. A kernel without the security table (rare) gets a warning
 // and the two filter chains alone.
+//
+// A fourth, NICOMPUTE-R-<bridge> in the raw table, jumped to from its
+// PREROUTING, drops packets from the bridge whose source address the host
+// would not route back through it (the rpfilter match): a lease that
+// forged its source could otherwise make conntrack take a packet to a
+// refused address for the reply to a connection it opened to the internet
+// (see spoofScript).
 // IPv6 gets the same rules with ip6tables whenever the host has IPv6, even
 // for a lease network without IPv6 addresses: engines from Docker 26 on
 // leave an IPv6 link-local address on every container interface, through
@@ -221,7 +228,7 @@ func (f *Filter) Install(ctx context.Context, n Network) error {
 			return fmt.Errorf("egress: install %s filter for %s: %w", fam.name, n.Bridge, err)
 		}
 		if inserted {
-			f.log.Info("lease network filter installed", "bridge", n.Bridge, "family", fam.name, "hooks", hook+",INPUT,security FORWARD",
+			f.log.Info("lease network filter installed", "bridge", n.Bridge, "family", fam.name, "hooks", hook+",INPUT,security FORWARD,raw PREROUTING",
 				"allowed", f.rules.allow, "nameservers", f.rules.nameservers)
 		}
 	}
@@ -248,18 +255,33 @@ func (f *Filter) install(ctx context.Context, t *tables, bridge string) (string,
 	if err != nil {
 		return "", false, err
 	}
+	inserted := i1 || i2
+	// Forged sources first: they must never reach connection tracking.
+	if t.hasRawTable(ctx) {
+		if err := t.restoreNoFlush(ctx, spoofScript(bridge)); err != nil {
+			return "", false, fmt.Errorf("anti-spoofing chain (needs the rpfilter match, xt_rpfilter): %w", err)
+		}
+		i, err := t.ensureJump(ctx, "raw", "PREROUTING", bridge, spoofChain(bridge))
+		if err != nil {
+			return "", false, err
+		}
+		inserted = inserted || i
+	} else if inserted {
+		f.log.Warn("the kernel has no raw table (iptable_raw): a lease may forge the source of its packets to pass as replies",
+			"bridge", bridge, "family", t.fam.name)
+	}
 	if !t.hasSecurityTable(ctx) {
-		if i1 || i2 {
+		if inserted {
 			f.log.Warn("the kernel has no security table (iptable_security): lease traffic is confined by DOCKER-USER alone, which the engine briefly skips whenever it creates or removes a network",
 				"bridge", bridge, "family", t.fam.name)
 		}
-		return hook, i1 || i2, nil
+		return hook, inserted, nil
 	}
 	if err := t.restoreNoFlush(ctx, guardScript(t.fam, bridge, f.rules)); err != nil {
 		return "", false, err
 	}
-	i3, err := t.ensureJump(ctx, "security", "FORWARD", bridge, guardChain(bridge))
-	return hook, i1 || i2 || i3, err
+	i, err := t.ensureJump(ctx, "security", "FORWARD", bridge, guardChain(bridge))
+	return hook, inserted || i, err
 }
 
 // Check reports, without changing anything, why the filter could not be
@@ -338,6 +360,9 @@ func (f *Filter) Installed(ctx context.Context, bridge string) (bool, error) {
 	if t.hasSecurityTable(ctx) {
 		jumps = append(jumps, [3]string{"security", "FORWARD", guardChain(bridge)})
 	}
+	if t.hasRawTable(ctx) {
+		jumps = append(jumps, [3]string{"raw", "PREROUTING", spoofChain(bridge)})
+	}
 	for _, j := range jumps {
 		if ok, err := t.chainExists(ctx, j[0], j[2]); err != nil || !ok {
 			return false, err
@@ -408,12 +433,15 @@ func (f *Filter) Prune(ctx context.Context) ([]string, error) {
 			}
 			return nil, err
 		}
-		if t.hasSecurityTable(ctx) {
-			guards, err := t.ownChains(ctx, "security")
+		for _, table := range []string{"security", "raw"} {
+			if (table == "security" && !t.hasSecurityTable(ctx)) || (table == "raw" && !t.hasRawTable(ctx)) {
+				continue
+			}
+			more, err := t.ownChains(ctx, table)
 			if err != nil && !fam.v6 {
 				return nil, err
 			}
-			chains = append(chains, guards...)
+			chains = append(chains, more...)
 		}
 		for _, c := range chains {
 			b, ok := bridgeOfChain(c)
@@ -440,7 +468,8 @@ func (f *Filter) remove(ctx context.Context, bridge string) error {
 	fwd, in := chainNames(bridge)
 	type own struct{ table, chain string }
 	hooks := map[own][]string{
-		{"filter", fwd}: {"DOCKER-USER", "FORWARD"}, {"filter", in}: {"INPUT"}, {"security", guardChain(bridge)}: {"FORWARD"},
+		{"filter", fwd}: {"DOCKER-USER", "FORWARD"}, {"filter", in}: {"INPUT"},
+		{"security", guardChain(bridge)}: {"FORWARD"}, {"raw", spoofChain(bridge)}: {"PREROUTING"},
 	}
 	var errs []error
 	removed := false
@@ -452,9 +481,9 @@ func (f *Filter) remove(ctx context.Context, bridge string) error {
 			}
 			continue
 		}
-		security := t.hasSecurityTable(ctx)
-		for _, c := range []own{{"filter", fwd}, {"filter", in}, {"security", guardChain(bridge)}} {
-			if c.table == "security" && !security {
+		security, raw := t.hasSecurityTable(ctx), t.hasRawTable(ctx)
+		for _, c := range []own{{"filter", fwd}, {"filter", in}, {"security", guardChain(bridge)}, {"raw", spoofChain(bridge)}} {
+			if (c.table == "security" && !security) || (c.table == "raw" && !raw) {
 				continue
 			}
 			ok, err := t.chainExists(ctx, c.table, c.chain)

@@ -60,7 +60,9 @@ func TestRestoreScript(t *testing.T) {
 		t.Errorf("script does not end with the input chain's rejection:\n%s", v4)
 	}
 	v6 := restoreScript(ipv6, "br-0123456789ab", rs)
-	for _, want := range []string{"-d fd00:1::/64 -j RETURN", "-d fd00::53/128 -p udp", "-d fe80::/10 -j REJECT --reject-with icmp6-adm-prohibited", "--icmpv6-type neighbour-solicitation"} {
+	for _, want := range []string{"-d fd00:1::/64 -j RETURN", "-d fd00::53/128 -p udp", "-d fe80::/10 -j REJECT --reject-with icmp6-adm-prohibited", "--icmpv6-type neighbour-solicitation",
+		// 10/8 and 169.254/16 through the well-known NAT64 prefix
+		"-d 64:ff9b::a00:0/104 -j REJECT", "-d 64:ff9b::a9fe:0/112 -j REJECT"} {
 		if !strings.Contains(v6, want) {
 			t.Errorf("IPv6 script lacks %q", want)
 		}
@@ -310,6 +312,24 @@ func TestInstallReleasePrune(t *testing.T) {
 		}
 	}
 
+	// Forged sources are dropped before connection tracking; the guard
+	// refuses blocked destinations in the security table.
+	for table, want := range map[string]string{
+		"raw":      "-A PREROUTING -i " + bridge + " -j " + spoofChain(bridge) + "\n",
+		"security": "-A FORWARD -i " + bridge + " -j " + guardChain(bridge) + "\n",
+	} {
+		out, err := exec.Command("iptables", "-w", "-t", table, "-S").Output()
+		if err != nil {
+			t.Fatalf("iptables -t %s -S: %v", table, err)
+		}
+		if !strings.Contains(string(out), want) {
+			t.Errorf("%s table lacks %q:\n%s", table, want, out)
+		}
+		if table == "raw" && !strings.Contains(string(out), "-A "+spoofChain(bridge)+" -m rpfilter --invert -j DROP\n") {
+			t.Errorf("anti-spoofing chain:\n%s", out)
+		}
+	}
+
 	// IPv6 is confined too, although the network has none: containers
 	// may hold link-local addresses.
 	if hostHasIPv6() {
@@ -350,8 +370,10 @@ func TestInstallReleasePrune(t *testing.T) {
 	if rules := iptablesS(t); strings.Contains(rules, bridge) {
 		t.Fatalf("rules of %s left after Release:\n%s", bridge, rules)
 	}
-	if out, _ := exec.Command("iptables", "-w", "-t", "security", "-S").Output(); strings.Contains(string(out), bridge) {
-		t.Fatalf("guard of %s left after Release:\n%s", bridge, out)
+	for _, table := range []string{"security", "raw"} {
+		if out, _ := exec.Command("iptables", "-w", "-t", table, "-S").Output(); strings.Contains(string(out), bridge) {
+			t.Fatalf("%s rules of %s left after Release:\n%s", table, bridge, out)
+		}
 	}
 	if out, _ := exec.Command("ip6tables", "-w", "-t", "filter", "-S").Output(); strings.Contains(string(out), bridge) {
 		t.Fatalf("IPv6 rules of %s left after Release:\n%s", bridge, out)

@@ -207,9 +207,20 @@ func (t *tables) ownChains(ctx context.Context, table string) ([]string, error) 
 	return chains, nil
 }
 
-// hasSecurityTable reports whether the kernel offers the security table
-// (iptable_security; every common distribution kernel has it).
-func (t *tables) hasSecurityTable(ctx context.Context) bool {
-	_, err := t.run(ctx, "-t", "security", "-S", "FORWARD")
+// hasTable reports whether the kernel offers table with its built-in
+// chain hook (iptable_security, iptable_raw; every common distribution
+// kernel has both).
+func (t *tables) hasTable(ctx context.Context, table, hook string) bool {
+	_, err := t.run(ctx, "-t", table, "-S", hook)
 	return err == nil
+}
+
+// hasSecurityTable reports whether the kernel offers the security table.
+func (t *tables) hasSecurityTable(ctx context.Context) bool {
+	return t.hasTable(ctx, "security", "FORWARD")
+}
+
+// hasRawTable reports whether the kernel offers the raw table.
+func (t *tables) hasRawTable(ctx context.Context) bool {
+	return t.hasTable(ctx, "raw", "PREROUTING")
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -32,6 +33,9 @@ var (
 		"fc00::/7",       // unique local
 		"fe80::/10",      // link-local
 		"ff00::/8",       // multicast
+		// The IPv6 family also refuses each blocked IPv4 range inside the
+		// well-known NAT64 prefix 64:ff9b::/96 (see nat64): some NAT64
+		// gateways translate to private addresses.
 	}
 )
 
@@ -53,9 +57,13 @@ func chainNames(bridge string) (fwd, in string) {
 // jumps are at the moment (see guardScript).
 func guardChain(bridge string) string { return chainPrefix + "S-" + bridge }
 
+// spoofChain is the chain in the raw table that drops bridge's packets
+// whose source address could not be a lease's (see spoofScript).
+func spoofChain(bridge string) string { return chainPrefix + "R-" + bridge }
+
 // bridgeOfChain returns the bridge a chain of this package confines.
 func bridgeOfChain(chain string) (string, bool) {
-	for _, p := range []string{chainPrefix + "F-", chainPrefix + "I-", chainPrefix + "S-"} {
+	for _, p := range []string{chainPrefix + "F-", chainPrefix + "I-", chainPrefix + "S-", chainPrefix + "R-"} {
 		if b, ok := strings.CutPrefix(chain, p); ok && validBridge(b) {
 			return b, true
 		}
@@ -89,8 +97,21 @@ type family struct {
 
 var (
 	ipv4 = family{name: "IPv4", blocked: blockedIPv4, reject: "icmp-admin-prohibited"}
-	ipv6 = family{name: "IPv6", v6: true, blocked: blockedIPv6, reject: "icmp6-adm-prohibited"}
+	ipv6 = family{name: "IPv6", v6: true, blocked: append(slices.Clone(blockedIPv6), nat64(blockedIPv4)...), reject: "icmp6-adm-prohibited"}
 )
+
+// nat64 maps IPv4 ranges into the well-known NAT64 prefix 64:ff9b::/96
+// (RFC 6052).
+func nat64(v4 []string) []string {
+	out := make([]string, 0, len(v4))
+	for _, s := range v4 {
+		p := netip.MustParsePrefix(s)
+		a := p.Addr().As4()
+		b := [16]byte{0x00, 0x64, 0xff, 0x9b, 12: a[0], 13: a[1], 14: a[2], 15: a[3]}
+		out = append(out, netip.PrefixFrom(netip.AddrFrom16(b), 96+p.Bits()).String())
+	}
+	return out
+}
 
 // ruleSet is what a lease network's chains let through besides replies.
 type ruleSet struct {
@@ -177,6 +198,24 @@ func guardScript(fam family, bridge string, rs ruleSet) string {
 	}
 	b.WriteString("COMMIT\n")
 	return b.String()
+}
+
+// spoofScript is the iptables-restore input that creates (or atomically
+// replaces) bridge's anti-spoofing chain in the raw table: a packet from
+// the bridge whose source the host would not route back through the
+// bridge — an address of the host itself, of another network, of the
+// internet — is dropped before connection tracking sees it.
+//
+// Without it a lease could forge a "reply": send from a refused address P
+// to a public address Q (allowed, so conntrack records P→Q), then from Q
+// to P, which conntrack takes for the reply direction of that entry and
+// every chain's reply pass lets through, to a private address or the host
+// itself. IPv6 needs no capability for this (IPV6_FREEBIND binds any
+// source, and IPv6 has no rp_filter sysctl); IPv4 needs CAP_NET_RAW,
+// which leases lack, but gets the same check.
+func spoofScript(bridge string) string {
+	r := spoofChain(bridge)
+	return "*raw\n:" + r + " - [0:0]\n-A " + r + " -m rpfilter --invert -j DROP\nCOMMIT\n"
 }
 
 // maxResolvConf bounds the resolv.conf read.
