@@ -126,6 +126,8 @@ func (p *doctorProbes) PacketFilter(ctx context.Context) (doctor.PacketFilter, e
 			(bytes.Contains(out, []byte("-N DOCKER-ISOLATION-STAGE-1")) || bytes.Contains(out, []byte("-N DOCKER-FORWARD")))
 		_, err = run(ctx, "iptables", "-w", "5", "-t", "security", "-S", "FORWARD")
 		pf.SecurityTable = err == nil
+		_, err = run(ctx, "iptables", "-w", "5", "-t", "raw", "-S", "PREROUTING")
+		pf.RawTable = err == nil
 		return pf, nil
 	}
 	if _, err := exec.LookPath("nft"); err != nil {

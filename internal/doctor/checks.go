@@ -119,14 +119,18 @@ func checkPacketFilter(ctx context.Context, _ Config, p Probes) Result {
 		return res(Fail, "no Docker chains in the "+orUnknown(pf.Backend)+" ruleset",
 			"Docker is not managing the packet filter (\"iptables\": false?), so lease networks are not isolated",
 			"remove \"iptables\": false from /etc/docker/daemon.json and restart Docker")
+	case !pf.RawTable && pf.Backend != "nft":
+		return res(Warn, "no raw table in the "+orUnknown(pf.Backend)+" ruleset",
+			"a lease can forge the source of its packets so that they pass for replies, to the host and private networks",
+			"modprobe iptable_raw ip6table_raw (and list them in /etc/modules-load.d)")
 	case !pf.SecurityTable && pf.Backend != "nft":
 		return res(Warn, "no security table in the "+orUnknown(pf.Backend)+" ruleset",
 			"leases are confined by DOCKER-USER alone, which the engine skips for a moment whenever it creates or removes a network",
 			"modprobe iptable_security ip6table_security (and list them in /etc/modules-load.d)")
 	}
 	found := "Docker manages the " + orUnknown(pf.Backend) + " ruleset (lease networks isolated)"
-	if pf.SecurityTable {
-		found += "; security table present for the miner's guard chains"
+	if pf.SecurityTable && pf.RawTable {
+		found += "; security and raw tables present for the miner's guard chains"
 	}
 	return pass(found)
 }

@@ -67,7 +67,7 @@ func healthy() *fake {
 	return &fake{
 		docker:    Docker{ServerVersion: "24.0.7", APIVersion: "1.43", StorageDriver: "overlay2", BackingFS: "xfs", DiskQuota: true, NvidiaRuntime: true},
 		gpus:      []string{"NVIDIA H100 80GB HBM3"},
-		pf:        PacketFilter{Backend: "iptables-nft", DockerChains: true, SecurityTable: true},
+		pf:        PacketFilter{Backend: "iptables-nft", DockerChains: true, SecurityTable: true, RawTable: true},
 		listening: map[int]bool{8091: true, 9101: true, 8903: true},
 		ufw:       UFW{Installed: true, Active: true, Allowed: []string{"22/tcp", "8000:9000/tcp"}},
 		ip:        "203.0.113.7",
@@ -138,6 +138,7 @@ func TestChecks(t *testing.T) {
 			f.docker.Warnings = []string{"WARNING: bridge-nf-call-iptables is disabled"}
 		}, "packet filter (lease isolation)", Fail, "br_netfilter"},
 		{"docker not managing iptables", minerCfg, func(f *fake) { f.pf.DockerChains = false }, "packet filter (lease isolation)", Fail, `"iptables": false`},
+		{"no raw table", minerCfg, func(f *fake) { f.pf.RawTable = false }, "packet filter (lease isolation)", Warn, "iptable_raw"},
 		{"no security table", minerCfg, func(f *fake) { f.pf.SecurityTable = false }, "packet filter (lease isolation)", Warn, "iptable_security"},
 		{"filter unreadable", minerCfg, func(f *fake) { f.pfErr = errors.New("permission denied") }, "packet filter (lease isolation)", Warn, "as root"},
 		{"axon not listening", minerCfg, func(f *fake) { f.listening = nil }, "ports listening", Warn, "axon 8091"},

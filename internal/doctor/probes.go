@@ -65,6 +65,9 @@ type PacketFilter struct {
 	// miner's guard chains keep lease traffic confined while the engine
 	// re-inserts its FORWARD → DOCKER-USER jump.
 	SecurityTable bool
+	// RawTable: the kernel offers the raw table, where the miner drops
+	// packets with forged sources before connection tracking.
+	RawTable bool
 }
 
 // UFW is ufw's state.
