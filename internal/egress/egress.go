@@ -257,7 +257,15 @@ func (f *Filter) install(ctx context.Context, t *tables, bridge string) (string,
 	}
 	inserted := i1 || i2
 	// Forged sources first: they must never reach connection tracking.
-	if t.hasRawTable(ctx) {
+	raw, err := t.hasRawTable(ctx)
+	if err != nil {
+		return "", false, err
+	}
+	security, err := t.hasSecurityTable(ctx)
+	if err != nil {
+		return "", false, err
+	}
+	if raw {
 		if err := t.restoreNoFlush(ctx, spoofScript(bridge)); err != nil {
 			return "", false, fmt.Errorf("anti-spoofing chain (needs the rpfilter match, xt_rpfilter): %w", err)
 		}
@@ -270,7 +278,7 @@ func (f *Filter) install(ctx context.Context, t *tables, bridge string) (string,
 		f.log.Warn("the kernel has no raw table (iptable_raw): a lease may forge the source of its packets to pass as replies",
 			"bridge", bridge, "family", t.fam.name)
 	}
-	if !t.hasSecurityTable(ctx) {
+	if !security {
 		if inserted {
 			f.log.Warn("the kernel has no security table (iptable_security): lease traffic is confined by DOCKER-USER alone, which the engine briefly skips whenever it creates or removes a network",
 				"bridge", bridge, "family", t.fam.name)
@@ -357,11 +365,14 @@ func (f *Filter) Installed(ctx context.Context, bridge string) (bool, error) {
 		return false, err
 	}
 	jumps := [][3]string{{"filter", hook, fwd}, {"filter", "INPUT", in}}
-	if t.hasSecurityTable(ctx) {
-		jumps = append(jumps, [3]string{"security", "FORWARD", guardChain(bridge)})
-	}
-	if t.hasRawTable(ctx) {
-		jumps = append(jumps, [3]string{"raw", "PREROUTING", spoofChain(bridge)})
+	for _, j := range [][3]string{{"security", "FORWARD", guardChain(bridge)}, {"raw", "PREROUTING", spoofChain(bridge)}} {
+		ok, err := t.hasTable(ctx, j[0], j[1])
+		if err != nil {
+			return false, err
+		}
+		if ok {
+			jumps = append(jumps, j)
+		}
 	}
 	for _, j := range jumps {
 		if ok, err := t.chainExists(ctx, j[0], j[2]); err != nil || !ok {
@@ -433,8 +444,12 @@ func (f *Filter) Prune(ctx context.Context) ([]string, error) {
 			}
 			return nil, err
 		}
-		for _, table := range []string{"security", "raw"} {
-			if (table == "security" && !t.hasSecurityTable(ctx)) || (table == "raw" && !t.hasRawTable(ctx)) {
+		for _, tb := range [][2]string{{"security", "FORWARD"}, {"raw", "PREROUTING"}} {
+			table := tb[0]
+			if ok, err := t.hasTable(ctx, tb[0], tb[1]); !ok {
+				if err != nil && !fam.v6 {
+					return nil, err
+				}
 				continue
 			}
 			more, err := t.ownChains(ctx, table)
@@ -481,9 +496,12 @@ func (f *Filter) remove(ctx context.Context, bridge string) error {
 			}
 			continue
 		}
-		security, raw := t.hasSecurityTable(ctx), t.hasRawTable(ctx)
+		// A table whose presence cannot be told is treated as present:
+		// removing is tried, and its error reported.
+		security, serr := t.hasSecurityTable(ctx)
+		raw, rerr := t.hasRawTable(ctx)
 		for _, c := range []own{{"filter", fwd}, {"filter", in}, {"security", guardChain(bridge)}, {"raw", spoofChain(bridge)}} {
-			if (c.table == "security" && !security) || (c.table == "raw" && !raw) {
+			if (c.table == "security" && !security && serr == nil) || (c.table == "raw" && !raw && rerr == nil) {
 				continue
 			}
 			ok, err := t.chainExists(ctx, c.table, c.chain)

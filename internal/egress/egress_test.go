@@ -253,6 +253,27 @@ func iptablesS(tb testing.TB) string {
 	return string(out)
 }
 
+// TestHasTable: only iptables' answer that a table does not exist means
+// no; a failure to ask is an error, so the filter is never installed
+// without a chain for a passing reason.
+func TestHasTable(t *testing.T) {
+	requireNetAdmin(t)
+	tb, err := findTables(ipv4, "iptables")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := tb.hasTable(t.Context(), "filter", "INPUT"); !ok || err != nil {
+		t.Errorf("filter table: %v, %v", ok, err)
+	}
+	if ok, err := tb.hasTable(t.Context(), "nosuchtable", "INPUT"); ok || err != nil {
+		t.Errorf("a table that does not exist: %v, %v; want false, nil", ok, err)
+	}
+	broken := &tables{fam: ipv4, bin: "/bin/false", restore: "/bin/false"}
+	if ok, err := broken.hasTable(t.Context(), "raw", "PREROUTING"); ok || err == nil {
+		t.Errorf("iptables failing: %v, %v; want an error", ok, err)
+	}
+}
+
 // TestInstallReleasePrune installs the filter for a bridge the test
 // creates, checks the chains and jumps the packet filter holds, that a
 // second install adds nothing, that Release keeps the rules while the
@@ -564,7 +585,9 @@ func TestGuardWhileDockerUserSkipped(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		security = tb.hasSecurityTable(t.Context())
+		if security, err = tb.hasSecurityTable(t.Context()); err != nil {
+			return err
+		}
 		return f.Install(t.Context(), Network{Bridge: bridge})
 	})
 	if !security {

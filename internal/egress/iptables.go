@@ -209,18 +209,27 @@ func (t *tables) ownChains(ctx context.Context, table string) ([]string, error) 
 
 // hasTable reports whether the kernel offers table with its built-in
 // chain hook (iptable_security, iptable_raw; every common distribution
-// kernel has both).
-func (t *tables) hasTable(ctx context.Context, table, hook string) bool {
+// kernel has both). Only iptables' own answer that the table does not
+// exist means no; any other failure is an error, so that a passing
+// problem never installs the filter without a chain.
+func (t *tables) hasTable(ctx context.Context, table, hook string) (bool, error) {
 	_, err := t.run(ctx, "-t", table, "-S", hook)
-	return err == nil
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.As(err, &ee) && ee.ExitCode() == 3 && strings.Contains(strings.ToLower(err.Error()), "does not exist"):
+		return false, nil
+	}
+	return false, fmt.Errorf("is there a %s table: %w", table, err)
 }
 
 // hasSecurityTable reports whether the kernel offers the security table.
-func (t *tables) hasSecurityTable(ctx context.Context) bool {
+func (t *tables) hasSecurityTable(ctx context.Context) (bool, error) {
 	return t.hasTable(ctx, "security", "FORWARD")
 }
 
 // hasRawTable reports whether the kernel offers the raw table.
-func (t *tables) hasRawTable(ctx context.Context) bool {
+func (t *tables) hasRawTable(ctx context.Context) (bool, error) {
 	return t.hasTable(ctx, "raw", "PREROUTING")
 }

@@ -1,6 +1,7 @@
 package egress
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -47,7 +48,7 @@ func sendFrom(src, dst netip.AddrPort, msg string) error {
 		}
 		return serr
 	}}
-	pc, err := lc.ListenPacket(nil, "udp6", src.String())
+	pc, err := lc.ListenPacket(context.Background(), "udp6", src.String())
 	if err != nil {
 		return err
 	}
