@@ -468,6 +468,31 @@ func TestConcurrentRemove(t *testing.T) {
 	}
 }
 
+// nsHosts creates three network namespaces for a packet-filter test, named
+// after tag and removed when the test ends: a router standing in for the
+// miner's host, a lease behind it and a target. It returns their names, the
+// random suffix of the names (for the test's interfaces) and a runner of
+// `ip` that fails the test.
+func nsHosts(t *testing.T, tag string) (router, lease, target, sfx string, ip func(...string)) {
+	t.Helper()
+	id := make([]byte, 3)
+	rand.Read(id)
+	sfx = hex.EncodeToString(id)
+	router, lease, target = "nic"+tag+"r"+sfx, "nic"+tag+"l"+sfx, "nic"+tag+"t"+sfx
+	ip = func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	for _, ns := range []string{router, lease, target} {
+		ip("netns", "add", ns)
+		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+		ip("-n", ns, "link", "set", "lo", "up")
+	}
+	return router, lease, target, sfx, ip
+}
+
 // TestGuardWhileDockerUserSkipped builds a miner host in network
 // namespaces (a router with a lease bridge whose FORWARD jumps to
 // DOCKER-USER as the engine's does, a lease behind the bridge, a target
@@ -479,22 +504,8 @@ func TestConcurrentRemove(t *testing.T) {
 // guard too. No address outside the test's namespaces is touched.
 func TestGuardWhileDockerUserSkipped(t *testing.T) {
 	requireNetAdmin(t)
-	id := make([]byte, 3)
-	rand.Read(id)
-	sfx := hex.EncodeToString(id)
-	router, lease, target := "nicgr"+sfx, "nicgl"+sfx, "nicgt"+sfx
+	router, lease, target, sfx, ip := nsHosts(t, "g")
 	bridge := "nicgb" + sfx
-	ip := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-	}
-	for _, ns := range []string{router, lease, target} {
-		ip("netns", "add", ns)
-		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-		ip("-n", ns, "link", "set", "lo", "up")
-	}
 	const (
 		gateway  = "10.201.0.1/24"
 		leaseIP  = "10.201.0.2/24"

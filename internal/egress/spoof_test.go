@@ -2,8 +2,6 @@ package egress
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"net/netip"
@@ -67,22 +65,8 @@ func sendFrom(src, dst netip.AddrPort, msg string) error {
 // in network namespaces the test creates.
 func TestSpoofedReplyIPv6(t *testing.T) {
 	requireNetAdmin(t)
-	id := make([]byte, 3)
-	rand.Read(id)
-	sfx := hex.EncodeToString(id)
-	router, lease, target := "nicsr"+sfx, "nicsl"+sfx, "nicst"+sfx
+	router, lease, target, sfx, ip := nsHosts(t, "s")
 	bridge := "nicsb" + sfx
-	ip := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-	}
-	for _, ns := range []string{router, lease, target} {
-		ip("netns", "add", ns)
-		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-		ip("-n", ns, "link", "set", "lo", "up")
-	}
 	ip("-n", router, "link", "add", bridge, "type", "bridge")
 	ip("-n", router, "addr", "add", "fd00:201::1/64", "dev", bridge, "nodad")
 	ip("-n", router, "link", "set", bridge, "up")

@@ -62,8 +62,8 @@ type benchChildReport struct {
 
 // BenchmarkSweep measures Proof-of-GPU sweeps of 256 simulated miners
 // (NICOMPUTE_BENCH_MINERS) by a validator running alone in a child process
-// (this test binary re-run), with the SQLite store and the real 26 MB
-// worker: a first sweep, whose miners have no worker cache yet, and a
+// (this test binary re-run), with the SQLite store and the real worker
+// (the test build of nicompute): a first sweep, whose miners have no worker cache yet, and a
 // second by a fresh validator process, whose miners keep the worker from
 // the first (a nicompute miner's cache outlives leases and validator
 // restarts). For each sweep it reports the wall-clock, the validator's
