@@ -256,40 +256,27 @@ func (f *Filter) install(ctx context.Context, t *tables, bridge string) (string,
 		return "", false, err
 	}
 	inserted := i1 || i2
-	// Forged sources first: they must never reach connection tracking.
-	raw, err := t.hasRawTable(ctx)
-	if err != nil {
-		return "", false, err
-	}
-	security, err := t.hasSecurityTable(ctx)
-	if err != nil {
-		return "", false, err
-	}
-	if raw {
-		if err := t.restoreNoFlush(ctx, spoofScript(bridge)); err != nil {
-			return "", false, fmt.Errorf("anti-spoofing chain (needs the rpfilter match, xt_rpfilter): %w", err)
+	for _, x := range extraTables {
+		ok, err := t.hasTable(ctx, x.table, x.hook)
+		if err != nil {
+			return "", false, err
 		}
-		i, err := t.ensureJump(ctx, "raw", "PREROUTING", bridge, spoofChain(bridge))
+		if !ok {
+			if inserted {
+				f.log.Warn(x.missing, "bridge", bridge, "family", t.fam.name)
+			}
+			continue
+		}
+		if err := t.restoreNoFlush(ctx, x.script(t.fam, bridge, f.rules)); err != nil {
+			return "", false, fmt.Errorf("chain %s in the %s table: %w", x.chain(bridge), x.table, err)
+		}
+		i, err := t.ensureJump(ctx, x.table, x.hook, bridge, x.chain(bridge))
 		if err != nil {
 			return "", false, err
 		}
 		inserted = inserted || i
-	} else if inserted {
-		f.log.Warn("the kernel has no raw table (iptable_raw): a lease may forge the source of its packets to pass as replies",
-			"bridge", bridge, "family", t.fam.name)
 	}
-	if !security {
-		if inserted {
-			f.log.Warn("the kernel has no security table (iptable_security): lease traffic is confined by DOCKER-USER alone, which the engine briefly skips whenever it creates or removes a network",
-				"bridge", bridge, "family", t.fam.name)
-		}
-		return hook, inserted, nil
-	}
-	if err := t.restoreNoFlush(ctx, guardScript(t.fam, bridge, f.rules)); err != nil {
-		return "", false, err
-	}
-	i, err := t.ensureJump(ctx, "security", "FORWARD", bridge, guardChain(bridge))
-	return hook, inserted || i, err
+	return hook, inserted, nil
 }
 
 // Check reports, without changing anything, why the filter could not be
@@ -365,13 +352,13 @@ func (f *Filter) Installed(ctx context.Context, bridge string) (bool, error) {
 		return false, err
 	}
 	jumps := [][3]string{{"filter", hook, fwd}, {"filter", "INPUT", in}}
-	for _, j := range [][3]string{{"security", "FORWARD", guardChain(bridge)}, {"raw", "PREROUTING", spoofChain(bridge)}} {
-		ok, err := t.hasTable(ctx, j[0], j[1])
+	for _, x := range extraTables {
+		ok, err := t.hasTable(ctx, x.table, x.hook)
 		if err != nil {
 			return false, err
 		}
 		if ok {
-			jumps = append(jumps, j)
+			jumps = append(jumps, [3]string{x.table, x.hook, x.chain(bridge)})
 		}
 	}
 	for _, j := range jumps {
@@ -444,15 +431,14 @@ func (f *Filter) Prune(ctx context.Context) ([]string, error) {
 			}
 			return nil, err
 		}
-		for _, tb := range [][2]string{{"security", "FORWARD"}, {"raw", "PREROUTING"}} {
-			table := tb[0]
-			if ok, err := t.hasTable(ctx, tb[0], tb[1]); !ok {
+		for _, x := range extraTables {
+			if ok, err := t.hasTable(ctx, x.table, x.hook); !ok {
 				if err != nil && !fam.v6 {
 					return nil, err
 				}
 				continue
 			}
-			more, err := t.ownChains(ctx, table)
+			more, err := t.ownChains(ctx, x.table)
 			if err != nil && !fam.v6 {
 				return nil, err
 			}
@@ -481,10 +467,14 @@ func (f *Filter) Prune(ctx context.Context) ([]string, error) {
 // of its chains.
 func (f *Filter) remove(ctx context.Context, bridge string) error {
 	fwd, in := chainNames(bridge)
-	type own struct{ table, chain string }
-	hooks := map[own][]string{
-		{"filter", fwd}: {"DOCKER-USER", "FORWARD"}, {"filter", in}: {"INPUT"},
-		{"security", guardChain(bridge)}: {"FORWARD"}, {"raw", spoofChain(bridge)}: {"PREROUTING"},
+	type own struct {
+		table, chain string
+		hooks        []string
+		extra        bool // in a table the kernel may lack
+	}
+	chains := []own{{"filter", fwd, []string{"DOCKER-USER", "FORWARD"}, false}, {"filter", in, []string{"INPUT"}, false}}
+	for _, x := range extraTables {
+		chains = append(chains, own{x.table, x.chain(bridge), []string{x.hook}, true})
 	}
 	var errs []error
 	removed := false
@@ -496,13 +486,13 @@ func (f *Filter) remove(ctx context.Context, bridge string) error {
 			}
 			continue
 		}
-		// A table whose presence cannot be told is treated as present:
-		// removing is tried, and its error reported.
-		security, serr := t.hasSecurityTable(ctx)
-		raw, rerr := t.hasRawTable(ctx)
-		for _, c := range []own{{"filter", fwd}, {"filter", in}, {"security", guardChain(bridge)}, {"raw", spoofChain(bridge)}} {
-			if (c.table == "security" && !security && serr == nil) || (c.table == "raw" && !raw && rerr == nil) {
-				continue
+		for _, c := range chains {
+			// A table whose presence cannot be told is treated as
+			// present: removing is tried, and its error reported.
+			if c.extra {
+				if ok, err := t.hasTable(ctx, c.table, c.hooks[0]); !ok && err == nil {
+					continue
+				}
 			}
 			ok, err := t.chainExists(ctx, c.table, c.chain)
 			if err != nil && !fam.v6 {
@@ -511,7 +501,7 @@ func (f *Filter) remove(ctx context.Context, bridge string) error {
 			if !ok {
 				continue
 			}
-			for _, hook := range hooks[c] {
+			for _, hook := range c.hooks {
 				if has, _ := t.chainExists(ctx, c.table, hook); has {
 					errs = append(errs, t.deleteJumps(ctx, c.table, hook, bridge, c.chain))
 				}

@@ -596,7 +596,7 @@ func TestGuardWhileDockerUserSkipped(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if security, err = tb.hasSecurityTable(t.Context()); err != nil {
+		if security, err = tb.hasTable(t.Context(), "security", "FORWARD"); err != nil {
 			return err
 		}
 		return f.Install(t.Context(), Network{Bridge: bridge})

@@ -223,13 +223,3 @@ func (t *tables) hasTable(ctx context.Context, table, hook string) (bool, error)
 	}
 	return false, fmt.Errorf("is there a %s table: %w", table, err)
 }
-
-// hasSecurityTable reports whether the kernel offers the security table.
-func (t *tables) hasSecurityTable(ctx context.Context) (bool, error) {
-	return t.hasTable(ctx, "security", "FORWARD")
-}
-
-// hasRawTable reports whether the kernel offers the raw table.
-func (t *tables) hasRawTable(ctx context.Context) (bool, error) {
-	return t.hasTable(ctx, "raw", "PREROUTING")
-}

@@ -61,6 +61,28 @@ func guardChain(bridge string) string { return chainPrefix + "S-" + bridge }
 // whose source address could not be a lease's (see spoofScript).
 func spoofChain(bridge string) string { return chainPrefix + "R-" + bridge }
 
+// extraTable is a table outside filter that holds one chain per bridge,
+// jumped to from the table's built-in chain hook. The kernel may lack the
+// table (iptable_raw, iptable_security; every common distribution kernel
+// has both): the filter then goes without that chain, with a warning.
+type extraTable struct {
+	table, hook string
+	chain       func(bridge string) string
+	script      func(fam family, bridge string, rs ruleSet) string
+	// missing is the warning logged when the kernel lacks the table.
+	missing string
+}
+
+// extraTables are installed in this order: forged sources are dropped
+// first, then the guard.
+var extraTables = []extraTable{
+	{table: "raw", hook: "PREROUTING", chain: spoofChain,
+		script:  func(_ family, bridge string, _ ruleSet) string { return spoofScript(bridge) },
+		missing: "the kernel has no raw table (iptable_raw): a lease may forge the source of its packets to pass as replies"},
+	{table: "security", hook: "FORWARD", chain: guardChain, script: guardScript,
+		missing: "the kernel has no security table (iptable_security): lease traffic is confined by DOCKER-USER alone, which the engine briefly skips whenever it creates or removes a network"},
+}
+
 // bridgeOfChain returns the bridge a chain of this package confines.
 func bridgeOfChain(chain string) (string, bool) {
 	for _, p := range []string{chainPrefix + "F-", chainPrefix + "I-", chainPrefix + "S-", chainPrefix + "R-"} {
